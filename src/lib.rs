@@ -1,0 +1,30 @@
+//! `runtime-thread`: drive async work from synchronous code through a dedicated OS thread that owns
+//! a tokio runtime.
+//!
+//! Synchronous programs (a CLI, a GUI, a test, a daemon's `main`, a Python extension) often need to run
+//! async work without becoming async themselves. A [`RuntimeThread`] owns one OS thread and one tokio
+//! runtime; any thread can hand it futures and blocking closures and wait for, poll, cancel or `.await`
+//! the results. Stopping is graceful, bounded in time and reports what it had to abandon.
+//!
+//! ```
+//! use runtime_thread::RuntimeThread;
+//!
+//! let rt = RuntimeThread::builder().name("demo").start()?;
+//! let answer = rt.run_threadsafe(async { 6 * 7 }).wait()?;
+//! assert_eq!(answer, 42);
+//! let report = rt.stop()?;
+//! assert!(report.is_clean());
+//! # Ok::<(), runtime_thread::Error>(())
+//! ```
+//!
+//! The crate is built in layers; this release contains the core layer, [`thread`].
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms, unreachable_pub)]
+
+pub mod thread;
+
+pub use thread::{
+    AbortHandle, Builder, Error, Flavor, RuntimeThread, Stats, StopCause, StopGuard, StopReport,
+    StartupOutcome, StartupTaskReport, TaskHandle, TaskOutput,
+};
+pub use tokio_util::sync::CancellationToken;

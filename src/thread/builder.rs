@@ -1,0 +1,211 @@
+//! Configuration of a [`RuntimeThread`](super::RuntimeThread).
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::RuntimeThread;
+use super::error::Error;
+use super::startup::StartupTask;
+use super::task::TaskOutput;
+
+/// Which tokio scheduler the thread runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Flavor {
+    /// Every task runs on the one runtime thread (the default). A blocking wait on that thread
+    /// returns [`Error::WouldDeadlock`].
+    #[default]
+    CurrentThread,
+    /// Tasks run on `workers` worker threads owned by the runtime; the runtime thread itself only
+    /// coordinates. Blocking waits from tasks are allowed (`block_in_place`).
+    MultiThread {
+        /// Number of worker threads (at least 1).
+        workers: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) name: String,
+    pub(crate) flavor: Flavor,
+    pub(crate) max_blocking_threads: Option<usize>,
+    pub(crate) grace: Duration,
+    pub(crate) signals: Vec<i32>,
+    pub(crate) idle_spin: Duration,
+    pub(crate) wait_spin: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: "runtime-thread".to_owned(),
+            flavor: Flavor::CurrentThread,
+            max_blocking_threads: None,
+            grace: Duration::from_secs(5),
+            signals: Vec::new(),
+            idle_spin: Duration::from_micros(50),
+            wait_spin: Duration::from_micros(20),
+        }
+    }
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), Error> {
+        if self.name.contains('\0') {
+            return Err(Error::InvalidConfig(
+                "the thread name must not contain a NUL byte".into(),
+            ));
+        }
+        if let Flavor::MultiThread { workers: 0 } = self.flavor {
+            return Err(Error::InvalidConfig(
+                "a multi-thread runtime needs at least one worker".into(),
+            ));
+        }
+        if self.max_blocking_threads == Some(0) {
+            return Err(Error::InvalidConfig(
+                "max_blocking_threads must be at least 1".into(),
+            ));
+        }
+        #[cfg(unix)]
+        if let Some(signal) = self
+            .signals
+            .iter()
+            .find(|s| super::signals::is_forbidden(**s))
+        {
+            return Err(Error::InvalidConfig(format!(
+                "signal {signal} cannot be handled (SIGKILL, SIGSTOP and the fault signals are forbidden)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Configures and builds a [`RuntimeThread`].
+///
+/// ```
+/// use std::time::Duration;
+/// use runtime_thread::{Flavor, RuntimeThread};
+///
+/// let rt = RuntimeThread::builder()
+///     .name("worker")
+///     .flavor(Flavor::MultiThread { workers: 2 })
+///     .grace_period(Duration::from_millis(500))
+///     .startup_task("ticker", |token| async move {
+///         token.cancelled().await; // runs until stop
+///     })
+///     .start()?;
+/// let report = rt.stop()?;
+/// assert_eq!(report.cancelled(), 1);
+/// # Ok::<(), runtime_thread::Error>(())
+/// ```
+pub struct Builder {
+    config: Config,
+    startup: Vec<StartupTask>,
+}
+
+impl Builder {
+    pub(crate) fn new() -> Self {
+        Builder {
+            config: Config::default(),
+            startup: Vec::new(),
+        }
+    }
+
+    /// Name of the OS thread (default `runtime-thread`); the runtime's pool threads are named
+    /// `<name>-pool`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Which scheduler to run (default [`Flavor::CurrentThread`]).
+    pub fn flavor(mut self, flavor: Flavor) -> Self {
+        self.config.flavor = flavor;
+        self
+    }
+
+    /// Upper bound on the threads of the blocking pool used by
+    /// [`submit_blocking`](RuntimeThread::submit_blocking) (tokio's default: 512).
+    pub fn max_blocking_threads(mut self, threads: usize) -> Self {
+        self.config.max_blocking_threads = Some(threads);
+        self
+    }
+
+    /// How long a stop waits for tasks to finish after their cancellation tokens fire, before it
+    /// aborts them (default 5 s).
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.config.grace = grace;
+        self
+    }
+
+    /// Stop gracefully when the process receives any of `signals` (off by default); a second one
+    /// during the grace period aborts at once. See the crate README for the exact semantics.
+    #[cfg(unix)]
+    pub fn stop_on_signals(mut self, signals: impl IntoIterator<Item = i32>) -> Self {
+        self.config.signals = signals.into_iter().collect();
+        self
+    }
+
+    /// Shorthand for [`stop_on_signals`](Self::stop_on_signals) with SIGINT and SIGTERM.
+    #[cfg(unix)]
+    pub fn stop_on_ctrl_c(self) -> Self {
+        self.stop_on_signals([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])
+    }
+
+    /// Registers a task started with the thread and cancelled at stop. `factory` is called on the
+    /// runtime thread with a token that fires when the stop begins; the task then has the grace
+    /// period to return before it is aborted. It may return `()` or a `Result` (an error is logged
+    /// and reported). Its outcome is in the [`StopReport`](crate::StopReport).
+    pub fn startup_task<F, Fut>(mut self, name: impl Into<String>, factory: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: TaskOutput,
+    {
+        self.startup.push(StartupTask::new(name, factory));
+        self
+    }
+
+    /// How long the runtime thread keeps polling for new work after the last job before it
+    /// sleeps (default 50 µs). Work that arrives while it polls skips the cost of a wake-up
+    /// through the OS; with no traffic the thread sleeps. Zero turns the spin off.
+    pub fn idle_spin(mut self, spin: Duration) -> Self {
+        self.config.idle_spin = spin;
+        self
+    }
+
+    /// How long a blocking [`wait`](crate::TaskHandle::wait) spins before it sleeps (default
+    /// 20 µs). Zero turns the spin off.
+    pub fn wait_spin(mut self, spin: Duration) -> Self {
+        self.config.wait_spin = spin;
+        self
+    }
+
+    /// Builds the thread without starting it.
+    pub fn build(self) -> Result<RuntimeThread, Error> {
+        self.config.validate()?;
+        Ok(RuntimeThread::from_parts(self.config, self.startup))
+    }
+
+    /// Builds the thread and starts it.
+    pub fn start(self) -> Result<RuntimeThread, Error> {
+        let thread = self.build()?;
+        thread.start()?;
+        Ok(thread)
+    }
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .field("startup_tasks", &self.startup.len())
+            .finish()
+    }
+}

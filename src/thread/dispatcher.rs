@@ -1,0 +1,120 @@
+//! The task on the runtime that takes submitted jobs off the injection queue.
+//!
+//! Each job is polled once inline, in the dispatcher's own poll: a future that is ready on its first
+//! poll (the common case for short requests) never becomes a tokio task at all. Only a future that
+//! returns `Pending` is spawned. After the last job the dispatcher keeps yielding to the scheduler
+//! for the configured idle spin, so that a caller issuing requests back to back finds it awake and
+//! skips the driver wake-up; after that it sleeps on the doorbell and the thread goes idle.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use super::shared::Shared;
+use super::task::Job;
+
+/// Jobs taken per poll before yielding, so other tasks and the IO driver get their turn.
+const BATCH: usize = 64;
+
+pub(crate) struct Dispatcher {
+    shared: Arc<Shared>,
+    last_work: Instant,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Dispatcher {
+            shared,
+            last_work: Instant::now(),
+        }
+    }
+
+    /// Runs up to one batch; returns how many jobs were taken.
+    fn run_batch(&self) -> usize {
+        let mut taken = 0;
+        while taken < BATCH {
+            let Some(job) = self.shared.handoff.pop() else {
+                break;
+            };
+            self.run_inline(job);
+            taken += 1;
+        }
+        taken
+    }
+
+    fn run_inline(&self, mut job: Job) {
+        // A no-op waker is enough: a job that is not ready is spawned right away, and its first
+        // poll as a task registers the task's real waker.
+        let mut cx = Context::from_waker(Waker::noop());
+        match job.as_mut().poll(&mut cx) {
+            Poll::Ready(()) => self.shared.counters.add_completed(1),
+            Poll::Pending => {
+                self.shared.tracker.spawn(Spawned {
+                    job: Some(job),
+                    shared: self.shared.clone(),
+                });
+            }
+        }
+    }
+}
+
+impl Future for Dispatcher {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let taken = self.run_batch();
+            if taken > 0 {
+                self.last_work = Instant::now();
+            }
+            if taken == BATCH || self.last_work.elapsed() < self.shared.config.idle_spin {
+                // Yield rather than sleep: the scheduler runs other tasks and polls the driver,
+                // then comes straight back here.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if self.shared.handoff.prepare_sleep::<Job>(cx.waker()) {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// A job that needed more than one poll, now running as a tracked tokio task.
+struct Spawned {
+    job: Option<Job>,
+    shared: Arc<Shared>,
+}
+
+impl Future for Spawned {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(job) = self.job.as_mut() else {
+            return Poll::Ready(());
+        };
+        match job.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                self.job = None;
+                self.shared.counters.add_completed(1);
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take() {
+            // Dropped unfinished: the runtime is shutting down. Dropping the job resolves its
+            // handle with `Stopped`.
+            drop(job);
+            self.shared.counters.add_completed(1);
+            self.shared.counters.aborted.fetch_add(1, Relaxed);
+        }
+    }
+}

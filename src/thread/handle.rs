@@ -1,0 +1,175 @@
+//! [`TaskHandle`] and [`AbortHandle`]: what a caller holds for submitted work.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::{Handle, RuntimeFlavor};
+
+use super::completion::{Completion, Resolve};
+use super::context;
+use super::error::Error;
+
+/// The result of work submitted with [`run_threadsafe`](crate::RuntimeThread::run_threadsafe) or
+/// [`submit_blocking`](crate::RuntimeThread::submit_blocking).
+///
+/// It is not tied to the runtime that produced it: block on it from any thread ([`wait`],
+/// [`wait_timeout`]), poll it ([`is_finished`]), [`cancel`] it, leave a callback ([`on_done`]), or
+/// `.await` it from any executor. Dropping the handle detaches the work; it still runs.
+///
+/// Every handle resolves: with the value, or with [`Error::Cancelled`], [`Error::Panicked`] or
+/// [`Error::Stopped`] (when the thread stops before the work finished). No caller waits forever.
+///
+/// ```
+/// use std::time::Duration;
+/// use runtime_thread::{Error, RuntimeThread};
+///
+/// let rt = RuntimeThread::builder().start()?;
+/// let mut slow = rt.run_threadsafe(async {
+///     tokio::time::sleep(Duration::from_secs(60)).await;
+/// });
+/// assert!(matches!(slow.wait_timeout(Duration::from_millis(10)), Err(Error::TimedOut(_))));
+/// assert!(slow.cancel());
+/// assert!(matches!(slow.wait(), Err(Error::Cancelled)));
+/// # Ok::<(), Error>(())
+/// ```
+///
+/// [`wait`]: TaskHandle::wait
+/// [`wait_timeout`]: TaskHandle::wait_timeout
+/// [`is_finished`]: TaskHandle::is_finished
+/// [`cancel`]: TaskHandle::cancel
+/// [`on_done`]: TaskHandle::on_done
+#[must_use = "dropping a TaskHandle detaches the work; call `wait`, `.await` or `on_done` to see its result"]
+pub struct TaskHandle<T> {
+    completion: Arc<Completion<T>>,
+    spin: Duration,
+}
+
+impl<T: Send + 'static> TaskHandle<T> {
+    pub(crate) fn new(completion: Arc<Completion<T>>, spin: Duration) -> Self {
+        TaskHandle { completion, spin }
+    }
+
+    /// Blocks the calling thread until the work is done and returns its result.
+    ///
+    /// On the runtime thread of a current-thread [`RuntimeThread`](crate::RuntimeThread) this
+    /// returns [`Error::WouldDeadlock`] at once unless the work is already done, because that
+    /// thread is the only one that could finish it. On a multi-thread runtime's worker it moves
+    /// the worker's other tasks away first (`tokio::task::block_in_place`) and then waits.
+    pub fn wait(self) -> Result<T, Error> {
+        self.wait_until(None).unwrap_or(Err(Error::ResultTaken))
+    }
+
+    /// Like [`wait`](Self::wait), but gives up after `timeout` with [`Error::TimedOut`]; the handle
+    /// stays usable, so the caller may wait again, cancel, or await.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<T, Error> {
+        let deadline = Instant::now().checked_add(timeout);
+        self.wait_until(deadline)
+            .unwrap_or(Err(Error::TimedOut(timeout)))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Option<Result<T, Error>> {
+        if let Some(outcome) = self.completion.try_take() {
+            return Some(outcome);
+        }
+        if context::on_a_scheduler_thread() {
+            return Some(Err(Error::WouldDeadlock));
+        }
+        let wait = || self.completion.wait(self.spin, deadline);
+        match Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
+    }
+
+    /// True once the work has finished (with any outcome), been cancelled, or been abandoned.
+    pub fn is_finished(&self) -> bool {
+        self.completion.is_resolved()
+    }
+
+    /// Cancels the work: the handle resolves with [`Error::Cancelled`] at once and the future is
+    /// dropped at its next poll. A blocking closure that already runs cannot be interrupted; its
+    /// result is discarded. Returns false if the work had already finished.
+    pub fn cancel(&self) -> bool {
+        self.completion.cancel()
+    }
+
+    /// Calls `callback` exactly once with the result: at once, on this thread, if the work is
+    /// already done; otherwise on the thread that finishes it (usually the runtime thread, so keep
+    /// the callback short and non-blocking).
+    pub fn on_done<F>(self, callback: F)
+    where
+        F: FnOnce(Result<T, Error>) + Send + 'static,
+    {
+        self.completion.on_resolved(Box::new(callback));
+    }
+
+    /// A cloneable handle that can only cancel the work or ask whether it finished.
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle::new(self.completion.clone())
+    }
+}
+
+impl<T: Send + 'static> Future for TaskHandle<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.completion.poll_take(cx)
+    }
+}
+
+impl<T> fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("finished", &self.completion.is_resolved())
+            .finish()
+    }
+}
+
+/// Cancels submitted work without being able to read its result; returned by
+/// [`spawn_threadsafe`](crate::RuntimeThread::spawn_threadsafe) and
+/// [`TaskHandle::abort_handle`].
+///
+/// ```
+/// use runtime_thread::RuntimeThread;
+///
+/// let rt = RuntimeThread::builder().start()?;
+/// let forever = rt.spawn_threadsafe(futures::future::pending::<()>())?;
+/// assert!(!forever.is_finished());
+/// assert!(forever.cancel());
+/// assert!(forever.is_finished());
+/// # Ok::<(), runtime_thread::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct AbortHandle {
+    completion: Arc<dyn Resolve>,
+}
+
+impl AbortHandle {
+    pub(crate) fn new(completion: Arc<dyn Resolve>) -> Self {
+        AbortHandle { completion }
+    }
+
+    /// Cancels the work; returns false if it had already finished.
+    pub fn cancel(&self) -> bool {
+        self.completion.cancel()
+    }
+
+    /// True once the work has finished, been cancelled, or been abandoned at stop.
+    pub fn is_finished(&self) -> bool {
+        self.completion.is_resolved()
+    }
+}
+
+impl fmt::Debug for AbortHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AbortHandle")
+            .field("finished", &self.completion.is_resolved())
+            .finish()
+    }
+}

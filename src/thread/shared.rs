@@ -1,0 +1,130 @@
+//! State shared between a [`RuntimeThread`](super::RuntimeThread), its OS thread and its tasks.
+
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::blocking::BlockingRegistry;
+use super::builder::Config;
+use super::handoff::{ChannelQueue, Handoff, StopRequest};
+use super::report::{Stats, StopCause};
+use super::startup::{StartupRecords, StartupTask};
+use super::task::Job;
+
+pub(crate) struct Shared {
+    pub(crate) id: u64,
+    pub(crate) config: Config,
+    pub(crate) handoff: Handoff<ChannelQueue<Job>>,
+    pub(crate) counters: Counters,
+    /// Every task that may hold up a graceful stop: spawned jobs, startup tasks, blocking jobs.
+    pub(crate) tracker: TaskTracker,
+    /// Cancelled when a stop begins; startup tasks get child tokens of it.
+    pub(crate) shutdown: CancellationToken,
+    /// Cancelled to cut the grace period short (a second signal).
+    pub(crate) force: CancellationToken,
+    pub(crate) runtime: OnceLock<tokio::runtime::Handle>,
+    pub(crate) blocking: BlockingRegistry,
+    /// Tasks registered before start; `None` once the runtime thread has taken them.
+    pub(crate) pending_startup: Mutex<Option<Vec<StartupTask>>>,
+    pub(crate) startup_records: StartupRecords,
+    stop: Mutex<StopRequestInfo>,
+}
+
+#[derive(Default)]
+struct StopRequestInfo {
+    cause: Option<StopCause>,
+    grace: Option<Duration>,
+    at: Option<Instant>,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) submitted: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    /// Spawned jobs that were still running when the runtime was shut down.
+    pub(crate) aborted: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add_completed(&self, n: usize) {
+        if n > 0 {
+            self.completed.fetch_add(n as u64, Relaxed);
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(id: u64, config: Config, startup: Vec<StartupTask>) -> Self {
+        Shared {
+            id,
+            config,
+            handoff: Handoff::new(ChannelQueue::new()),
+            counters: Counters::default(),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            force: CancellationToken::new(),
+            runtime: OnceLock::new(),
+            blocking: BlockingRegistry::default(),
+            pending_startup: Mutex::new(Some(startup)),
+            startup_records: StartupRecords::default(),
+            stop: Mutex::new(StopRequestInfo::default()),
+        }
+    }
+
+    /// Asks the thread to stop; returns true if this call started the stop.
+    pub(crate) fn request_stop(&self, cause: StopCause, grace: Option<Duration>) -> bool {
+        let mut info = self.stop.lock();
+        match self.handoff.request_stop() {
+            StopRequest::Initiated => {
+                info.cause = Some(cause);
+                info.grace = grace;
+                info.at = Some(Instant::now());
+                drop(info);
+                self.shutdown.cancel();
+                tracing::info!(thread = %self.config.name, ?cause, "runtime thread stop requested");
+                true
+            }
+            StopRequest::NeverStarted => {
+                info.cause = Some(StopCause::NeverStarted);
+                false
+            }
+            StopRequest::AlreadyStopping => false,
+        }
+    }
+
+    pub(crate) fn grace(&self) -> Duration {
+        self.stop.lock().grace.unwrap_or(self.config.grace)
+    }
+
+    pub(crate) fn stop_cause(&self) -> StopCause {
+        self.stop.lock().cause.unwrap_or(StopCause::NeverStarted)
+    }
+
+    pub(crate) fn stop_requested_at(&self) -> Option<Instant> {
+        self.stop.lock().at
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        // Read completed first so that a racing completion can only make in_flight look larger,
+        // never negative.
+        let completed = self.counters.completed.load(Relaxed);
+        let submitted = self.counters.submitted.load(Relaxed);
+        Stats {
+            submitted,
+            completed,
+            in_flight: submitted.saturating_sub(completed),
+        }
+    }
+
+    /// Queues an accepted job, keeping the counters honest about jobs dropped by a racing close.
+    pub(crate) fn enqueue(&self, job: Job) {
+        self.counters.submitted.fetch_add(1, Relaxed);
+        let dropped = self.handoff.push(job);
+        self.counters.add_completed(dropped);
+    }
+}

@@ -1,0 +1,121 @@
+//! The wrapper every submitted future runs in: it catches panics, honours cancellation from the
+//! handle, and resolves the handle exactly once, even when the runtime drops it unfinished.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use super::completion::Completion;
+use super::error::{Error, panic_message};
+
+/// A type-erased job as it travels through the injection queue.
+pub(crate) type Job = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// What a fire-and-forget task may return: nothing, or a `Result` whose error is then reported
+/// through `tracing` instead of being lost.
+pub trait TaskOutput: Send + 'static {
+    /// The failure to report, if the task failed.
+    fn failure(&self) -> Option<String>;
+}
+
+impl TaskOutput for () {
+    fn failure(&self) -> Option<String> {
+        None
+    }
+}
+
+impl<T, E> TaskOutput for Result<T, E>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    fn failure(&self) -> Option<String> {
+        self.as_ref().err().map(ToString::to_string)
+    }
+}
+
+pin_project! {
+    /// Drives `future` and writes its outcome into `completion`.
+    pub(crate) struct Supervised<F: Future> {
+        #[pin]
+        future: F,
+        completion: Arc<Completion<F::Output>>,
+        finished: bool,
+        // Nobody waits on a detached task's handle, so its panic must be logged loudly.
+        detached: bool,
+    }
+
+    impl<F: Future> PinnedDrop for Supervised<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !*this.finished {
+                this.completion.resolve(Err(Error::Stopped));
+            }
+        }
+    }
+}
+
+impl<F: Future> Supervised<F> {
+    pub(crate) fn new(future: F, completion: Arc<Completion<F::Output>>, detached: bool) -> Self {
+        Supervised {
+            future,
+            completion,
+            finished: false,
+            detached,
+        }
+    }
+}
+
+impl<F: Future> Future for Supervised<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if *this.finished {
+            return Poll::Ready(());
+        }
+        if this.completion.cancel_requested() {
+            *this.finished = true;
+            return Poll::Ready(());
+        }
+        let future = this.future;
+        let outcome = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Ready(value)) => Ok(value),
+            Ok(Poll::Pending) => {
+                this.completion.register_task(cx.waker());
+                if !this.completion.cancel_requested() {
+                    return Poll::Pending;
+                }
+                *this.finished = true;
+                return Poll::Ready(());
+            }
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                if *this.detached {
+                    tracing::error!(panic = %message, "a task spawned with spawn_threadsafe panicked");
+                } else {
+                    tracing::debug!(panic = %message, "a submitted task panicked");
+                }
+                Err(Error::Panicked { message })
+            }
+        };
+        *this.finished = true;
+        this.completion.resolve(outcome);
+        Poll::Ready(())
+    }
+}
+
+/// Turns a fire-and-forget future into one whose failure is reported rather than dropped.
+pub(crate) async fn report_failure<F>(future: F)
+where
+    F: Future,
+    F::Output: TaskOutput,
+{
+    if let Some(failure) = future.await.failure() {
+        tracing::error!(error = %failure, "a task spawned with spawn_threadsafe failed");
+    }
+}
