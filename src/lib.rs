@@ -20,9 +20,11 @@
 //! The crate is built in layers; this release contains the core layer, [`thread`].
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 pub mod thread;
 
+#[cfg(not(loom))]
 pub use thread::{
     AbortHandle, Builder, Error, Flavor, RuntimeThread, Stats, StopCause, StopGuard, StopReport,
     StartupOutcome, StartupTaskReport, TaskHandle, TaskOutput,

@@ -305,7 +305,7 @@ mod loom_tests {
                 thread::spawn(move || cell.cancel())
             };
             // The task side: register, then re-check the flag, exactly as `Supervised` does.
-            let waker: Waker = futures::task::waker(Arc::new(Flag(woken.clone())).into_std());
+            let waker: Waker = futures::task::waker(std::sync::Arc::new(Flag(woken.clone())));
             cell.register_task(&waker);
             let saw_flag = cell.cancel_requested();
             assert!(canceller.join().unwrap());
@@ -314,11 +314,6 @@ mod loom_tests {
     }
 
     struct Flag(Arc<loom::sync::atomic::AtomicBool>);
-    impl Flag {
-        fn into_std(self: Arc<Self>) -> std::sync::Arc<Self> {
-            std::sync::Arc::new(Flag(self.0.clone()))
-        }
-    }
     impl futures::task::ArcWake for Flag {
         fn wake_by_ref(arc_self: &std::sync::Arc<Self>) {
             arc_self.0.store(true, SeqCst);

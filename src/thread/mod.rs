@@ -4,26 +4,44 @@
 //! the runtime, the dispatcher that drains it, startup tasks, blocking jobs, signals, and the stop
 //! report.
 
+//
+// Under `cfg(loom)` only the hand-off protocols and their model tests are compiled: tokio removes
+// parts of its API under that cfg, and the models need none of the rest.
+#[cfg(not(loom))]
 mod blocking;
+#[cfg(not(loom))]
 mod builder;
 mod completion;
+#[cfg(not(loom))]
 mod context;
+#[cfg(not(loom))]
 mod dispatcher;
 mod error;
+#[cfg(not(loom))]
 mod handle;
 mod handoff;
+#[cfg(not(loom))]
 mod report;
+#[cfg(not(loom))]
 mod runtime_thread;
+#[cfg(not(loom))]
 mod shared;
-#[cfg(unix)]
+#[cfg(all(unix, not(loom)))]
 mod signals;
+#[cfg(not(loom))]
 mod startup;
 mod sync;
+#[cfg(not(loom))]
 mod task;
 
+#[cfg(not(loom))]
 pub use builder::{Builder, Flavor};
 pub use error::Error;
+#[cfg(not(loom))]
 pub use handle::{AbortHandle, TaskHandle};
+#[cfg(not(loom))]
 pub use report::{StartupOutcome, StartupTaskReport, Stats, StopCause, StopReport};
+#[cfg(not(loom))]
 pub use runtime_thread::{RuntimeThread, StopGuard};
+#[cfg(not(loom))]
 pub use task::TaskOutput;
