@@ -1,8 +1,10 @@
 //! The task on the runtime that takes submitted jobs off the injection queue.
 //!
-//! Each job is polled once inline, in the dispatcher's own poll: a future that is ready on its first
-//! poll (the common case for short requests) never becomes a tokio task at all. Only a future that
-//! returns `Pending` is spawned. After the last job the dispatcher keeps yielding to the scheduler
+//! On a current-thread runtime each job is polled once inline, in the dispatcher's own poll: a
+//! future that is ready on its first poll (the common case for short requests) never becomes a
+//! tokio task at all. Only a future that returns `Pending` is spawned. On a multi-thread runtime
+//! every job is spawned: there a task may block in `TaskHandle::wait` (through `block_in_place`),
+//! and if that task were the dispatcher itself, nothing would drain the queue it waits on. After the last job the dispatcher keeps yielding to the scheduler
 //! for the configured idle spin, so that a caller issuing requests back to back finds it awake and
 //! skips the driver wake-up; after that it sleeps on the doorbell and the thread goes idle.
 
@@ -13,6 +15,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use super::builder::Flavor;
 use super::shared::Shared;
 use super::task::Job;
 
@@ -22,13 +25,24 @@ const BATCH: usize = 64;
 pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
     last_work: Instant,
+    poll_inline: bool,
 }
 
 impl Dispatcher {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        let poll_inline = shared.config.flavor == Flavor::CurrentThread;
         Dispatcher {
             shared,
             last_work: Instant::now(),
+            poll_inline,
+        }
+    }
+
+    /// Takes every queued job now, so that work accepted before a stop is tracked and gets the
+    /// grace period rather than being discarded.
+    pub(crate) fn flush(&self) {
+        while let Some(job) = self.shared.handoff.pop() {
+            self.run_inline(job);
         }
     }
 
@@ -46,18 +60,19 @@ impl Dispatcher {
     }
 
     fn run_inline(&self, mut job: Job) {
-        // A no-op waker is enough: a job that is not ready is spawned right away, and its first
-        // poll as a task registers the task's real waker.
-        let mut cx = Context::from_waker(Waker::noop());
-        match job.as_mut().poll(&mut cx) {
-            Poll::Ready(()) => self.shared.counters.add_completed(1),
-            Poll::Pending => {
-                self.shared.tracker.spawn(Spawned {
-                    job: Some(job),
-                    shared: self.shared.clone(),
-                });
+        if self.poll_inline {
+            // A no-op waker is enough: a job that is not ready is spawned right away, and its
+            // first poll as a task registers the task's real waker.
+            let mut cx = Context::from_waker(Waker::noop());
+            if job.as_mut().poll(&mut cx).is_ready() {
+                self.shared.counters.add_completed(1);
+                return;
             }
         }
+        self.shared.tracker.spawn(Spawned {
+            job: Some(job),
+            shared: self.shared.clone(),
+        });
     }
 }
 

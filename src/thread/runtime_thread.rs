@@ -87,6 +87,9 @@ impl RuntimeThread {
     /// handler) comes back as [`Error::StartFailed`].
     pub fn start(&self) -> Result<(), Error> {
         let mut thread = self.thread.lock();
+        if !matches!(*thread, ThreadState::NotStarted) {
+            return Err(Error::AlreadyStarted);
+        }
         self.shared.handoff.begin_start()?;
         let (ready_tx, ready_rx) = sync_channel(1);
         let shared = self.shared.clone();
@@ -541,6 +544,7 @@ async fn serve(
 
     wait_for_stop_request(shared, &mut listener).await;
 
+    Dispatcher::new(shared.clone()).flush();
     shared.tracker.close();
     let grace = shared.grace();
     tokio::select! {

@@ -1,0 +1,32 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::Duration;
+
+/// Runs `body` on its own thread and fails the test if it takes longer than `limit`: every test
+/// that could hang goes through this watchdog so CI never stalls.
+pub fn bounded<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let worker = thread::Builder::new()
+        .name("bounded-test".into())
+        .spawn(move || {
+            let _ = tx.send(body());
+        })
+        .expect("spawn test thread");
+    match rx.recv_timeout(limit) {
+        Ok(value) => {
+            worker.join().expect("test thread");
+            value
+        }
+        Err(RecvTimeoutError::Timeout) => panic!("test did not finish within {limit:?}: it hangs"),
+        Err(RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the body returned without sending"),
+        },
+    }
+}
+
+/// The default bound for tests that should take well under a second.
+pub const QUICK: Duration = Duration::from_secs(20);
