@@ -110,6 +110,17 @@ fn a_zero_grace_stop_aborts_at_once() {
     });
 }
 
+/// Waits (the caller's watchdog bounds it) until the named startup tasks are no longer running.
+fn until_ended(rt: &RuntimeThread, names: &[&str]) {
+    while rt
+        .startup_tasks()
+        .iter()
+        .any(|t| names.contains(&t.name.as_str()) && t.outcome == StartupOutcome::Running)
+    {
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn startup_task_outcomes_are_reported() {
     bounded(QUICK, || {
@@ -140,10 +151,8 @@ fn startup_task_outcomes_are_reported() {
         })
         .unwrap();
         assert_eq!(ran.recv_timeout(QUICK).unwrap(), "after", "started at once");
-        // Wait until the three short tasks have ended before stopping.
-        while rt.stats().in_flight > 0 {
-            std::thread::yield_now();
-        }
+        // Let the three short tasks end on their own before stopping.
+        until_ended(&rt, &["finishes", "fails", "panics", "registered before start"]);
         let report = rt.stop().unwrap();
         let outcome = |name: &str| {
             report
@@ -153,6 +162,7 @@ fn startup_task_outcomes_are_reported() {
                 .map(|t| t.outcome.clone())
                 .unwrap_or_else(|| panic!("{name} missing from {report:?}"))
         };
+        assert_eq!(outcome("finishes"), StartupOutcome::Finished);
         assert_eq!(outcome("cooperates"), StartupOutcome::Cancelled);
         assert_eq!(
             outcome("fails"),
@@ -166,6 +176,7 @@ fn startup_task_outcomes_are_reported() {
         assert_eq!(outcome("registered after start"), StartupOutcome::Cancelled);
         assert_eq!(report.aborted(), 1);
         assert_eq!(report.cancelled(), 2);
+        assert_eq!(report.finished(), 2, "finishes and registered before start");
         assert!(report.grace_expired);
         assert!(!report.is_clean());
         assert_eq!(report.startup_tasks.len(), 7);
@@ -181,10 +192,7 @@ fn a_startup_task_that_returns_before_stop_is_reported_finished() {
             .start()
             .unwrap();
         done.recv_timeout(QUICK).unwrap();
-        while rt.stats().in_flight > 0 {
-            std::thread::yield_now();
-        }
-        // The task's guard records its outcome right after the send; stop waits for it anyway.
+        until_ended(&rt, &["one-shot"]);
         let report = rt.stop().unwrap();
         assert_eq!(report.finished(), 1, "{report:?}");
         assert!(report.is_clean());

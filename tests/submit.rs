@@ -67,10 +67,14 @@ fn cancel_resolves_at_once_and_drops_the_future() {
     bounded(QUICK, || {
         let rt = started();
         let (dropped_tx, dropped) = std::sync::mpsc::channel();
+        let (started_tx, started) = std::sync::mpsc::channel();
         let handle = rt.run_threadsafe(async move {
             let _signal = DropSignal(Some(dropped_tx));
+            started_tx.send(()).unwrap();
             futures::future::pending::<()>().await;
         });
+        // Cancel a future that is really running, not one still waiting in the queue.
+        started.recv_timeout(QUICK).unwrap();
         let abort = handle.abort_handle();
         assert!(handle.cancel());
         assert!(handle.is_finished() && abort.is_finished());

@@ -20,7 +20,7 @@ use super::context::{self, Membership};
 use super::dispatcher::Dispatcher;
 use super::error::{Error, panic_message};
 use super::handle::{AbortHandle, TaskHandle};
-use super::report::{Stats, StopCause, StopReport};
+use super::report::{StartupTaskReport, Stats, StopCause, StopReport};
 #[cfg(unix)]
 use super::signals::{self, SignalListener, SignalRegistration};
 use super::shared::Shared;
@@ -308,6 +308,12 @@ impl RuntimeThread {
             return Err(Error::Stopped);
         }
         self.shared.runtime.get().cloned().ok_or(Error::NotStarted)
+    }
+
+    /// The startup tasks started so far and how each has ended, or
+    /// [`StartupOutcome::Running`](crate::StartupOutcome::Running).
+    pub fn startup_tasks(&self) -> Vec<StartupTaskReport> {
+        self.shared.startup_records.snapshot()
     }
 
     /// Counts of submitted, completed and in-flight work.

@@ -1,0 +1,194 @@
+//! SIGINT/SIGTERM handling. Each case runs in a child process (this test binary re-executed with
+//! an environment variable naming the case), so signals never reach the test runner itself.
+
+#![cfg(unix)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use runtime_thread::{RuntimeThread, StopCause};
+
+const CASE: &str = "RUNTIME_THREAD_SIGNAL_CASE";
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The child processes' entry point; it does nothing in the test runner itself.
+#[test]
+#[ignore = "entry point of the child processes started by the other tests in this file"]
+fn child_process_entry() {
+    let Ok(case) = std::env::var(CASE) else {
+        return;
+    };
+    match case.as_str() {
+        "graceful" => graceful(),
+        "forced" => forced(),
+        "restored" => restored(),
+        "two_threads" => two_threads(),
+        other => panic!("unknown case {other}"),
+    }
+}
+
+fn say(line: impl std::fmt::Display) {
+    println!("{line}");
+}
+
+fn graceful() {
+    let rt = RuntimeThread::builder()
+        .stop_on_ctrl_c()
+        .startup_task("worker", |token| async move {
+            token.cancelled().await;
+            say("goodbye");
+        })
+        .start()
+        .unwrap();
+    say("ready");
+    let report = rt.join().unwrap();
+    say(format_args!("cause={:?} clean={}", report.cause, report.is_clean()));
+}
+
+fn forced() {
+    let rt = RuntimeThread::builder()
+        .stop_on_ctrl_c()
+        .grace_period(Duration::from_secs(3600))
+        .startup_task("stubborn", |token| async move {
+            token.cancelled().await;
+            say("cancel seen");
+            futures::future::pending::<()>().await;
+        })
+        .start()
+        .unwrap();
+    say("ready");
+    let report = rt.join().unwrap();
+    say(format_args!("forced={} aborted={}", report.forced, report.aborted()));
+}
+
+fn restored() {
+    let rt = RuntimeThread::builder().stop_on_ctrl_c().start().unwrap();
+    rt.stop().unwrap();
+    say("stopped");
+    // With the default disposition back, SIGINT ends the process here.
+    std::thread::sleep(LIMIT);
+    say("still alive");
+    std::process::exit(3);
+}
+
+fn two_threads() {
+    let first = RuntimeThread::builder().name("first").stop_on_ctrl_c().start().unwrap();
+    let second = RuntimeThread::builder().name("second").stop_on_ctrl_c().start().unwrap();
+    say("ready");
+    for rt in [&first, &second] {
+        let report = rt.join().unwrap();
+        assert!(matches!(report.cause, StopCause::Signal(_)), "{report:?}");
+        say(format_args!("{} stopped", rt.name()));
+    }
+}
+
+/// A running child case, its stdout read line by line on a helper thread.
+struct ChildCase {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl ChildCase {
+    fn start(case: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["child_process_entry", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(CASE, case)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ChildCase { child, lines }
+    }
+
+    /// Waits for a line containing `marker` (the test harness may print its own text before it on
+    /// the same line); returns the line from the marker on.
+    fn expect(&self, marker: &str) -> String {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(at) = line.find(marker) {
+                        return line[at..].to_owned();
+                    }
+                }
+                Err(_) => panic!("the child never printed {marker:?}"),
+            }
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    fn exit_status(mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the child did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+#[test]
+fn sigterm_stops_the_thread_gracefully() {
+    let case = ChildCase::start("graceful");
+    case.expect("ready");
+    case.signal(libc::SIGTERM);
+    case.expect("goodbye");
+    let summary = case.expect("cause=");
+    assert_eq!(summary, format!("cause=Signal({}) clean=true", libc::SIGTERM));
+    assert!(case.exit_status().success());
+}
+
+#[test]
+fn a_second_signal_during_the_grace_period_aborts_at_once() {
+    let case = ChildCase::start("forced");
+    case.expect("ready");
+    case.signal(libc::SIGINT);
+    case.expect("cancel seen");
+    case.signal(libc::SIGINT);
+    assert_eq!(case.expect("forced="), "forced=true aborted=1");
+    assert!(case.exit_status().success());
+}
+
+#[test]
+fn after_the_thread_stops_ctrl_c_ends_the_process_again() {
+    use std::os::unix::process::ExitStatusExt;
+    let case = ChildCase::start("restored");
+    case.expect("stopped");
+    case.signal(libc::SIGINT);
+    let status = case.exit_status();
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+}
+
+#[test]
+fn several_runtime_threads_each_hear_the_signal() {
+    let case = ChildCase::start("two_threads");
+    case.expect("ready");
+    case.signal(libc::SIGTERM);
+    case.expect("first stopped");
+    case.expect("second stopped");
+    assert!(case.exit_status().success());
+}
