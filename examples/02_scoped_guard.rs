@@ -18,7 +18,9 @@ fn main() -> Result<(), runtime_thread::Error> {
     // Form 1: a guard. It dereferences to the thread, and stops it when dropped.
     {
         let running = rt.start_guard()?;
-        let greeting = running.run_threadsafe(async { "hello from the guard" }).wait()?;
+        let greeting = running
+            .run_threadsafe(async { "hello from the guard" })
+            .wait()?;
         println!("{greeting}");
     } // <- stopped and joined here
     println!("after the guard's scope: running = {}", rt.is_running());
@@ -26,7 +28,10 @@ fn main() -> Result<(), runtime_thread::Error> {
     // Form 2: a closure. Start, run the body, stop.
     let rt = RuntimeThread::builder().name("example-02b").build()?;
     let doubled = rt.scope(|rt| rt.run_threadsafe(async { 21 * 2 }).wait())??;
-    println!("the closure form returned {doubled}; running = {}", rt.is_running());
+    println!(
+        "the closure form returned {doubled}; running = {}",
+        rt.is_running()
+    );
 
     // Even a panicking body cannot leave the thread running: the stop happens during unwinding.
     let rt = RuntimeThread::builder().name("example-02c").build()?;

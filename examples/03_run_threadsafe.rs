@@ -61,7 +61,10 @@ fn main() -> Result<(), Error> {
         }
     });
     println!("panicked task: {:?}", boom.wait());
-    println!("next call still works: {}", rt.run_threadsafe(async { "yes" }).wait()?);
+    println!(
+        "next call still works: {}",
+        rt.run_threadsafe(async { "yes" }).wait()?
+    );
 
     // 7. The handle is itself a future, usable from any executor, not only tokio.
     let from_elsewhere = futures::executor::block_on(rt.run_threadsafe(async { "awaited" }))?;

@@ -34,9 +34,17 @@ fn main() -> Result<(), runtime_thread::Error> {
             }
         })?;
     }
-    println!("spawned {TASKS} tasks in {:?} (the caller never waited)", started.elapsed());
-    all_done.recv().map_err(|_| runtime_thread::Error::Stopped)?;
-    println!("all {TASKS} finished after {:?} on one thread", started.elapsed());
+    println!(
+        "spawned {TASKS} tasks in {:?} (the caller never waited)",
+        started.elapsed()
+    );
+    all_done
+        .recv()
+        .map_err(|_| runtime_thread::Error::Stopped)?;
+    println!(
+        "all {TASKS} finished after {:?} on one thread",
+        started.elapsed()
+    );
 
     // A failing fire-and-forget task: its error shows up as an ERROR event on stderr.
     rt.spawn_threadsafe(async { Err::<(), _>("could not reach the broker") })?;

@@ -26,7 +26,10 @@ fn main() -> Result<(), runtime_thread::Error> {
         std::thread::current().name().map(str::to_owned)
     });
     let quick = rt.run_threadsafe(async { "async work done" }).wait()?;
-    println!("{quick} after {:?}, while the blocking job still runs", started.elapsed());
+    println!(
+        "{quick} after {:?}, while the blocking job still runs",
+        started.elapsed()
+    );
     println!("blocking job ran on thread {:?}", slow_io.wait()?);
 
     // CPU-heavy work: four jobs on four pool threads.

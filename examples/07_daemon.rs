@@ -45,7 +45,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The whole of a daemon's main loop: wait for the thread to stop.
     let report = rt.join()?;
-    println!("stopped by {:?} after a {:?} shutdown", report.cause, report.elapsed);
+    println!(
+        "stopped by {:?} after a {:?} shutdown",
+        report.cause, report.elapsed
+    );
     Ok(())
 }
 

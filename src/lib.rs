@@ -26,7 +26,7 @@ pub mod thread;
 
 #[cfg(not(loom))]
 pub use thread::{
-    AbortHandle, Builder, Error, Flavor, RuntimeThread, Stats, StopCause, StopGuard, StopReport,
-    StartupOutcome, StartupTaskReport, TaskHandle, TaskOutput,
+    AbortHandle, Builder, Error, Flavor, RuntimeThread, StartupOutcome, StartupTaskReport, Stats,
+    StopCause, StopGuard, StopReport, TaskHandle, TaskOutput,
 };
 pub use tokio_util::sync::CancellationToken;

@@ -38,11 +38,23 @@ fn starting_twice_is_an_error() {
 #[test]
 fn work_submitted_before_start_fails_with_not_started() {
     let rt = RuntimeThread::builder().build().unwrap();
-    assert!(matches!(rt.run_threadsafe(async { 1 }).wait(), Err(Error::NotStarted)));
-    assert!(matches!(rt.submit_blocking(|| 1).wait(), Err(Error::NotStarted)));
-    assert!(matches!(rt.spawn_threadsafe(async {}), Err(Error::NotStarted)));
+    assert!(matches!(
+        rt.run_threadsafe(async { 1 }).wait(),
+        Err(Error::NotStarted)
+    ));
+    assert!(matches!(
+        rt.submit_blocking(|| 1).wait(),
+        Err(Error::NotStarted)
+    ));
+    assert!(matches!(
+        rt.spawn_threadsafe(async {}),
+        Err(Error::NotStarted)
+    ));
     assert!(matches!(rt.handle(), Err(Error::NotStarted)));
-    assert!(matches!(rt.join(), Err(Error::NotStarted)), "join must not wait forever");
+    assert!(
+        matches!(rt.join(), Err(Error::NotStarted)),
+        "join must not wait forever"
+    );
 }
 
 #[test]
@@ -57,7 +69,10 @@ fn stop_is_idempotent_and_later_work_fails_at_once() {
         let late = rt.run_threadsafe(async { 1 });
         assert!(late.is_finished(), "refused before reaching the runtime");
         assert!(matches!(late.wait(), Err(Error::Stopped)));
-        assert!(matches!(rt.submit_blocking(|| 1).wait(), Err(Error::Stopped)));
+        assert!(matches!(
+            rt.submit_blocking(|| 1).wait(),
+            Err(Error::Stopped)
+        ));
         assert!(matches!(rt.spawn_threadsafe(async {}), Err(Error::Stopped)));
         assert!(matches!(rt.handle(), Err(Error::Stopped)));
         assert!(
@@ -78,10 +93,14 @@ fn a_thread_stopped_before_start_stays_closed() {
 #[test]
 fn bad_configuration_is_a_typed_error() {
     let cases = [
-        RuntimeThread::builder().flavor(Flavor::MultiThread { workers: 0 }).build(),
+        RuntimeThread::builder()
+            .flavor(Flavor::MultiThread { workers: 0 })
+            .build(),
         RuntimeThread::builder().max_blocking_threads(0).build(),
         RuntimeThread::builder().name("bad\0name").build(),
-        RuntimeThread::builder().stop_on_signals([libc::SIGKILL]).build(),
+        RuntimeThread::builder()
+            .stop_on_signals([libc::SIGKILL])
+            .build(),
     ];
     for case in cases {
         match case {
@@ -95,13 +114,19 @@ fn bad_configuration_is_a_typed_error() {
 fn a_failure_to_start_comes_back_from_start() {
     bounded(QUICK, || {
         // Not a signal number: signal-hook refuses it on the runtime thread during set-up.
-        let rt = RuntimeThread::builder().stop_on_signals([4242]).build().unwrap();
+        let rt = RuntimeThread::builder()
+            .stop_on_signals([4242])
+            .build()
+            .unwrap();
         match rt.start() {
             Err(Error::StartFailed(source)) => assert!(!source.to_string().is_empty()),
             other => panic!("expected StartFailed, got {other:?}"),
         }
         assert!(!rt.is_running());
-        assert!(matches!(rt.run_threadsafe(async { 1 }).wait(), Err(Error::Stopped)));
+        assert!(matches!(
+            rt.run_threadsafe(async { 1 }).wait(),
+            Err(Error::Stopped)
+        ));
     });
 }
 
@@ -122,7 +147,10 @@ fn stop_on_the_thread_itself_requests_the_stop_and_says_it_cannot_join() {
     bounded(QUICK, || {
         let rt = Arc::new(RuntimeThread::builder().start().unwrap());
         let inner = rt.clone();
-        let outcome = rt.run_threadsafe(async move { inner.stop().err() }).wait().unwrap();
+        let outcome = rt
+            .run_threadsafe(async move { inner.stop().err() })
+            .wait()
+            .unwrap();
         assert!(matches!(outcome, Some(Error::WouldDeadlock)), "{outcome:?}");
         rt.join().unwrap();
         assert!(!rt.is_running());
@@ -138,7 +166,9 @@ fn join_waits_for_a_stop_requested_elsewhere() {
             std::thread::spawn(move || rt.join())
         };
         let submitter = rt.clone();
-        std::thread::spawn(move || submitter.request_stop()).join().unwrap();
+        std::thread::spawn(move || submitter.request_stop())
+            .join()
+            .unwrap();
         let report = waiter.join().unwrap().unwrap();
         assert_eq!(report.cause, StopCause::Requested);
     });

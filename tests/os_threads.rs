@@ -36,9 +36,7 @@ fn no_os_threads_are_left_after_a_guard_drops() {
             {
                 let running = rt.start_guard().unwrap();
                 // Bring up the blocking pool too.
-                let blocking: Vec<_> = (0..4)
-                    .map(|i| running.submit_blocking(move || i))
-                    .collect();
+                let blocking: Vec<_> = (0..4).map(|i| running.submit_blocking(move || i)).collect();
                 for job in blocking {
                     job.wait().unwrap();
                 }

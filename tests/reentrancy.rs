@@ -39,7 +39,10 @@ fn a_wait_on_an_already_finished_handle_works_even_on_the_runtime_thread() {
         let rt = RuntimeThread::builder().start().unwrap();
         let never_started = RuntimeThread::builder().build().unwrap();
         let resolved = never_started.run_threadsafe(async { 0 });
-        let outcome = rt.run_threadsafe(async move { resolved.wait() }).wait().unwrap();
+        let outcome = rt
+            .run_threadsafe(async move { resolved.wait() })
+            .wait()
+            .unwrap();
         assert!(matches!(outcome, Err(Error::NotStarted)), "{outcome:?}");
     });
 }
@@ -95,7 +98,9 @@ fn a_blocking_wait_from_an_unrelated_runtime_works() {
             assert_eq!(value, 5, "{flavor}");
             let spawned = other.block_on(async {
                 let rt_value = rt.run_threadsafe(async { 6 });
-                tokio::spawn(async move { rt_value.wait().unwrap() }).await.unwrap()
+                tokio::spawn(async move { rt_value.wait().unwrap() })
+                    .await
+                    .unwrap()
             });
             assert_eq!(spawned, 6, "{flavor}");
         }

@@ -46,7 +46,11 @@ fn graceful() {
         .unwrap();
     say("ready");
     let report = rt.join().unwrap();
-    say(format_args!("cause={:?} clean={}", report.cause, report.is_clean()));
+    say(format_args!(
+        "cause={:?} clean={}",
+        report.cause,
+        report.is_clean()
+    ));
 }
 
 fn forced() {
@@ -62,7 +66,11 @@ fn forced() {
         .unwrap();
     say("ready");
     let report = rt.join().unwrap();
-    say(format_args!("forced={} aborted={}", report.forced, report.aborted()));
+    say(format_args!(
+        "forced={} aborted={}",
+        report.forced,
+        report.aborted()
+    ));
 }
 
 fn restored() {
@@ -76,8 +84,16 @@ fn restored() {
 }
 
 fn two_threads() {
-    let first = RuntimeThread::builder().name("first").stop_on_ctrl_c().start().unwrap();
-    let second = RuntimeThread::builder().name("second").stop_on_ctrl_c().start().unwrap();
+    let first = RuntimeThread::builder()
+        .name("first")
+        .stop_on_ctrl_c()
+        .start()
+        .unwrap();
+    let second = RuntimeThread::builder()
+        .name("second")
+        .stop_on_ctrl_c()
+        .start()
+        .unwrap();
     say("ready");
     for rt in [&first, &second] {
         let report = rt.join().unwrap();
@@ -95,7 +111,13 @@ struct ChildCase {
 impl ChildCase {
     fn start(case: &str) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["child_process_entry", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "child_process_entry",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CASE, case)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -158,7 +180,10 @@ fn sigterm_stops_the_thread_gracefully() {
     case.signal(libc::SIGTERM);
     case.expect("goodbye");
     let summary = case.expect("cause=");
-    assert_eq!(summary, format!("cause=Signal({}) clean=true", libc::SIGTERM));
+    assert_eq!(
+        summary,
+        format!("cause=Signal({}) clean=true", libc::SIGTERM)
+    );
     assert!(case.exit_status().success());
 }
 

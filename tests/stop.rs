@@ -17,7 +17,10 @@ const STOP_BOUND: Duration = Duration::from_secs(3);
 fn a_task_that_ignores_cancellation_is_aborted_after_the_grace_period() {
     bounded(QUICK, || {
         let grace = Duration::from_millis(200);
-        let rt = RuntimeThread::builder().grace_period(grace).start().unwrap();
+        let rt = RuntimeThread::builder()
+            .grace_period(grace)
+            .start()
+            .unwrap();
         let stubborn = rt.run_threadsafe(futures::future::pending::<()>());
         let started = Instant::now();
         let report = rt.stop().unwrap();
@@ -34,7 +37,10 @@ fn a_task_that_ignores_cancellation_is_aborted_after_the_grace_period() {
 fn a_blocking_job_that_never_returns_is_detached_within_the_bound() {
     bounded(QUICK, || {
         let grace = Duration::from_millis(100);
-        let rt = RuntimeThread::builder().grace_period(grace).start().unwrap();
+        let rt = RuntimeThread::builder()
+            .grace_period(grace)
+            .start()
+            .unwrap();
         let (release, gate) = std::sync::mpsc::channel::<()>();
         let (entered_tx, entered) = std::sync::mpsc::channel();
         let stuck = rt.submit_blocking(move || {
@@ -45,7 +51,11 @@ fn a_blocking_job_that_never_returns_is_detached_within_the_bound() {
         entered.recv_timeout(QUICK).unwrap();
         let started = Instant::now();
         let report = rt.stop().unwrap();
-        assert!(started.elapsed() < grace + STOP_BOUND, "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < grace + STOP_BOUND,
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(report.blocking_detached, 1);
         assert!(matches!(stuck.wait(), Err(Error::Stopped)));
         // Let the detached OS thread finish; its late result goes nowhere.
@@ -61,7 +71,9 @@ fn every_handle_pending_at_stop_resolves() {
             .start()
             .unwrap();
         let sleepers: Vec<_> = (0..20)
-            .map(|_| rt.run_threadsafe(async { tokio::time::sleep(Duration::from_secs(3600)).await }))
+            .map(|_| {
+                rt.run_threadsafe(async { tokio::time::sleep(Duration::from_secs(3600)).await })
+            })
             .collect();
         let (tx, callbacks) = std::sync::mpsc::channel();
         for _ in 0..5 {
@@ -152,7 +164,10 @@ fn startup_task_outcomes_are_reported() {
         .unwrap();
         assert_eq!(ran.recv_timeout(QUICK).unwrap(), "after", "started at once");
         // Let the three short tasks end on their own before stopping.
-        until_ended(&rt, &["finishes", "fails", "panics", "registered before start"]);
+        until_ended(
+            &rt,
+            &["finishes", "fails", "panics", "registered before start"],
+        );
         let report = rt.stop().unwrap();
         let outcome = |name: &str| {
             report
@@ -166,11 +181,15 @@ fn startup_task_outcomes_are_reported() {
         assert_eq!(outcome("cooperates"), StartupOutcome::Cancelled);
         assert_eq!(
             outcome("fails"),
-            StartupOutcome::Failed { message: "no broker".into() }
+            StartupOutcome::Failed {
+                message: "no broker".into()
+            }
         );
         assert_eq!(
             outcome("panics"),
-            StartupOutcome::Panicked { message: "startup boom".into() }
+            StartupOutcome::Panicked {
+                message: "startup boom".into()
+            }
         );
         assert_eq!(outcome("ignores the token"), StartupOutcome::Aborted);
         assert_eq!(outcome("registered after start"), StartupOutcome::Cancelled);
@@ -188,7 +207,10 @@ fn a_startup_task_that_returns_before_stop_is_reported_finished() {
     bounded(QUICK, || {
         let (done_tx, done) = std::sync::mpsc::channel();
         let rt = RuntimeThread::builder()
-            .startup_task("one-shot", move |_| async move { done_tx.send(()).unwrap() })
+            .startup_task(
+                "one-shot",
+                move |_| async move { done_tx.send(()).unwrap() },
+            )
             .start()
             .unwrap();
         done.recv_timeout(QUICK).unwrap();
@@ -225,7 +247,7 @@ fn submissions_racing_with_stop_all_resolve_and_no_result_is_lost() {
                                     let value = t * PER_THREAD + i;
                                     let executed = executed.clone();
                                     let handle = rt.run_threadsafe(async move {
-                                        if value % 5 == 0 {
+                                        if value.is_multiple_of(5) {
                                             // Some of the work goes through the spawned path.
                                             tokio::task::yield_now().await;
                                         }
@@ -261,8 +283,15 @@ fn submissions_racing_with_stop_all_resolve_and_no_result_is_lost() {
             }
         }
         assert_eq!(ok + stopped, THREADS * PER_THREAD, "every handle resolved");
-        assert_eq!(ok, executed.load(SeqCst), "a future ran but its result was lost");
-        assert!(ok > 0 && stopped > 0, "the stop really raced: ok={ok} stopped={stopped}");
+        assert_eq!(
+            ok,
+            executed.load(SeqCst),
+            "a future ran but its result was lost"
+        );
+        assert!(
+            ok > 0 && stopped > 0,
+            "the stop really raced: ok={ok} stopped={stopped}"
+        );
         let stats = rt.stats();
         assert_eq!(stats.submitted, stats.completed, "{stats:?}");
     });

@@ -21,7 +21,10 @@ fn started() -> RuntimeThread {
 fn run_threadsafe_returns_ready_and_pending_futures_results() {
     bounded(QUICK, || {
         let rt = started();
-        assert_eq!(rt.run_threadsafe(async { "ready" }).wait().unwrap(), "ready");
+        assert_eq!(
+            rt.run_threadsafe(async { "ready" }).wait().unwrap(),
+            "ready"
+        );
         let slept = rt.run_threadsafe(async {
             tokio::time::sleep(Duration::from_millis(5)).await;
             "after a timer"
@@ -48,7 +51,10 @@ fn wait_timeout_gives_up_and_leaves_the_handle_usable() {
         assert!(!handle.is_finished());
         release.send(41).unwrap();
         assert_eq!(handle.wait_timeout(QUICK).unwrap(), 42);
-        assert!(matches!(handle.wait_timeout(QUICK), Err(Error::ResultTaken)));
+        assert!(matches!(
+            handle.wait_timeout(QUICK),
+            Err(Error::ResultTaken)
+        ));
     });
 }
 
@@ -80,7 +86,9 @@ fn cancel_resolves_at_once_and_drops_the_future() {
         assert!(handle.is_finished() && abort.is_finished());
         assert!(!abort.cancel(), "a second cancel has nothing to do");
         assert!(matches!(handle.wait(), Err(Error::Cancelled)));
-        dropped.recv_timeout(QUICK).expect("the cancelled future was dropped");
+        dropped
+            .recv_timeout(QUICK)
+            .expect("the cancelled future was dropped");
         assert!(rt.stop().unwrap().is_clean());
     });
 }
@@ -109,7 +117,8 @@ fn on_done_runs_at_once_on_the_caller_when_already_done() {
         let caller = std::thread::current().id();
         let (tx, rx) = std::sync::mpsc::channel();
         handle.on_done(move |result| {
-            tx.send((result.unwrap(), std::thread::current().id())).unwrap();
+            tx.send((result.unwrap(), std::thread::current().id()))
+                .unwrap();
         });
         // Already delivered when on_done returns: no waiting needed.
         let (value, ran_on) = rx.try_recv().expect("called before on_done returned");
@@ -171,7 +180,10 @@ fn a_handle_can_be_awaited_from_futures_block_on() {
             tokio::time::sleep(Duration::from_millis(2)).await;
             "no tokio here"
         });
-        assert_eq!(futures::executor::block_on(handle).unwrap(), "no tokio here");
+        assert_eq!(
+            futures::executor::block_on(handle).unwrap(),
+            "no tokio here"
+        );
         let blocking = rt.submit_blocking(|| 8);
         assert_eq!(futures::executor::block_on(blocking).unwrap(), 8);
     });
@@ -198,7 +210,10 @@ fn a_panicking_task_gives_panicked_and_the_thread_keeps_serving() {
             Err(Error::Panicked { message }) => assert_eq!(message, "boom after a yield 2"),
             other => panic!("expected Panicked, got {other:?}"),
         }
-        match rt.submit_blocking(|| -> u8 { panic!("boom in a blocking job") }).wait() {
+        match rt
+            .submit_blocking(|| -> u8 { panic!("boom in a blocking job") })
+            .wait()
+        {
             Err(Error::Panicked { message }) => assert_eq!(message, "boom in a blocking job"),
             other => panic!("expected Panicked, got {other:?}"),
         }
@@ -229,7 +244,10 @@ fn submit_blocking_runs_on_the_blocking_pool() {
 #[test]
 fn a_blocking_job_cancelled_before_it_starts_never_runs() {
     bounded(QUICK, || {
-        let rt = RuntimeThread::builder().max_blocking_threads(1).start().unwrap();
+        let rt = RuntimeThread::builder()
+            .max_blocking_threads(1)
+            .start()
+            .unwrap();
         let (release, gate) = std::sync::mpsc::channel::<()>();
         let occupying = rt.submit_blocking(move || gate.recv().is_ok());
         let ran = Arc::new(AtomicUsize::new(0));
@@ -263,7 +281,10 @@ fn stats_count_submitted_completed_and_in_flight() {
         pending.wait().unwrap().unwrap();
         rt.stop().unwrap();
         let stats = rt.stats();
-        assert_eq!((stats.submitted, stats.completed, stats.in_flight), (12, 12, 0));
+        assert_eq!(
+            (stats.submitted, stats.completed, stats.in_flight),
+            (12, 12, 0)
+        );
     });
 }
 
@@ -281,7 +302,7 @@ fn many_concurrent_tasks_from_several_threads_all_run() {
                     for i in 0..PER_THREAD {
                         let (done, all_done_tx) = (done.clone(), all_done_tx.clone());
                         rt.spawn_threadsafe(async move {
-                            if i % 7 == 0 {
+                            if i.is_multiple_of(7) {
                                 tokio::task::yield_now().await;
                             }
                             if done.fetch_add(1, SeqCst) + 1 == 4 * PER_THREAD {
@@ -293,7 +314,9 @@ fn many_concurrent_tasks_from_several_threads_all_run() {
                 });
             }
         });
-        all_done.recv_timeout(QUICK).expect("every spawned task ran");
+        all_done
+            .recv_timeout(QUICK)
+            .expect("every spawned task ran");
         assert_eq!(done.load(SeqCst), 4 * PER_THREAD);
     });
 }

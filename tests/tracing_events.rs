@@ -61,7 +61,10 @@ fn spawned_failures_panics_and_lifecycle_are_logged() {
         })
         .unwrap();
         let panicked = wait_for(&events, &["fire-and-forget boom"]);
-        assert!(panicked.contains("ERROR") && panicked.contains("panicked"), "{panicked}");
+        assert!(
+            panicked.contains("ERROR") && panicked.contains("panicked"),
+            "{panicked}"
+        );
         rt.stop().unwrap();
         wait_for(&events, &["runtime thread stopped", "traced"]);
     });

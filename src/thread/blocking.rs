@@ -40,7 +40,13 @@ impl BlockingRegistry {
 
     /// Resolves every still-running job's handle with `Stopped`; returns how many there were.
     pub(crate) fn abandon_all(&self) -> usize {
-        let jobs: Vec<_> = self.running.lock().jobs.drain().map(|(_, job)| job).collect();
+        let jobs: Vec<_> = self
+            .running
+            .lock()
+            .jobs
+            .drain()
+            .map(|(_, job)| job)
+            .collect();
         for job in &jobs {
             job.abandon();
         }

@@ -152,10 +152,7 @@ impl Builder {
     /// Shorthand for [`stop_on_signals`](Self::stop_on_signals) with SIGINT and SIGTERM.
     #[cfg(unix)]
     pub fn stop_on_ctrl_c(self) -> Self {
-        self.stop_on_signals([
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGTERM,
-        ])
+        self.stop_on_signals([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
     }
 
     /// Registers a task started with the thread and cancelled at stop. `factory` is called on the

@@ -106,7 +106,11 @@ impl<T> Completion<T> {
     /// Blocks until resolved or until `deadline`; `None` means the deadline passed first.
     /// Spins for up to `spin` before sleeping, because a hand-off that completes within a
     /// microsecond should not pay for a futex sleep and wake-up.
-    pub(crate) fn wait(&self, spin: Duration, deadline: Option<Instant>) -> Option<Result<T, Error>> {
+    pub(crate) fn wait(
+        &self,
+        spin: Duration,
+        deadline: Option<Instant>,
+    ) -> Option<Result<T, Error>> {
         self.spin_until_resolved(spin, deadline);
         let mut slot = lock(&self.slot);
         loop {
@@ -145,7 +149,7 @@ impl<T> Completion<T> {
             // Checking the clock costs more than a spin hint, so only look every few rounds; and
             // yield after the first burst so that a spinning waiter never starves the thread that
             // is about to resolve it on an oversubscribed machine.
-            if rounds % 32 == 0 {
+            if rounds.is_multiple_of(32) {
                 if Instant::now() >= limit {
                     return;
                 }

@@ -78,7 +78,10 @@ impl<Q> Handoff<Q> {
 
     /// NEW -> STARTING; any other state means this thread was started (or stopped) before.
     pub(crate) fn begin_start(&self) -> Result<(), Error> {
-        match self.lifecycle.compare_exchange(NEW, STARTING, SeqCst, SeqCst) {
+        match self
+            .lifecycle
+            .compare_exchange(NEW, STARTING, SeqCst, SeqCst)
+        {
             Ok(_) => Ok(()),
             Err(CLOSED) => Err(Error::Stopped),
             Err(_) => Err(Error::AlreadyStarted),
@@ -306,7 +309,10 @@ mod loom_tests {
             }
             handoff.close::<Job>();
             submitter.join().unwrap();
-            assert!(handoff.queue.is_empty(), "a job was stranded in a closed queue");
+            assert!(
+                handoff.queue.is_empty(),
+                "a job was stranded in a closed queue"
+            );
             assert!(ran.load(SeqCst) + dropped.load(SeqCst) <= 1);
         });
     }

@@ -21,9 +21,9 @@ use super::dispatcher::Dispatcher;
 use super::error::{Error, panic_message};
 use super::handle::{AbortHandle, TaskHandle};
 use super::report::{StartupTaskReport, Stats, StopCause, StopReport};
+use super::shared::Shared;
 #[cfg(unix)]
 use super::signals::{self, SignalListener, SignalRegistration};
-use super::shared::Shared;
 use super::startup::{self, StartupTask};
 use super::task::{Job, Supervised, TaskOutput, report_failure};
 

@@ -39,12 +39,17 @@ impl SignalRegistration {
             defaults::listen(signal)?;
             registration.listening.push(signal);
             let last = registration.last.clone();
+            registration.ids.push(signal_hook::flag::register_usize(
+                signal,
+                last,
+                signal as usize,
+            )?);
             registration
                 .ids
-                .push(signal_hook::flag::register_usize(signal, last, signal as usize)?);
-            registration
-                .ids
-                .push(signal_hook::low_level::pipe::register(signal, writer.try_clone()?)?);
+                .push(signal_hook::low_level::pipe::register(
+                    signal,
+                    writer.try_clone()?,
+                )?);
         }
         Ok(registration)
     }

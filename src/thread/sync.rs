@@ -14,5 +14,7 @@ pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 /// Locks `mutex`, ignoring poisoning: no user code runs while these locks are held, so a poisoned
 /// lock can only come from a panic inside this crate's own short critical sections.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -1,0 +1,96 @@
+//! e. CPU used by an idle, started runtime thread over one second, against a bare tokio runtime
+//! thread in the same run. Criterion plans its iterations from the durations it is given, and this
+//! figure is CPU time per wall second, so it has its own small harness: ROUNDS windows of one
+//! second each, after a burst of work (so any spin after activity is counted), median reported.
+
+use std::time::Duration;
+
+use runtime_thread::RuntimeThread;
+
+const ROUNDS: usize = 5;
+const WINDOW: Duration = Duration::from_secs(1);
+
+/// User + system CPU time of the whole process.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass, which is plain data.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage failed");
+    let to_duration = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    to_duration(usage.ru_utime) + to_duration(usage.ru_stime)
+}
+
+/// CPU used by the process while the main thread sleeps through one window.
+fn idle_window() -> Duration {
+    let before = process_cpu();
+    std::thread::sleep(WINDOW);
+    process_cpu() - before
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn percent(cpu: Duration) -> f64 {
+    100.0 * cpu.as_secs_f64() / WINDOW.as_secs_f64()
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: keep that run short.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("idle_cpu: skipped outside `cargo bench`");
+        return;
+    }
+
+    let baseline = {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            handle_tx.send(rt.handle().clone()).unwrap();
+            let _ = rt.block_on(stop_rx);
+        });
+        let handle = handle_rx.recv().unwrap();
+        let samples = (0..ROUNDS)
+            .map(|_| {
+                let _ = futures::executor::block_on(handle.spawn(async { 1 }));
+                idle_window()
+            })
+            .collect();
+        let _ = stop_tx.send(());
+        thread.join().unwrap();
+        median(samples)
+    };
+
+    let ours = {
+        let rt = RuntimeThread::builder().start().unwrap();
+        let samples = (0..ROUNDS)
+            .map(|_| {
+                for i in 0..1_000 {
+                    rt.run_threadsafe(async move { i }).wait().unwrap();
+                }
+                idle_window()
+            })
+            .collect();
+        rt.stop().unwrap();
+        median(samples)
+    };
+
+    println!("e_idle_cpu (median of {ROUNDS} one-second windows after a burst of work)");
+    println!(
+        "  bare tokio runtime thread: {:>9.1?} CPU per second = {:.4}%",
+        baseline,
+        percent(baseline)
+    );
+    println!(
+        "  RuntimeThread:             {:>9.1?} CPU per second = {:.4}%",
+        ours,
+        percent(ours)
+    );
+}

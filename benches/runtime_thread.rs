@@ -1,0 +1,216 @@
+//! Criterion benchmarks of the core layer, each against its baseline measured in the same run.
+//!
+//! a. round trip of a trivial future from a plain thread: `run_threadsafe(..).wait()` vs a bare
+//!    crossbeam ping-pong between two threads (the floor) and vs the naive pattern
+//!    (`Handle::spawn` + a channel back);
+//! b. fire-and-forget throughput from 1 and 4 threads: `spawn_threadsafe` vs raw `Handle::spawn`;
+//! c. blocking round trip: `submit_blocking(..).wait()` vs raw `Handle::spawn_blocking`;
+//! d. a start + stop cycle vs a bare thread that builds a runtime, reports ready, and is stopped.
+//!
+//! The idle CPU figure (e) is in `benches/idle_cpu.rs`.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use runtime_thread::RuntimeThread;
+
+/// A current-thread tokio runtime driven by its own thread, as a user would set it up by hand.
+struct RawRuntimeThread {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl RawRuntimeThread {
+    fn start() -> Self {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            ready_tx.send(rt.handle().clone()).unwrap();
+            let _ = rt.block_on(stop_rx);
+        });
+        RawRuntimeThread {
+            handle: ready_rx.recv().unwrap(),
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RawRuntimeThread {
+    fn drop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+fn round_trip(c: &mut Criterion) {
+    let mut group = c.benchmark_group("a_round_trip");
+    group.throughput(Throughput::Elements(1));
+
+    // The floor: two threads passing a value back and forth.
+    {
+        let (to_echo, echo_rx) = crossbeam_channel::bounded::<u64>(1);
+        let (echo_tx, from_echo) = crossbeam_channel::bounded::<u64>(1);
+        let echo = thread::spawn(move || {
+            while let Ok(v) = echo_rx.recv() {
+                if echo_tx.send(v + 1).is_err() {
+                    break;
+                }
+            }
+        });
+        group.bench_function("crossbeam_ping_pong", |b| {
+            b.iter(|| {
+                to_echo.send(1).unwrap();
+                from_echo.recv().unwrap()
+            })
+        });
+        drop(to_echo);
+        echo.join().unwrap();
+    }
+
+    // The naive pattern: spawn onto a runtime thread's handle, wait on a channel.
+    {
+        let raw = RawRuntimeThread::start();
+        group.bench_function("naive_handle_spawn_channel", |b| {
+            b.iter(|| {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                raw.handle.spawn(async move {
+                    let _ = tx.send(1u64);
+                });
+                rx.recv().unwrap()
+            })
+        });
+    }
+
+    {
+        let rt = RuntimeThread::builder().start().unwrap();
+        group.bench_function("run_threadsafe", |b| {
+            b.iter(|| rt.run_threadsafe(async { 1u64 }).wait().unwrap())
+        });
+        rt.stop().unwrap();
+    }
+    group.finish();
+}
+
+/// Spawns `total` counting tasks from `threads` threads through `spawn` and returns the time
+/// until the runtime has run the last one.
+fn timed_spawns(
+    threads: usize,
+    total: u64,
+    spawn: impl Fn(Box<dyn FnOnce() + Send>) + Sync,
+) -> Duration {
+    let per_thread = (total as usize).div_ceil(threads);
+    let total = per_thread * threads;
+    let done = Arc::new(AtomicUsize::new(0));
+    let (finished_tx, finished) = crossbeam_channel::bounded::<()>(1);
+    let barrier = Barrier::new(threads + 1);
+    thread::scope(|scope| {
+        for _ in 0..threads {
+            let (done, finished_tx, barrier, spawn) = (&done, &finished_tx, &barrier, &spawn);
+            scope.spawn(move || {
+                barrier.wait();
+                for _ in 0..per_thread {
+                    let (done, finished_tx) = (done.clone(), finished_tx.clone());
+                    spawn(Box::new(move || {
+                        if done.fetch_add(1, Relaxed) + 1 == total {
+                            let _ = finished_tx.send(());
+                        }
+                    }));
+                }
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        finished.recv().unwrap();
+        start.elapsed()
+    })
+}
+
+fn spawn_throughput(c: &mut Criterion) {
+    let mut group = c.benchmark_group("b_spawn_throughput");
+    const BATCH: u64 = 10_000;
+    group.throughput(Throughput::Elements(BATCH));
+    for threads in [1usize, 4] {
+        let raw = RawRuntimeThread::start();
+        group.bench_with_input(BenchmarkId::new("raw_handle_spawn", threads), &threads, |b, &t| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        timed_spawns(t, BATCH, |count| {
+                            raw.handle.spawn(async move { count() });
+                        })
+                    })
+                    .sum()
+            })
+        });
+        drop(raw);
+        let rt = RuntimeThread::builder().start().unwrap();
+        group.bench_with_input(BenchmarkId::new("spawn_threadsafe", threads), &threads, |b, &t| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        timed_spawns(t, BATCH, |count| {
+                            rt.spawn_threadsafe(async move { count() }).unwrap();
+                        })
+                    })
+                    .sum()
+            })
+        });
+        rt.stop().unwrap();
+    }
+    group.finish();
+}
+
+fn blocking_round_trip(c: &mut Criterion) {
+    let mut group = c.benchmark_group("c_blocking_round_trip");
+    group.throughput(Throughput::Elements(1));
+    {
+        let raw = RawRuntimeThread::start();
+        group.bench_function("raw_spawn_blocking", |b| {
+            b.iter(|| futures::executor::block_on(raw.handle.spawn_blocking(|| 1u64)).unwrap())
+        });
+    }
+    {
+        let rt = RuntimeThread::builder().start().unwrap();
+        group.bench_function("submit_blocking", |b| {
+            b.iter(|| rt.submit_blocking(|| 1u64).wait().unwrap())
+        });
+        rt.stop().unwrap();
+    }
+    group.finish();
+}
+
+fn start_stop(c: &mut Criterion) {
+    let mut group = c.benchmark_group("d_start_stop");
+    group.bench_function("bare_thread_and_runtime", |b| {
+        b.iter(|| drop(RawRuntimeThread::start()))
+    });
+    group.bench_function("runtime_thread", |b| {
+        b.iter(|| {
+            let rt = RuntimeThread::builder().start().unwrap();
+            rt.stop().unwrap()
+        })
+    });
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = round_trip, spawn_throughput, blocking_round_trip, start_stop
+}
+criterion_main!(benches);
