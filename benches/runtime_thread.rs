@@ -140,30 +140,38 @@ fn spawn_throughput(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH));
     for threads in [1usize, 4] {
         let raw = RawRuntimeThread::start();
-        group.bench_with_input(BenchmarkId::new("raw_handle_spawn", threads), &threads, |b, &t| {
-            b.iter_custom(|iters| {
-                (0..iters)
-                    .map(|_| {
-                        timed_spawns(t, BATCH, |count| {
-                            raw.handle.spawn(async move { count() });
+        group.bench_with_input(
+            BenchmarkId::new("raw_handle_spawn", threads),
+            &threads,
+            |b, &t| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| {
+                            timed_spawns(t, BATCH, |count| {
+                                raw.handle.spawn(async move { count() });
+                            })
                         })
-                    })
-                    .sum()
-            })
-        });
+                        .sum()
+                })
+            },
+        );
         drop(raw);
         let rt = RuntimeThread::builder().start().unwrap();
-        group.bench_with_input(BenchmarkId::new("spawn_threadsafe", threads), &threads, |b, &t| {
-            b.iter_custom(|iters| {
-                (0..iters)
-                    .map(|_| {
-                        timed_spawns(t, BATCH, |count| {
-                            rt.spawn_threadsafe(async move { count() }).unwrap();
+        group.bench_with_input(
+            BenchmarkId::new("spawn_threadsafe", threads),
+            &threads,
+            |b, &t| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| {
+                            timed_spawns(t, BATCH, |count| {
+                                rt.spawn_threadsafe(async move { count() }).unwrap();
+                            })
                         })
-                    })
-                    .sum()
-            })
-        });
+                        .sum()
+                })
+            },
+        );
         rt.stop().unwrap();
     }
     group.finish();
@@ -188,16 +196,36 @@ fn blocking_round_trip(c: &mut Criterion) {
     group.finish();
 }
 
+fn bare_cycle() {
+    drop(RawRuntimeThread::start());
+}
+
+fn runtime_thread_cycle() {
+    let rt = RuntimeThread::builder().start().unwrap();
+    rt.stop().unwrap();
+}
+
+/// Times `measured` while running `other` between timed iterations, so that both variants see
+/// the same machine: thread creation on a shared VM drifts by tens of percent over seconds, and
+/// criterion measures one variant after the other.
+fn paired(iters: u64, measured: fn(), other: fn()) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        other();
+        let start = Instant::now();
+        measured();
+        total += start.elapsed();
+    }
+    total
+}
+
 fn start_stop(c: &mut Criterion) {
     let mut group = c.benchmark_group("d_start_stop");
     group.bench_function("bare_thread_and_runtime", |b| {
-        b.iter(|| drop(RawRuntimeThread::start()))
+        b.iter_custom(|iters| paired(iters, bare_cycle, runtime_thread_cycle))
     });
     group.bench_function("runtime_thread", |b| {
-        b.iter(|| {
-            let rt = RuntimeThread::builder().start().unwrap();
-            rt.stop().unwrap()
-        })
+        b.iter_custom(|iters| paired(iters, runtime_thread_cycle, bare_cycle))
     });
     group.finish();
 }

@@ -31,9 +31,12 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         let poll_inline = shared.config.flavor == Flavor::CurrentThread;
+        // No work yet, so nothing to stay hot for: start out of the idle spin.
+        let now = Instant::now();
+        let last_work = now.checked_sub(shared.config.idle_spin).unwrap_or(now);
         Dispatcher {
             shared,
-            last_work: Instant::now(),
+            last_work,
             poll_inline,
         }
     }
