@@ -24,6 +24,10 @@
 
 pub mod thread;
 
+#[cfg(all(doctest, not(loom)))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 #[cfg(not(loom))]
 pub use thread::{
     AbortHandle, Builder, Error, Flavor, RuntimeThread, StartupOutcome, StartupTaskReport, Stats,
