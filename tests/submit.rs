@@ -333,3 +333,58 @@ fn dropping_a_handle_detaches_the_work_without_cancelling_it() {
         assert_eq!(rx.recv_timeout(QUICK).unwrap(), "still ran");
     });
 }
+
+#[test]
+fn a_panicking_on_done_callback_does_not_take_the_thread_down() {
+    bounded(QUICK, || {
+        let rt = started();
+        let (release, gate) = tokio::sync::oneshot::channel::<()>();
+        rt.run_threadsafe(gate)
+            .on_done(|_| panic!("a buggy callback"));
+        release.send(()).unwrap();
+        // Later work, both inline-ready and spawned, is still served.
+        for _ in 0..3 {
+            assert_eq!(rt.run_threadsafe(async { 1 }).wait().unwrap(), 1);
+            let yielded = rt.run_threadsafe(async {
+                tokio::task::yield_now().await;
+                2
+            });
+            assert_eq!(yielded.wait().unwrap(), 2);
+        }
+        assert!(rt.stop().unwrap().is_clean());
+    });
+}
+
+/// Panics when dropped: user code the runtime thread must survive.
+struct PanicOnDrop;
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("a buggy Drop impl");
+    }
+}
+
+#[test]
+fn a_future_whose_drop_panics_does_not_take_the_thread_down() {
+    bounded(QUICK, || {
+        let rt = started();
+        let finished = rt.run_threadsafe(async {
+            let _bomb = PanicOnDrop;
+            5
+        });
+        // An async block drops its locals inside its last poll, so this panic is the poll's.
+        match finished.wait() {
+            Err(Error::Panicked { message }) => assert_eq!(message, "a buggy Drop impl"),
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+        let cancelled = rt.run_threadsafe(async {
+            let _bomb = PanicOnDrop;
+            futures::future::pending::<()>().await;
+        });
+        // This one is dropped by the wrapper after the cancel, outside any poll of the user's.
+        assert!(cancelled.cancel());
+        for _ in 0..3 {
+            assert_eq!(rt.run_threadsafe(async { 1 }).wait().unwrap(), 1);
+        }
+        rt.stop().unwrap();
+    });
+}

@@ -68,7 +68,7 @@ impl<T> Completion<T> {
         if let Some(callback) = slot.callback.take() {
             self.state.store(TAKEN, Release);
             drop(slot);
-            callback(result);
+            run_isolated(callback, result);
             return true;
         }
         slot.value = Some(result);
@@ -216,6 +216,18 @@ impl<T> Completion<T> {
             Some(task) if task.will_wake(waker) => {}
             _ => slot.task = Some(waker.clone()),
         }
+    }
+}
+
+/// Runs a callback on the resolving thread, which serves everybody else's work too (usually the
+/// runtime thread): a panic in it is logged, never allowed to unwind into the runtime.
+fn run_isolated<T>(callback: Callback<T>, result: Result<T, Error>) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || callback(result)));
+    if let Err(payload) = outcome {
+        tracing::error!(
+            panic = %super::error::panic_message(&*payload),
+            "an on_done callback panicked; the runtime thread carries on"
+        );
     }
 }
 

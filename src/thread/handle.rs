@@ -101,7 +101,8 @@ impl<T: Send + 'static> TaskHandle<T> {
 
     /// Calls `callback` exactly once with the result: at once, on this thread, if the work is
     /// already done; otherwise on the thread that finishes it (usually the runtime thread, so keep
-    /// the callback short and non-blocking).
+    /// the callback short and non-blocking). A panic in a callback run by that thread is caught and
+    /// logged; one run at once on the calling thread propagates to the caller as usual.
     pub fn on_done<F>(self, callback: F)
     where
         F: FnOnce(Result<T, Error>) + Send + 'static,

@@ -41,10 +41,11 @@ where
 pin_project! {
     /// Drives `future` and writes its outcome into `completion`.
     pub(crate) struct Supervised<F: Future> {
+        // `None` once finished: the future is dropped here, isolated, rather than wherever the
+        // wrapper itself happens to be dropped (possibly inside the dispatcher's poll).
         #[pin]
-        future: F,
+        future: Option<F>,
         completion: Arc<Completion<F::Output>>,
-        finished: bool,
         // Nobody waits on a detached task's handle, so its panic must be logged loudly.
         detached: bool,
     }
@@ -52,7 +53,7 @@ pin_project! {
     impl<F: Future> PinnedDrop for Supervised<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if !*this.finished {
+            if this.future.is_some() {
                 this.completion.resolve(Err(Error::Stopped));
             }
         }
@@ -62,9 +63,8 @@ pin_project! {
 impl<F: Future> Supervised<F> {
     pub(crate) fn new(future: F, completion: Arc<Completion<F::Output>>, detached: bool) -> Self {
         Supervised {
-            future,
+            future: Some(future),
             completion,
-            finished: false,
             detached,
         }
     }
@@ -74,15 +74,14 @@ impl<F: Future> Future for Supervised<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        if *this.finished {
+        let mut this = self.project();
+        let Some(future) = this.future.as_mut().as_pin_mut() else {
             return Poll::Ready(());
-        }
+        };
         if this.completion.cancel_requested() {
-            *this.finished = true;
+            release(this.future);
             return Poll::Ready(());
         }
-        let future = this.future;
         let outcome = match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
             Ok(Poll::Ready(value)) => Ok(value),
             Ok(Poll::Pending) => {
@@ -90,7 +89,7 @@ impl<F: Future> Future for Supervised<F> {
                 if !this.completion.cancel_requested() {
                     return Poll::Pending;
                 }
-                *this.finished = true;
+                release(this.future);
                 return Poll::Ready(());
             }
             Err(payload) => {
@@ -103,9 +102,17 @@ impl<F: Future> Future for Supervised<F> {
                 Err(Error::Panicked { message })
             }
         };
-        *this.finished = true;
+        release(this.future);
         this.completion.resolve(outcome);
         Poll::Ready(())
+    }
+}
+
+/// Drops a finished or cancelled future; a panic in its `Drop` is logged, not propagated into the
+/// runtime.
+fn release<F>(mut future: Pin<&mut Option<F>>) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || future.set(None))) {
+        tracing::error!(panic = %panic_message(&*payload), "dropping a finished task panicked");
     }
 }
 
