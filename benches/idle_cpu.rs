@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use runtime_thread::RuntimeThread;
 
+mod common;
+use common::RawRuntimeThread;
+
 const ROUNDS: usize = 5;
 const WINDOW: Duration = Duration::from_secs(1);
 
@@ -46,25 +49,13 @@ fn main() {
     }
 
     let baseline = {
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            handle_tx.send(rt.handle().clone()).unwrap();
-            let _ = rt.block_on(stop_rx);
-        });
-        let handle = handle_rx.recv().unwrap();
+        let raw = RawRuntimeThread::start();
         let samples = (0..ROUNDS)
             .map(|_| {
-                let _ = futures::executor::block_on(handle.spawn(async { 1 }));
+                let _ = futures::executor::block_on(raw.handle.spawn(async { 1 }));
                 idle_window()
             })
             .collect();
-        let _ = stop_tx.send(());
-        thread.join().unwrap();
         median(samples)
     };
 

@@ -17,39 +17,8 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use runtime_thread::RuntimeThread;
 
-/// A current-thread tokio runtime driven by its own thread, as a user would set it up by hand.
-struct RawRuntimeThread {
-    handle: tokio::runtime::Handle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl RawRuntimeThread {
-    fn start() -> Self {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            ready_tx.send(rt.handle().clone()).unwrap();
-            let _ = rt.block_on(stop_rx);
-        });
-        RawRuntimeThread {
-            handle: ready_rx.recv().unwrap(),
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for RawRuntimeThread {
-    fn drop(&mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.thread.take().unwrap().join().unwrap();
-    }
-}
+mod common;
+use common::RawRuntimeThread;
 
 fn round_trip(c: &mut Criterion) {
     let mut group = c.benchmark_group("a_round_trip");
@@ -134,6 +103,18 @@ fn timed_spawns(
     })
 }
 
+/// `iters` batches of `batch` spawns, timed as [`timed_spawns`] does.
+fn batches(
+    iters: u64,
+    threads: usize,
+    batch: u64,
+    spawn: impl Fn(Box<dyn FnOnce() + Send>) + Sync,
+) -> Duration {
+    (0..iters)
+        .map(|_| timed_spawns(threads, batch, &spawn))
+        .sum()
+}
+
 fn spawn_throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("b_spawn_throughput");
     const BATCH: u64 = 10_000;
@@ -145,13 +126,9 @@ fn spawn_throughput(c: &mut Criterion) {
             &threads,
             |b, &t| {
                 b.iter_custom(|iters| {
-                    (0..iters)
-                        .map(|_| {
-                            timed_spawns(t, BATCH, |count| {
-                                raw.handle.spawn(async move { count() });
-                            })
-                        })
-                        .sum()
+                    batches(iters, t, BATCH, |count| {
+                        raw.handle.spawn(async move { count() });
+                    })
                 })
             },
         );
@@ -162,13 +139,9 @@ fn spawn_throughput(c: &mut Criterion) {
             &threads,
             |b, &t| {
                 b.iter_custom(|iters| {
-                    (0..iters)
-                        .map(|_| {
-                            timed_spawns(t, BATCH, |count| {
-                                rt.spawn_threadsafe(async move { count() }).unwrap();
-                            })
-                        })
-                        .sum()
+                    batches(iters, t, BATCH, |count| {
+                        rt.spawn_threadsafe(async move { count() }).unwrap();
+                    })
                 })
             },
         );

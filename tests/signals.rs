@@ -26,6 +26,7 @@ fn child_process_entry() {
         "graceful" => graceful(),
         "forced" => forced(),
         "restored" => restored(),
+        "ignored" => ignored(),
         "two_threads" => two_threads(),
         other => panic!("unknown case {other}"),
     }
@@ -73,7 +74,16 @@ fn forced() {
     ));
 }
 
+/// Sets SIGINT's disposition before the case runs: a process started in the background by a
+/// non-interactive shell (as CI may be) inherits SIGINT ignored.
+fn set_sigint(disposition: libc::sighandler_t) {
+    // SAFETY: setting a signal's disposition to SIG_DFL or SIG_IGN installs no Rust code.
+    let previous = unsafe { libc::signal(libc::SIGINT, disposition) };
+    assert_ne!(previous, libc::SIG_ERR);
+}
+
 fn restored() {
+    set_sigint(libc::SIG_DFL);
     let rt = RuntimeThread::builder().stop_on_ctrl_c().start().unwrap();
     rt.stop().unwrap();
     say("stopped");
@@ -81,6 +91,16 @@ fn restored() {
     std::thread::sleep(LIMIT);
     say("still alive");
     std::process::exit(3);
+}
+
+fn ignored() {
+    set_sigint(libc::SIG_IGN);
+    let rt = RuntimeThread::builder().stop_on_ctrl_c().start().unwrap();
+    rt.stop().unwrap();
+    // raise() runs the handler before it returns, so surviving this line proves SIGINT is still
+    // ignored after the thread stopped.
+    signal_hook::low_level::raise(libc::SIGINT).unwrap();
+    say("survived");
 }
 
 fn two_threads() {
@@ -206,6 +226,13 @@ fn after_the_thread_stops_ctrl_c_ends_the_process_again() {
     case.signal(libc::SIGINT);
     let status = case.exit_status();
     assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+}
+
+#[test]
+fn a_signal_that_was_ignored_stays_ignored_after_the_thread_stops() {
+    let case = ChildCase::start("ignored");
+    case.expect("survived");
+    assert!(case.exit_status().success());
 }
 
 #[test]
