@@ -17,11 +17,14 @@
 //! # Ok::<(), runtime_thread::Error>(())
 //! ```
 //!
-//! The crate is built in layers; this release contains the core layer, [`thread`].
+//! The crate is built in layers, each on the one below: the core, [`thread`], and the messaging
+//! layer, `messaging` (RPC, broadcasts and task queues, kiwipy-style).
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+#[cfg(not(loom))]
+pub mod messaging;
 pub mod thread;
 
 #[cfg(all(doctest, not(loom)))]

@@ -38,6 +38,8 @@ mod task;
 pub use builder::{Builder, Flavor};
 pub use error::Error;
 #[cfg(not(loom))]
+pub(crate) use error::panic_message;
+#[cfg(not(loom))]
 pub use handle::{AbortHandle, TaskHandle};
 #[cfg(not(loom))]
 pub use report::{StartupOutcome, StartupTaskReport, Stats, StopCause, StopReport};

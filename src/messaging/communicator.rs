@@ -1,0 +1,143 @@
+//! The [`Communicator`] trait: kiwipy's three messaging patterns, for any transport.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use super::error::Error;
+use super::filter::BroadcastFilter;
+use super::handler::{BroadcastHandler, Handler};
+use super::message::{Broadcast, Value};
+use super::task::IncomingTask;
+
+/// The task queue used when none is named (kiwipy's default).
+pub const DEFAULT_TASK_QUEUE: &str = "kiwipy.tasks";
+
+/// Identifies a broadcast or task subscriber, for removing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriberId(pub(crate) u64);
+
+impl fmt::Display for SubscriberId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "subscriber-{}", self.0)
+    }
+}
+
+/// How a task subscriber consumes its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSubscriberOptions {
+    /// At most this many tasks in hand at once (0 = unlimited, kiwipy's default). Default 1.
+    pub prefetch: usize,
+}
+
+impl Default for TaskSubscriberOptions {
+    fn default() -> Self {
+        TaskSubscriberOptions { prefetch: 1 }
+    }
+}
+
+/// RPC, broadcasts and task queues, as kiwipy offers them, over some transport.
+///
+/// Every operation that waits for an answer has a timeout: the communicator's default, or the
+/// one given to the `_with` variant. Dropping the returned future abandons the wait and releases
+/// what it held. After [`close`](Communicator::close) every operation fails with
+/// [`Error::Closed`], including those already waiting. Handlers may call the communicator
+/// (a clone of it) from inside themselves.
+pub trait Communicator: Clone + Send + Sync + 'static {
+    /// Serves RPCs sent to `identifier`. [`Error::DuplicateSubscriber`] if it is taken.
+    fn add_rpc_subscriber(
+        &self,
+        identifier: &str,
+        handler: Handler,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Stops serving `identifier`; later sends to it are [`Error::Unroutable`].
+    fn remove_rpc_subscriber(
+        &self,
+        identifier: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Sends `message` to the RPC subscriber `recipient` and waits for the final answer (following
+    /// pending replies) up to `timeout`, or the default one when `None`.
+    fn rpc_send_with(
+        &self,
+        recipient: &str,
+        message: Value,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<Value, Error>> + Send;
+
+    /// [`rpc_send_with`](Self::rpc_send_with) with the default timeout.
+    fn rpc_send(
+        &self,
+        recipient: &str,
+        message: Value,
+    ) -> impl Future<Output = Result<Value, Error>> + Send {
+        self.rpc_send_with(recipient, message, None)
+    }
+
+    /// Receives every broadcast that passes `filter`, in the order they were sent.
+    fn add_broadcast_subscriber(
+        &self,
+        filter: BroadcastFilter,
+        handler: BroadcastHandler,
+    ) -> impl Future<Output = Result<SubscriberId, Error>> + Send;
+
+    /// Stops a broadcast subscriber.
+    fn remove_broadcast_subscriber(
+        &self,
+        id: SubscriberId,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Sends a broadcast to every matching subscriber (none listening is fine).
+    fn broadcast_send(&self, message: Broadcast) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Takes tasks from `queue` (created if needed). A task is acknowledged only once the handler
+    /// has answered; a [`Response::Rejected`](super::Response::Rejected) offers it to another
+    /// subscriber; a subscriber removed with tasks in hand gives them back to the queue.
+    fn add_task_subscriber(
+        &self,
+        queue: &str,
+        handler: Handler,
+        options: TaskSubscriberOptions,
+    ) -> impl Future<Output = Result<SubscriberId, Error>> + Send;
+
+    /// Stops a task subscriber; its tasks in hand go back to the queue.
+    fn remove_task_subscriber(
+        &self,
+        id: SubscriberId,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Queues `task` on `queue`. With `no_reply` it returns `Ok(None)` once queued; otherwise it
+    /// waits for the result up to `timeout` (or the default one).
+    fn task_send_with(
+        &self,
+        queue: &str,
+        task: Value,
+        no_reply: bool,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<Option<Value>, Error>> + Send;
+
+    /// [`task_send_with`](Self::task_send_with) on the default queue with the default timeout.
+    fn task_send(
+        &self,
+        task: Value,
+        no_reply: bool,
+    ) -> impl Future<Output = Result<Option<Value>, Error>> + Send {
+        self.task_send_with(DEFAULT_TASK_QUEUE, task, no_reply, None)
+    }
+
+    /// Pulls the next task from `queue`, waiting up to `timeout`; [`Error::QueueEmpty`] if none
+    /// came. The task goes back to the queue unless it is answered.
+    fn next_task(
+        &self,
+        queue: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<IncomingTask, Error>> + Send;
+
+    /// Closes the communicator at once: later operations and every one still waiting fail with
+    /// [`Error::Closed`]. Bounded; never waits for handlers.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+
+    /// Whether [`close`](Self::close) was called.
+    fn is_closed(&self) -> bool;
+}

@@ -1,0 +1,63 @@
+//! The one error type of the messaging layer.
+
+use std::time::Duration;
+
+/// Everything a [`Communicator`](super::Communicator) operation can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Nobody subscribes under that identifier, so the message cannot be delivered.
+    #[error("no subscriber is listening as `{recipient}`: the message cannot be routed")]
+    Unroutable {
+        /// The identifier the message was sent to.
+        recipient: String,
+    },
+    /// An RPC subscriber with this identifier already exists on this communicator.
+    #[error("an RPC subscriber with identifier `{identifier}` already exists; remove it first")]
+    DuplicateSubscriber {
+        /// The identifier in use.
+        identifier: String,
+    },
+    /// There is no subscriber with this identifier to remove.
+    #[error("no subscriber `{identifier}` to remove")]
+    UnknownSubscriber {
+        /// The identifier that was asked for.
+        identifier: String,
+    },
+    /// The remote handler returned an error (or panicked).
+    #[error("the remote handler failed: {message}")]
+    Remote {
+        /// The handler's error, as displayed.
+        message: String,
+    },
+    /// The handler rejected the message.
+    #[error("the subscriber rejected the message")]
+    TaskRejected,
+    /// No answer came within the timeout. For a task this says nothing about whether it ran: it
+    /// stays queued or in progress.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The remote side cancelled the answer (a deferred reply was dropped unanswered).
+    #[error("the remote side cancelled the request before answering")]
+    Cancelled,
+    /// The communicator is closed; so is every operation still waiting on it.
+    #[error("the communicator is closed")]
+    Closed,
+    /// No task arrived in the queue within the timeout of a pull.
+    #[error("no task arrived in queue `{queue}` in time")]
+    QueueEmpty {
+        /// The queue that was pulled from.
+        queue: String,
+    },
+    /// A message could not be turned into (or from) the requested type.
+    #[error("could not decode {what}: {reason}")]
+    Decode {
+        /// What was being decoded.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The runtime thread hosting a [`SyncCommunicator`](super::SyncCommunicator) failed.
+    #[error("the communicator's runtime thread: {0}")]
+    Thread(#[from] crate::thread::Error),
+}

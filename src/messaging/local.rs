@@ -1,0 +1,555 @@
+//! [`LocalCommunicator`]: the in-process broker.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::communicator::{Communicator, SubscriberId, TaskSubscriberOptions};
+use super::error::Error;
+use super::filter::BroadcastFilter;
+use super::handler::{BroadcastHandler, Handler};
+use super::message::{Broadcast, Value};
+use super::response::Response;
+use super::task::{IncomingTask, Settle};
+
+/// The default for operations that wait for an answer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The in-process broker: all three patterns within one program, the embedded default.
+///
+/// Cloning gives another handle to the same broker (handlers capture a clone to call it from
+/// inside). Its async methods must run within a tokio runtime; from plain threads use
+/// [`SyncCommunicator`](super::SyncCommunicator). Handlers run as tasks on that runtime.
+///
+/// ```
+/// use runtime_thread::messaging::{Communicator, Handler, LocalCommunicator, Value};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let comm = LocalCommunicator::new();
+/// comm.add_rpc_subscriber("doubler", Handler::sync(|v: Value| Value::from(v.as_i64().unwrap_or(0) * 2)))
+///     .await?;
+/// assert_eq!(comm.rpc_send("doubler", 21.into()).await?, 42);
+/// # Ok::<(), runtime_thread::messaging::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct LocalCommunicator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    closed: CancellationToken,
+    default_timeout: Duration,
+    next_id: AtomicU64,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    rpc: HashMap<String, Handler>,
+    broadcast: Vec<BroadcastSubscriber>,
+    queues: HashMap<String, TaskQueue>,
+    task_subscribers: HashMap<SubscriberId, String>,
+}
+
+struct BroadcastSubscriber {
+    id: SubscriberId,
+    filter: BroadcastFilter,
+    inbox: mpsc::UnboundedSender<Broadcast>,
+}
+
+#[derive(Default)]
+struct TaskQueue {
+    pending: VecDeque<QueuedTask>,
+    subscribers: Vec<TaskSubscriber>,
+    /// Tasks handed out and not yet answered, by lease.
+    in_hand: HashMap<u64, InHand>,
+    arrivals: Arc<Notify>,
+}
+
+struct QueuedTask {
+    body: Value,
+    reply: Option<oneshot::Sender<Result<Value, Error>>>,
+    rejected_by: Vec<SubscriberId>,
+}
+
+struct TaskSubscriber {
+    id: SubscriberId,
+    handler: Handler,
+    prefetch: usize,
+    in_hand: usize,
+}
+
+impl TaskSubscriber {
+    fn can_take(&self, task: &QueuedTask) -> bool {
+        (self.prefetch == 0 || self.in_hand < self.prefetch) && !task.rejected_by.contains(&self.id)
+    }
+}
+
+struct InHand {
+    task: QueuedTask,
+    /// The push subscriber holding it; `None` for a pulled task.
+    holder: Option<SubscriberId>,
+    worker: Option<tokio::task::AbortHandle>,
+}
+
+/// How a task in hand ends.
+enum Settlement {
+    Answer(Result<Value, Error>),
+    Reject,
+    Requeue,
+}
+
+impl LocalCommunicator {
+    /// A broker whose waiting operations time out after [`DEFAULT_TIMEOUT`].
+    pub fn new() -> Self {
+        Self::with_default_timeout(DEFAULT_TIMEOUT)
+    }
+
+    /// A broker with another default timeout.
+    pub fn with_default_timeout(timeout: Duration) -> Self {
+        LocalCommunicator {
+            inner: Arc::new(Inner {
+                closed: CancellationToken::new(),
+                default_timeout: timeout,
+                next_id: AtomicU64::new(1),
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.inner.closed.is_cancelled() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Relaxed)
+    }
+
+    /// Waits for `answer` up to `timeout`, or until the communicator closes.
+    async fn await_answer<T>(
+        &self,
+        answer: impl std::future::Future<Output = Result<T, Error>>,
+        timeout: Duration,
+    ) -> Result<T, Error> {
+        tokio::select! {
+            biased;
+            _ = self.inner.closed.cancelled() => Err(Error::Closed),
+            outcome = tokio::time::timeout(timeout, answer) => {
+                outcome.unwrap_or(Err(Error::Timeout(timeout)))
+            }
+        }
+    }
+}
+
+impl Default for LocalCommunicator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for LocalCommunicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCommunicator")
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl Inner {
+    /// Hands pending tasks of `queue` to subscribers with room that have not rejected them.
+    /// Called with the state locked; spawns workers but runs no handler code.
+    fn dispatch(self: &Arc<Self>, name: &str, queue: &mut TaskQueue) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime here (a drop at shutdown): the tasks wait for the next dispatch
+        };
+        let mut index = 0;
+        while index < queue.pending.len() {
+            let task = &queue.pending[index];
+            // The least busy eligible subscriber, so that work spreads across subscribers.
+            let Some(subscriber) = queue
+                .subscribers
+                .iter_mut()
+                .filter(|s| s.can_take(task))
+                .min_by_key(|s| s.in_hand)
+            else {
+                index += 1;
+                continue;
+            };
+            subscriber.in_hand += 1;
+            let (holder, handler) = (subscriber.id, subscriber.handler.clone());
+            let Some(task) = queue.pending.remove(index) else {
+                break;
+            };
+            let lease = self.next_id.fetch_add(1, Relaxed);
+            let worker = runtime.spawn(run_task(
+                Lease {
+                    inner: self.clone(),
+                    queue: name.to_owned(),
+                    lease,
+                    settled: false,
+                },
+                handler,
+                task.body.clone(),
+                holder,
+            ));
+            queue.in_hand.insert(
+                lease,
+                InHand {
+                    task,
+                    holder: Some(holder),
+                    worker: Some(worker.abort_handle()),
+                },
+            );
+        }
+    }
+
+    fn settle(self: &Arc<Self>, queue_name: &str, lease: u64, settlement: Settlement) {
+        let mut state = self.state.lock();
+        let Some(queue) = state.queues.get_mut(queue_name) else {
+            return; // closed meanwhile
+        };
+        // A lease that is gone was requeued already (its subscriber was removed): ignore it.
+        let Some(InHand {
+            mut task, holder, ..
+        }) = queue.in_hand.remove(&lease)
+        else {
+            return;
+        };
+        if let Some(holder) = holder
+            && let Some(subscriber) = queue.subscribers.iter_mut().find(|s| s.id == holder)
+        {
+            subscriber.in_hand -= 1;
+        }
+        match settlement {
+            Settlement::Answer(outcome) => {
+                if let Some(reply) = task.reply.take() {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Settlement::Reject => {
+                task.rejected_by.extend(holder);
+                queue.pending.push_front(task);
+            }
+            Settlement::Requeue => {
+                queue.pending.push_front(task);
+                queue.arrivals.notify_waiters();
+            }
+        }
+        self.dispatch(queue_name, queue);
+    }
+}
+
+/// A task in hand; dropped unsettled (its worker was aborted or its runtime went away), the task
+/// goes back to the queue, never lost.
+struct Lease {
+    inner: Arc<Inner>,
+    queue: String,
+    lease: u64,
+    settled: bool,
+}
+
+impl Lease {
+    fn settle(mut self, settlement: Settlement) {
+        self.settled = true;
+        self.inner.settle(&self.queue, self.lease, settlement);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.inner
+                .settle(&self.queue, self.lease, Settlement::Requeue);
+        }
+    }
+}
+
+impl Settle for Lease {
+    fn answer(&mut self, outcome: Result<Value, Error>) {
+        self.settled = true;
+        self.inner
+            .settle(&self.queue, self.lease, Settlement::Answer(outcome));
+    }
+    fn requeue(&mut self) {
+        self.settled = true;
+        self.inner
+            .settle(&self.queue, self.lease, Settlement::Requeue);
+    }
+}
+
+async fn run_task(lease: Lease, handler: Handler, body: Value, holder: SubscriberId) {
+    let response = handler.call(body).await;
+    if matches!(response, Response::Rejected) {
+        tracing::debug!(%holder, "task rejected; offering it to another subscriber");
+        return lease.settle(Settlement::Reject);
+    }
+    let outcome = response.settle().await;
+    lease.settle(Settlement::Answer(outcome));
+}
+
+impl Communicator for LocalCommunicator {
+    async fn add_rpc_subscriber(&self, identifier: &str, handler: Handler) -> Result<(), Error> {
+        self.check_open()?;
+        let mut state = self.inner.state.lock();
+        if state.rpc.contains_key(identifier) {
+            return Err(Error::DuplicateSubscriber {
+                identifier: identifier.to_owned(),
+            });
+        }
+        state.rpc.insert(identifier.to_owned(), handler);
+        Ok(())
+    }
+
+    async fn remove_rpc_subscriber(&self, identifier: &str) -> Result<(), Error> {
+        self.check_open()?;
+        match self.inner.state.lock().rpc.remove(identifier) {
+            Some(_) => Ok(()),
+            None => Err(Error::UnknownSubscriber {
+                identifier: identifier.to_owned(),
+            }),
+        }
+    }
+
+    async fn rpc_send_with(
+        &self,
+        recipient: &str,
+        message: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value, Error> {
+        self.check_open()?;
+        let handler = self.inner.state.lock().rpc.get(recipient).cloned();
+        let handler = handler.ok_or_else(|| Error::Unroutable {
+            recipient: recipient.to_owned(),
+        })?;
+        // The server side runs as its own task, as a remote server would: a caller that gives up
+        // does not cancel work already started.
+        let server = tokio::spawn(async move { handler.call(message).await.settle().await });
+        let answer = async move {
+            server.await.unwrap_or_else(|e| {
+                Err(Error::Remote {
+                    message: e.to_string(),
+                })
+            })
+        };
+        self.await_answer(answer, timeout.unwrap_or(self.inner.default_timeout))
+            .await
+    }
+
+    async fn add_broadcast_subscriber(
+        &self,
+        filter: BroadcastFilter,
+        handler: BroadcastHandler,
+    ) -> Result<SubscriberId, Error> {
+        self.check_open()?;
+        let id = SubscriberId(self.next_id());
+        let (inbox, mut messages) = mpsc::unbounded_channel();
+        // One consumer per subscriber keeps each subscriber's deliveries in send order.
+        tokio::spawn(async move {
+            while let Some(message) = messages.recv().await {
+                handler.call(message).await;
+            }
+        });
+        self.inner
+            .state
+            .lock()
+            .broadcast
+            .push(BroadcastSubscriber { id, filter, inbox });
+        Ok(id)
+    }
+
+    async fn remove_broadcast_subscriber(&self, id: SubscriberId) -> Result<(), Error> {
+        self.check_open()?;
+        let mut state = self.inner.state.lock();
+        let before = state.broadcast.len();
+        state.broadcast.retain(|s| s.id != id);
+        if state.broadcast.len() == before {
+            return Err(Error::UnknownSubscriber {
+                identifier: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn broadcast_send(&self, message: Broadcast) -> Result<(), Error> {
+        self.check_open()?;
+        let state = self.inner.state.lock();
+        for subscriber in state
+            .broadcast
+            .iter()
+            .filter(|s| s.filter.matches(&message))
+        {
+            let _ = subscriber.inbox.send(message.clone());
+        }
+        Ok(())
+    }
+
+    async fn add_task_subscriber(
+        &self,
+        queue: &str,
+        handler: Handler,
+        options: TaskSubscriberOptions,
+    ) -> Result<SubscriberId, Error> {
+        self.check_open()?;
+        let id = SubscriberId(self.next_id());
+        let mut state = self.inner.state.lock();
+        state.task_subscribers.insert(id, queue.to_owned());
+        let task_queue = state.queues.entry(queue.to_owned()).or_default();
+        task_queue.subscribers.push(TaskSubscriber {
+            id,
+            handler,
+            prefetch: options.prefetch,
+            in_hand: 0,
+        });
+        self.inner.dispatch(queue, task_queue);
+        Ok(id)
+    }
+
+    async fn remove_task_subscriber(&self, id: SubscriberId) -> Result<(), Error> {
+        self.check_open()?;
+        let mut workers = Vec::new();
+        {
+            let mut state = self.inner.state.lock();
+            let Some(name) = state.task_subscribers.remove(&id) else {
+                return Err(Error::UnknownSubscriber {
+                    identifier: id.to_string(),
+                });
+            };
+            let Some(queue) = state.queues.get_mut(&name) else {
+                return Ok(());
+            };
+            queue.subscribers.retain(|s| s.id != id);
+            // Its tasks in hand go back to the front of the queue now; the aborted workers'
+            // leases then find nothing to settle.
+            let leases: Vec<u64> = queue
+                .in_hand
+                .iter()
+                .filter(|(_, held)| held.holder == Some(id))
+                .map(|(lease, _)| *lease)
+                .collect();
+            for lease in leases {
+                if let Some(held) = queue.in_hand.remove(&lease) {
+                    workers.extend(held.worker);
+                    queue.pending.push_front(held.task);
+                }
+            }
+            queue.arrivals.notify_waiters();
+            self.inner.dispatch(&name, queue);
+        }
+        for worker in workers {
+            worker.abort();
+        }
+        Ok(())
+    }
+
+    async fn task_send_with(
+        &self,
+        queue: &str,
+        task: Value,
+        no_reply: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Value>, Error> {
+        self.check_open()?;
+        let (reply, answer) = if no_reply {
+            (None, None)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        };
+        {
+            let mut state = self.inner.state.lock();
+            let task_queue = state.queues.entry(queue.to_owned()).or_default();
+            task_queue.pending.push_back(QueuedTask {
+                body: task,
+                reply,
+                rejected_by: Vec::new(),
+            });
+            self.inner.dispatch(queue, task_queue);
+            task_queue.arrivals.notify_waiters();
+        }
+        let Some(answer) = answer else {
+            return Ok(None);
+        };
+        // A dropped reply sender means the broker closed.
+        let answer = async move { answer.await.unwrap_or(Err(Error::Closed)).map(Some) };
+        self.await_answer(answer, timeout.unwrap_or(self.inner.default_timeout))
+            .await
+    }
+
+    async fn next_task(&self, queue: &str, timeout: Duration) -> Result<IncomingTask, Error> {
+        self.check_open()?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let arrivals = {
+                let mut state = self.inner.state.lock();
+                let task_queue = state.queues.entry(queue.to_owned()).or_default();
+                if let Some(task) = task_queue.pending.pop_front() {
+                    let lease = self.next_id();
+                    let (body, no_reply) = (task.body.clone(), task.reply.is_none());
+                    task_queue.in_hand.insert(
+                        lease,
+                        InHand {
+                            task,
+                            holder: None,
+                            worker: None,
+                        },
+                    );
+                    let lease = Lease {
+                        inner: self.inner.clone(),
+                        queue: queue.to_owned(),
+                        lease,
+                        settled: false,
+                    };
+                    return Ok(IncomingTask::new(body, no_reply, Box::new(lease)));
+                }
+                task_queue.arrivals.clone()
+            };
+            let arrived = arrivals.notified();
+            // Re-check after registering: a task may have arrived between the unlock and here.
+            let has_pending = self
+                .inner
+                .state
+                .lock()
+                .queues
+                .get(queue)
+                .is_some_and(|q| !q.pending.is_empty());
+            if has_pending {
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = self.inner.closed.cancelled() => return Err(Error::Closed),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Error::QueueEmpty { queue: queue.to_owned() });
+                }
+                _ = arrived => {}
+            }
+        }
+    }
+
+    async fn close(&self) {
+        self.inner.closed.cancel();
+        let state = std::mem::take(&mut *self.inner.state.lock());
+        for queue in state.queues.into_values() {
+            for held in queue.in_hand.into_values() {
+                if let Some(worker) = held.worker {
+                    worker.abort();
+                }
+            }
+        }
+        // Dropping the rest closes every inbox and reply channel.
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+}
