@@ -92,8 +92,8 @@ impl Responder {
     }
 }
 
-/// What a handler may return: a [`Response`], a [`Value`], `()`, or a `Result` of those whose error
-/// is reported to the sender as [`Error::Remote`].
+/// What a handler may return: a [`Response`], a [`Value`], a string, `()`, or a `Result` of those
+/// whose error is reported to the sender as [`Error::Remote`].
 pub trait IntoResponse: Send + 'static {
     /// Converts into a [`Response`].
     fn into_response(self) -> Response;
@@ -108,6 +108,24 @@ impl IntoResponse for Response {
 impl IntoResponse for Value {
     fn into_response(self) -> Response {
         Response::Value(self)
+    }
+}
+
+impl IntoResponse for String {
+    fn into_response(self) -> Response {
+        Response::Value(Value::String(self))
+    }
+}
+
+impl IntoResponse for &'static str {
+    fn into_response(self) -> Response {
+        Response::Value(Value::from(self))
+    }
+}
+
+impl From<Value> for Response {
+    fn from(value: Value) -> Self {
+        Response::Value(value)
     }
 }
 

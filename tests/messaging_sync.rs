@@ -1,0 +1,170 @@
+//! The synchronous communicator from plain threads: blocking waits, bounded waits, callbacks,
+//! close while waiting, and what happens when a handler blocks on it (kiwipy stalls 5 s there).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{QUICK, bounded};
+use runtime_thread::messaging::{
+    Error, Handler, IntoResponse, Response, SyncCommunicator, TaskSubscriberOptions, Value,
+};
+use serde_json::json;
+
+#[test]
+fn plain_threads_call_and_handlers_run_on_the_runtime_thread() {
+    bounded(QUICK, || {
+        let comm = SyncCommunicator::local().unwrap();
+        comm.add_rpc_subscriber(
+            "where",
+            Handler::sync(|_| json!(std::thread::current().name())),
+        )
+        .wait()
+        .unwrap()
+        .unwrap();
+        let answer = comm.rpc_send("where", Value::Null).wait().unwrap().unwrap();
+        assert_eq!(answer, json!("communicator"));
+        comm.add_task_subscriber(
+            "jobs",
+            Handler::sync(|v: Value| json!(v.as_i64().unwrap_or(0) + 1)),
+            TaskSubscriberOptions::default(),
+        )
+        .wait()
+        .unwrap()
+        .unwrap();
+        let result = comm
+            .task_send_with("jobs", json!(41), false, None)
+            .wait()
+            .unwrap()
+            .unwrap();
+        assert_eq!(result, Some(json!(42)));
+        comm.close();
+        assert!(comm.is_closed());
+    });
+}
+
+#[test]
+fn handles_support_bounded_waits_and_callbacks() {
+    bounded(QUICK, || {
+        let comm = SyncCommunicator::local().unwrap();
+        comm.add_rpc_subscriber(
+            "deferred",
+            Handler::sync(|_| {
+                let (responder, response) = Response::deferred();
+                // Answered later from a plain thread.
+                std::thread::spawn(move || responder.respond(json!("opened")));
+                response
+            }),
+        )
+        .wait()
+        .unwrap()
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        comm.rpc_send("deferred", Value::Null)
+            .on_done(move |outcome| tx.send(outcome).unwrap());
+        let outcome = rx.recv_timeout(QUICK).unwrap();
+        assert_eq!(outcome.unwrap().unwrap(), json!("opened"));
+
+        comm.add_rpc_subscriber(
+            "silent",
+            Handler::from_async(|_| futures::future::pending::<Value>()),
+        )
+        .wait()
+        .unwrap()
+        .unwrap();
+        let mut waiting = comm.rpc_send("silent", Value::Null);
+        assert!(matches!(
+            waiting.wait_timeout(Duration::from_millis(20)),
+            Err(runtime_thread::Error::TimedOut(_))
+        ));
+        assert!(
+            !waiting.is_finished(),
+            "a bounded wait leaves the call running"
+        );
+        comm.close();
+        // Closing resolves the waiting call rather than leaving it hanging.
+        let closed = waiting.wait();
+        assert!(
+            matches!(
+                closed,
+                Ok(Err(Error::Closed)) | Err(runtime_thread::Error::Stopped)
+            ),
+            "{closed:?}"
+        );
+    });
+}
+
+#[test]
+fn a_handler_that_blocks_on_the_sync_communicator_fails_at_once_instead_of_stalling() {
+    bounded(QUICK, || {
+        let comm = SyncCommunicator::local().unwrap();
+        comm.add_rpc_subscriber("inner", Handler::sync(|v: Value| v))
+            .wait()
+            .unwrap()
+            .unwrap();
+        let nested = comm.clone();
+        comm.add_rpc_subscriber(
+            "outer",
+            Handler::sync(move |v: Value| -> Response {
+                // Blocking on the runtime thread from inside a handler: refused, not a stall.
+                match nested.rpc_send("inner", v).wait() {
+                    Ok(answer) => answer.into_response(),
+                    Err(error) => Response::Failed(error.to_string()),
+                }
+            }),
+        )
+        .wait()
+        .unwrap()
+        .unwrap();
+        let started = Instant::now();
+        let outcome = comm.rpc_send("outer", json!(1)).wait().unwrap();
+        match outcome {
+            Err(Error::Remote { message }) => assert!(message.contains(".await"), "{message}"),
+            other => panic!("expected the deadlock to be refused, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no multi-second stall"
+        );
+        comm.close();
+    });
+}
+
+#[test]
+fn many_plain_threads_call_concurrently() {
+    bounded(QUICK, || {
+        let comm = SyncCommunicator::local().unwrap();
+        comm.add_rpc_subscriber(
+            "square",
+            Handler::sync(|v: Value| json!(v.as_i64().unwrap_or(0).pow(2))),
+        )
+        .wait()
+        .unwrap()
+        .unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..4i64 {
+                let comm = &comm;
+                scope.spawn(move || {
+                    for i in 0..1_000i64 {
+                        let n = t * 1_000 + i;
+                        let answer = comm.rpc_send("square", json!(n)).wait().unwrap().unwrap();
+                        assert_eq!(answer, json!(n * n));
+                    }
+                });
+            }
+        });
+        comm.close();
+    });
+}
+
+#[test]
+fn after_close_calls_fail_at_once() {
+    bounded(QUICK, || {
+        let comm = SyncCommunicator::local().unwrap();
+        comm.close();
+        let late = comm.rpc_send("anyone", Value::Null);
+        assert!(late.is_finished(), "refused at once, not queued");
+        assert!(matches!(late.wait(), Err(runtime_thread::Error::Stopped)));
+        comm.close(); // closing twice is harmless
+    });
+}
