@@ -71,6 +71,27 @@ fn rpc_round_trip(c: &mut Criterion) {
         })
     });
 
+    // A handler that does not answer on its first poll takes the spawned-server path.
+    rt.block_on(comm.add_rpc_subscriber(
+        "yielding",
+        Handler::from_async(|v: Value| async move {
+            tokio::task::yield_now().await;
+            v
+        }),
+    ))
+    .unwrap();
+    group.bench_function("local_communicator_async_handler_that_yields", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters {
+                    comm.rpc_send("yielding", Value::from(i)).await.unwrap();
+                }
+                start.elapsed()
+            })
+        })
+    });
+
     // From a plain thread: a server task on a runtime thread, the caller blocking on the reply.
     let server_rt = runtime_thread::RuntimeThread::builder().start().unwrap();
     let raw_remote = {
