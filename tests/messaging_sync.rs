@@ -168,3 +168,51 @@ fn after_close_calls_fail_at_once() {
         comm.close(); // closing twice is harmless
     });
 }
+
+#[test]
+fn stopping_the_runtime_with_tasks_in_hand_neither_hangs_nor_loses_them() {
+    bounded(QUICK, || {
+        use runtime_thread::RuntimeThread;
+        use runtime_thread::messaging::{Communicator, LocalCommunicator};
+        use std::sync::Arc;
+
+        let broker = LocalCommunicator::new();
+        let first = Arc::new(
+            RuntimeThread::builder()
+                .grace_period(Duration::from_millis(20))
+                .start()
+                .unwrap(),
+        );
+        let comm = SyncCommunicator::new(broker.clone(), first.clone());
+        let (holding_tx, holding) = std::sync::mpsc::channel();
+        comm.add_task_subscriber(
+            "work",
+            Handler::from_async(move |_| {
+                let _ = holding_tx.send(());
+                futures::future::pending::<Value>()
+            }),
+            TaskSubscriberOptions::default(),
+        )
+        .wait()
+        .unwrap()
+        .unwrap();
+        comm.task_send_with("work", json!("job"), true, None)
+            .wait()
+            .unwrap()
+            .unwrap();
+        holding.recv_timeout(QUICK).unwrap();
+        // The runtime goes away under the worker holding the task: the stop must stay bounded.
+        first.stop().unwrap();
+        // The task was given back to the queue, not lost: another runtime can pull it.
+        let second = RuntimeThread::builder().start().unwrap();
+        let pulled = second
+            .run_threadsafe(async move {
+                let task = broker.next_task("work", Duration::from_secs(5)).await?;
+                Ok::<_, Error>(task.body().clone())
+            })
+            .wait()
+            .unwrap()
+            .unwrap();
+        assert_eq!(pulled, json!("job"));
+    });
+}

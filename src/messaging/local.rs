@@ -166,13 +166,22 @@ impl std::fmt::Debug for LocalCommunicator {
     }
 }
 
+/// A task handed to a subscriber under the lock, whose worker is started after the lock is
+/// released: starting it can drop it at once (a runtime shutting down refuses new tasks by
+/// dropping them), and a dropped worker takes the lock to give its task back.
+struct Assignment {
+    lease: u64,
+    queue: String,
+    handler: Handler,
+    body: Value,
+    holder: SubscriberId,
+}
+
 impl Inner {
     /// Hands pending tasks of `queue` to subscribers with room that have not rejected them.
-    /// Called with the state locked; spawns workers but runs no handler code.
-    fn dispatch(self: &Arc<Self>, name: &str, queue: &mut TaskQueue) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return; // no runtime here (a drop at shutdown): the tasks wait for the next dispatch
-        };
+    /// Called with the state locked; start the returned workers once it is unlocked.
+    fn assign(self: &Arc<Self>, name: &str, queue: &mut TaskQueue) -> Vec<Assignment> {
+        let mut assignments = Vec::new();
         let mut index = 0;
         while index < queue.pending.len() {
             let task = &queue.pending[index];
@@ -192,61 +201,109 @@ impl Inner {
                 break;
             };
             let lease = self.next_id.fetch_add(1, Relaxed);
-            let worker = runtime.spawn(run_task(
-                Lease {
-                    inner: self.clone(),
-                    queue: name.to_owned(),
-                    lease,
-                    settled: false,
-                },
+            assignments.push(Assignment {
+                lease,
+                queue: name.to_owned(),
                 handler,
-                task.body.clone(),
+                body: task.body.clone(),
                 holder,
-            ));
+            });
             queue.in_hand.insert(
                 lease,
                 InHand {
                     task,
                     holder: Some(holder),
-                    worker: Some(worker.abort_handle()),
+                    worker: None,
                 },
             );
         }
+        assignments
     }
 
-    fn settle(self: &Arc<Self>, queue_name: &str, lease: u64, settlement: Settlement) {
-        let mut state = self.state.lock();
-        let Some(queue) = state.queues.get_mut(queue_name) else {
-            return; // closed meanwhile
-        };
-        // A lease that is gone was requeued already (its subscriber was removed): ignore it.
-        let Some(InHand {
-            mut task, holder, ..
-        }) = queue.in_hand.remove(&lease)
-        else {
+    /// Starts the workers of `assignments`; must be called with the state unlocked.
+    fn start_workers(self: &Arc<Self>, assignments: Vec<Assignment>) {
+        if assignments.is_empty() {
             return;
-        };
-        if let Some(holder) = holder
-            && let Some(subscriber) = queue.subscribers.iter_mut().find(|s| s.id == holder)
-        {
-            subscriber.in_hand -= 1;
         }
-        match settlement {
-            Settlement::Answer(outcome) => {
-                if let Some(reply) = task.reply.take() {
-                    let _ = reply.send(outcome);
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let mut started = Vec::with_capacity(assignments.len());
+        for assignment in assignments {
+            let lease = Lease {
+                inner: self.clone(),
+                queue: assignment.queue.clone(),
+                lease: assignment.lease,
+                settled: false,
+            };
+            // Without a runtime the lease drops here and gives its task back to the queue.
+            let Some(runtime) = &runtime else { continue };
+            let worker = runtime.spawn(run_task(
+                lease,
+                assignment.handler,
+                assignment.body,
+                assignment.holder,
+            ));
+            started.push((assignment.queue, assignment.lease, worker.abort_handle()));
+        }
+        let mut state = self.state.lock();
+        for (queue, lease, worker) in started {
+            if let Some(held) = state
+                .queues
+                .get_mut(&queue)
+                .and_then(|q| q.in_hand.get_mut(&lease))
+            {
+                held.worker = Some(worker);
+            }
+        }
+    }
+
+    /// Ends a task in hand. Only an explicit settlement hands tasks out again: a lease dropped
+    /// unsettled (its runtime is going away) just gives its task back, so that a shutting-down
+    /// runtime that drops every new worker cannot make this loop.
+    fn settle(
+        self: &Arc<Self>,
+        queue_name: &str,
+        lease: u64,
+        settlement: Settlement,
+        redispatch: bool,
+    ) {
+        let assignments = {
+            let mut state = self.state.lock();
+            let Some(queue) = state.queues.get_mut(queue_name) else {
+                return; // closed meanwhile
+            };
+            // A lease that is gone was requeued already (its subscriber was removed): ignore it.
+            let Some(InHand {
+                mut task, holder, ..
+            }) = queue.in_hand.remove(&lease)
+            else {
+                return;
+            };
+            if let Some(holder) = holder
+                && let Some(subscriber) = queue.subscribers.iter_mut().find(|s| s.id == holder)
+            {
+                subscriber.in_hand -= 1;
+            }
+            match settlement {
+                Settlement::Answer(outcome) => {
+                    if let Some(reply) = task.reply.take() {
+                        let _ = reply.send(outcome);
+                    }
+                }
+                Settlement::Reject => {
+                    task.rejected_by.extend(holder);
+                    queue.pending.push_front(task);
+                }
+                Settlement::Requeue => {
+                    queue.pending.push_front(task);
+                    queue.arrivals.notify_waiters();
                 }
             }
-            Settlement::Reject => {
-                task.rejected_by.extend(holder);
-                queue.pending.push_front(task);
+            if !redispatch {
+                return;
             }
-            Settlement::Requeue => {
-                queue.pending.push_front(task);
-                queue.arrivals.notify_waiters();
-            }
-        }
-        self.dispatch(queue_name, queue);
+            self.assign(queue_name, queue)
+        };
+        self.start_workers(assignments);
     }
 }
 
@@ -262,15 +319,16 @@ struct Lease {
 impl Lease {
     fn settle(mut self, settlement: Settlement) {
         self.settled = true;
-        self.inner.settle(&self.queue, self.lease, settlement);
+        self.inner.settle(&self.queue, self.lease, settlement, true);
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         if !self.settled {
+            // Its worker was dropped: give the task back, without handing it out again here.
             self.inner
-                .settle(&self.queue, self.lease, Settlement::Requeue);
+                .settle(&self.queue, self.lease, Settlement::Requeue, false);
         }
     }
 }
@@ -279,12 +337,12 @@ impl Settle for Lease {
     fn answer(&mut self, outcome: Result<Value, Error>) {
         self.settled = true;
         self.inner
-            .settle(&self.queue, self.lease, Settlement::Answer(outcome));
+            .settle(&self.queue, self.lease, Settlement::Answer(outcome), true);
     }
     fn requeue(&mut self) {
         self.settled = true;
         self.inner
-            .settle(&self.queue, self.lease, Settlement::Requeue);
+            .settle(&self.queue, self.lease, Settlement::Requeue, true);
     }
 }
 
@@ -408,23 +466,26 @@ impl Communicator for LocalCommunicator {
     ) -> Result<SubscriberId, Error> {
         self.check_open()?;
         let id = SubscriberId(self.next_id());
-        let mut state = self.inner.state.lock();
-        state.task_subscribers.insert(id, queue.to_owned());
-        let task_queue = state.queues.entry(queue.to_owned()).or_default();
-        task_queue.subscribers.push(TaskSubscriber {
-            id,
-            handler,
-            prefetch: options.prefetch,
-            in_hand: 0,
-        });
-        self.inner.dispatch(queue, task_queue);
+        let assignments = {
+            let mut state = self.inner.state.lock();
+            state.task_subscribers.insert(id, queue.to_owned());
+            let task_queue = state.queues.entry(queue.to_owned()).or_default();
+            task_queue.subscribers.push(TaskSubscriber {
+                id,
+                handler,
+                prefetch: options.prefetch,
+                in_hand: 0,
+            });
+            self.inner.assign(queue, task_queue)
+        };
+        self.inner.start_workers(assignments);
         Ok(id)
     }
 
     async fn remove_task_subscriber(&self, id: SubscriberId) -> Result<(), Error> {
         self.check_open()?;
         let mut workers = Vec::new();
-        {
+        let assignments = {
             let mut state = self.inner.state.lock();
             let Some(name) = state.task_subscribers.remove(&id) else {
                 return Err(Error::UnknownSubscriber {
@@ -450,11 +511,12 @@ impl Communicator for LocalCommunicator {
                 }
             }
             queue.arrivals.notify_waiters();
-            self.inner.dispatch(&name, queue);
-        }
+            self.inner.assign(&name, queue)
+        };
         for worker in workers {
             worker.abort();
         }
+        self.inner.start_workers(assignments);
         Ok(())
     }
 
@@ -472,7 +534,7 @@ impl Communicator for LocalCommunicator {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
         };
-        {
+        let assignments = {
             let mut state = self.inner.state.lock();
             let task_queue = state.queues.entry(queue.to_owned()).or_default();
             task_queue.pending.push_back(QueuedTask {
@@ -480,9 +542,10 @@ impl Communicator for LocalCommunicator {
                 reply,
                 rejected_by: Vec::new(),
             });
-            self.inner.dispatch(queue, task_queue);
             task_queue.arrivals.notify_waiters();
-        }
+            self.inner.assign(queue, task_queue)
+        };
+        self.inner.start_workers(assignments);
         let Some(answer) = answer else {
             return Ok(None);
         };
