@@ -16,6 +16,8 @@ use runtime_thread::messaging::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+mod common;
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -36,6 +38,21 @@ fn spawn_raw_server(rt: &tokio::runtime::Runtime) -> mpsc::UnboundedSender<Reque
     tx
 }
 
+/// Times `iters` sequential awaited calls on `rt`.
+fn time_calls<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, call: F) -> Duration
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for i in 0..iters {
+            call(i).await;
+        }
+        start.elapsed()
+    })
+}
+
 fn rpc_round_trip(c: &mut Criterion) {
     let mut group = c.benchmark_group("m_rpc_round_trip");
     group.throughput(Throughput::Elements(1));
@@ -44,14 +61,10 @@ fn rpc_round_trip(c: &mut Criterion) {
     let raw = spawn_raw_server(&rt);
     group.bench_function("raw_mpsc_oneshot_async", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for i in 0..iters {
-                    let (reply, answer) = oneshot::channel();
-                    raw.send((Value::from(i), reply)).unwrap();
-                    answer.await.unwrap();
-                }
-                start.elapsed()
+            time_calls(&rt, iters, |i| {
+                let (reply, answer) = oneshot::channel();
+                raw.send((Value::from(i), reply)).unwrap();
+                async move { answer.await.unwrap() }
             })
         })
     });
@@ -61,12 +74,9 @@ fn rpc_round_trip(c: &mut Criterion) {
         .unwrap();
     group.bench_function("local_communicator_async", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for i in 0..iters {
-                    comm.rpc_send("echo", Value::from(i)).await.unwrap();
-                }
-                start.elapsed()
+            time_calls(&rt, iters, |i| {
+                let comm = comm.clone();
+                async move { comm.rpc_send("echo", Value::from(i)).await.unwrap() }
             })
         })
     });
@@ -82,12 +92,9 @@ fn rpc_round_trip(c: &mut Criterion) {
     .unwrap();
     group.bench_function("local_communicator_async_handler_that_yields", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for i in 0..iters {
-                    comm.rpc_send("yielding", Value::from(i)).await.unwrap();
-                }
-                start.elapsed()
+            time_calls(&rt, iters, |i| {
+                let comm = comm.clone();
+                async move { comm.rpc_send("yielding", Value::from(i)).await.unwrap() }
             })
         })
     });
@@ -289,15 +296,9 @@ fn broadcast_deliveries(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = rpc_round_trip, task_throughput, broadcast_deliveries
 }
 criterion_main!(benches);

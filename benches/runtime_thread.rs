@@ -203,15 +203,9 @@ fn start_stop(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = round_trip, spawn_throughput, blocking_round_trip, start_stop
 }
 criterion_main!(benches);

@@ -3,6 +3,16 @@
 #![allow(dead_code)]
 
 use std::thread;
+use std::time::Duration;
+
+use criterion::Criterion;
+
+/// Short warm-up and measurement windows: the whole suite stays within a few minutes.
+pub fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
 
 /// A current-thread tokio runtime driven by its own thread, as a user would set it up by hand.
 pub struct RawRuntimeThread {
