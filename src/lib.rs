@@ -17,12 +17,15 @@
 //! # Ok::<(), runtime_thread::Error>(())
 //! ```
 //!
-//! The crate is built in layers, each on the one below: the core, [`thread`], and the messaging
-//! layer, `messaging` (RPC, broadcasts and task queues, kiwipy-style).
+//! The crate is built in layers, each on the one below: the core, [`thread`]; the messaging layer,
+//! `messaging` (RPC, broadcasts and task queues, kiwipy-style); and the engine, `engine`
+//! (plumpy-style processes; in progress).
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+#[cfg(not(loom))]
+pub mod engine;
 #[cfg(not(loom))]
 pub mod messaging;
 pub mod thread;

@@ -1,0 +1,208 @@
+//! [`ProcessHandle`]: waiting for and controlling a submitted process.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::error::EngineError;
+use super::exit_code::ExitCode;
+use super::process::Outputs;
+use super::shared::{KillRequest, ProcessShared};
+use super::state::ProcessState;
+use crate::thread::TaskHandle;
+
+/// How a process ended.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ProcessOutcome {
+    /// It stopped with an exit code and these outputs.
+    Finished {
+        /// Zero for success.
+        exit_code: ExitCode,
+        /// What it emitted.
+        outputs: Outputs,
+    },
+    /// A step failed.
+    Excepted {
+        /// The error.
+        message: String,
+    },
+    /// It was killed.
+    Killed {
+        /// The kill message.
+        message: String,
+    },
+}
+
+impl ProcessOutcome {
+    /// The outputs of a successful finish; anything else as an error.
+    pub fn into_outputs(self) -> Result<Outputs, EngineError> {
+        match self {
+            ProcessOutcome::Finished { exit_code, outputs } if exit_code.is_success() => {
+                Ok(outputs)
+            }
+            ProcessOutcome::Finished { exit_code, .. } => Err(EngineError::Failed { exit_code }),
+            ProcessOutcome::Excepted { message } => Err(EngineError::Excepted { message }),
+            ProcessOutcome::Killed { message } => Err(EngineError::Killed { message }),
+        }
+    }
+
+    /// The terminal state this outcome corresponds to.
+    pub fn state(&self) -> ProcessState {
+        match self {
+            ProcessOutcome::Finished { .. } => ProcessState::Finished,
+            ProcessOutcome::Excepted { .. } => ProcessState::Excepted,
+            ProcessOutcome::Killed { .. } => ProcessState::Killed,
+        }
+    }
+}
+
+/// A status snapshot, as plumpy's `status` reply gives it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ProcessStatus {
+    /// The process id.
+    pub pid: Uuid,
+    /// When it was created.
+    pub ctime: SystemTime,
+    /// The process type.
+    pub process: String,
+    /// Its state.
+    pub state: ProcessState,
+    /// Whether it is paused.
+    pub paused: bool,
+    /// Its status text (a pause, exit or kill message).
+    pub status: Option<String>,
+}
+
+/// Controls a process without waiting for it: cloneable, usable from any thread.
+#[derive(Clone)]
+pub struct ProcessController {
+    shared: Arc<ProcessShared>,
+}
+
+impl ProcessController {
+    /// The process id.
+    pub fn pid(&self) -> Uuid {
+        self.shared.pid
+    }
+
+    /// A status snapshot.
+    pub fn status(&self) -> ProcessStatus {
+        self.shared.snapshot()
+    }
+
+    /// Asks the process to pause: at once in `Created` or `Waiting` (the wait stays armed), after
+    /// the current step in `Running`. Returns false if it has already ended.
+    pub fn pause(&self) -> bool {
+        self.request(|c| c.paused = true)
+    }
+
+    /// Cancels a pause. Returns false if the process has already ended.
+    pub fn play(&self) -> bool {
+        self.request(|c| c.paused = false)
+    }
+
+    /// Kills the process: at once when it is created, waiting or paused; after the current step
+    /// (whose command is then discarded) when it is running. Returns false if it already ended.
+    pub fn kill(&self, message: impl Into<String>) -> bool {
+        let message = message.into();
+        self.request(|c| {
+            c.kill = Some(KillRequest {
+                message,
+                force: false,
+            })
+        })
+    }
+
+    /// Kills the process at once, dropping a running step. Returns false if it already ended.
+    pub fn force_kill(&self, message: impl Into<String>) -> bool {
+        let message = message.into();
+        self.request(|c| {
+            c.kill = Some(KillRequest {
+                message,
+                force: true,
+            })
+        })
+    }
+
+    /// Ends a `Waiting` process's wait for a resume with `value`. A paused waiting process keeps
+    /// the value and continues with it once played.
+    pub fn resume(&self, value: Value) -> Result<(), EngineError> {
+        let state = self.shared.state();
+        if state != ProcessState::Waiting {
+            return Err(EngineError::InvalidState {
+                state,
+                action: "be resumed (only a waiting process can)",
+            });
+        }
+        self.shared.control.send_modify(|c| c.resume = Some(value));
+        Ok(())
+    }
+
+    fn request(&self, change: impl FnOnce(&mut super::shared::Control)) -> bool {
+        if self.shared.state().is_terminal() {
+            return false;
+        }
+        self.shared.control.send_modify(change);
+        true
+    }
+}
+
+/// A submitted process: wait for its outcome (blocking, bounded, or `.await` from any executor)
+/// and control it. Dropping the handle does not stop the process.
+pub struct ProcessHandle {
+    controller: ProcessController,
+    outcome: TaskHandle<ProcessOutcome>,
+}
+
+impl ProcessHandle {
+    pub(crate) fn new(shared: Arc<ProcessShared>, outcome: TaskHandle<ProcessOutcome>) -> Self {
+        ProcessHandle {
+            controller: ProcessController { shared },
+            outcome,
+        }
+    }
+
+    /// A cloneable controller for other threads.
+    pub fn controller(&self) -> ProcessController {
+        self.controller.clone()
+    }
+
+    /// Cancels the process: it ends `Killed` (not excepted), at once.
+    pub fn cancel(&self) -> bool {
+        self.controller.force_kill("cancelled through its handle")
+    }
+
+    /// Blocks until the process ends.
+    pub fn wait(self) -> Result<ProcessOutcome, EngineError> {
+        Ok(self.outcome.wait()?)
+    }
+
+    /// Blocks up to `timeout`; the handle stays usable after a time-out.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<ProcessOutcome, EngineError> {
+        Ok(self.outcome.wait_timeout(timeout)?)
+    }
+}
+
+impl std::ops::Deref for ProcessHandle {
+    type Target = ProcessController;
+    fn deref(&self) -> &ProcessController {
+        &self.controller
+    }
+}
+
+impl Future for ProcessHandle {
+    type Output = Result<ProcessOutcome, EngineError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.outcome)
+            .poll(cx)
+            .map(|outcome| Ok(outcome?))
+    }
+}

@@ -1,0 +1,218 @@
+//! What a process is: named async steps that each return a [`Command`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::exit_code::ExitCode;
+use super::handle::ProcessHandle;
+use super::runner::Runner;
+use super::shared::ProcessShared;
+
+/// The outputs a process emitted, by name.
+pub type Outputs = BTreeMap<String, Value>;
+
+/// What a step tells the engine to do next.
+pub enum Command {
+    /// Run this step next.
+    Continue(String),
+    /// Wait, then run step `then` (the value that ended the wait is in
+    /// [`Context::take_resume_value`]).
+    Wait {
+        /// The step to run after the wait.
+        then: String,
+        /// What to wait for.
+        on: WaitOn,
+    },
+    /// Finish with this exit code (zero: success).
+    Stop(ExitCode),
+    /// Kill the process with this message.
+    Kill(String),
+}
+
+/// What a waiting process waits for.
+pub enum WaitOn {
+    /// An external [`ProcessHandle::resume`] with a value.
+    Resume,
+    /// A time to pass.
+    Timer(Duration),
+    /// A future's value; an `Err` makes the process excepted.
+    Future(BoxFuture<'static, Result<Value, String>>),
+}
+
+impl Command {
+    /// Run `step` next.
+    pub fn next(step: impl Into<String>) -> Self {
+        Command::Continue(step.into())
+    }
+
+    /// Finish successfully.
+    pub fn finish() -> Self {
+        Command::Stop(ExitCode::OK)
+    }
+
+    /// Finish with a failure exit code.
+    pub fn fail(status: u32, message: impl Into<String>) -> Self {
+        Command::Stop(ExitCode::new(status, message))
+    }
+
+    /// Wait for an external resume, then run `then`.
+    pub fn wait_for_resume(then: impl Into<String>) -> Self {
+        Command::Wait {
+            then: then.into(),
+            on: WaitOn::Resume,
+        }
+    }
+
+    /// Wait for `delay`, then run `then`.
+    pub fn sleep(then: impl Into<String>, delay: Duration) -> Self {
+        Command::Wait {
+            then: then.into(),
+            on: WaitOn::Timer(delay),
+        }
+    }
+
+    /// Wait for `future`, then run `then` with its value.
+    pub fn wait_on<F>(then: impl Into<String>, future: F) -> Self
+    where
+        F: Future<Output = Result<Value, String>> + Send + 'static,
+    {
+        Command::Wait {
+            then: then.into(),
+            on: WaitOn::Future(Box::pin(future)),
+        }
+    }
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Continue(step) => f.debug_tuple("Continue").field(step).finish(),
+            Command::Wait { then, on } => {
+                let on = match on {
+                    WaitOn::Resume => "resume",
+                    WaitOn::Timer(_) => "timer",
+                    WaitOn::Future(_) => "future",
+                };
+                f.debug_struct("Wait")
+                    .field("then", then)
+                    .field("on", &on)
+                    .finish()
+            }
+            Command::Stop(code) => f.debug_tuple("Stop").field(code).finish(),
+            Command::Kill(message) => f.debug_tuple("Kill").field(message).finish(),
+        }
+    }
+}
+
+/// A step's failure; any `std::error::Error` converts into it, so steps can use `?`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError(pub String);
+
+impl<E: std::error::Error> From<E> for StepError {
+    fn from(error: E) -> Self {
+        StepError(error.to_string())
+    }
+}
+
+impl StepError {
+    /// A failure with this message.
+    pub fn msg(message: impl Into<String>) -> Self {
+        StepError(message.into())
+    }
+}
+
+/// A process: a state machine of named async steps. The engine calls [`step`](Process::step)
+/// with the name of the step to run; the returned [`Command`] decides what comes next. A step
+/// is async, so it can await anything, including a child process it launched: no nested event
+/// loop is ever needed.
+///
+/// ```
+/// use runtime_thread::engine::{Command, Context, Process, Runner, StepError};
+///
+/// struct Add { a: i64, b: i64 }
+///
+/// impl Process for Add {
+///     async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+///         match step {
+///             "run" => {
+///                 ctx.out("sum", (self.a + self.b).into());
+///                 Ok(Command::finish())
+///             }
+///             other => Err(StepError::msg(format!("no step {other}"))),
+///         }
+///     }
+/// }
+///
+/// let runner = Runner::start()?;
+/// let outputs = runner.run(Add { a: 2, b: 40 })?;
+/// assert_eq!(outputs["sum"], 42);
+/// # Ok::<(), runtime_thread::engine::EngineError>(())
+/// ```
+pub trait Process: Send + 'static {
+    /// The first step's name (default `"run"`).
+    fn first_step(&self) -> &'static str {
+        "run"
+    }
+
+    /// Runs one step. Pause and kill requests that arrive meanwhile take effect when it returns
+    /// (a force-kill drops it at once).
+    fn step(
+        &mut self,
+        step: &str,
+        ctx: &mut Context,
+    ) -> impl Future<Output = Result<Command, StepError>> + Send;
+}
+
+/// What a step can see and do besides its own fields.
+pub struct Context {
+    shared: Arc<ProcessShared>,
+    runner: Runner,
+    pub(crate) outputs: Outputs,
+    pub(crate) resumed: Option<Value>,
+}
+
+impl Context {
+    pub(crate) fn new(shared: Arc<ProcessShared>, runner: Runner) -> Self {
+        Context {
+            shared,
+            runner,
+            outputs: Outputs::new(),
+            resumed: None,
+        }
+    }
+
+    /// This process's id.
+    pub fn pid(&self) -> Uuid {
+        self.shared.pid
+    }
+
+    /// Emits an output (replacing an earlier one of the same name).
+    pub fn out(&mut self, name: impl Into<String>, value: Value) {
+        let name = name.into();
+        self.shared.notify_output(&name, &value);
+        self.outputs.insert(name, value);
+    }
+
+    /// The outputs emitted so far.
+    pub fn outputs(&self) -> &Outputs {
+        &self.outputs
+    }
+
+    /// The value that ended the last wait, once.
+    pub fn take_resume_value(&mut self) -> Option<Value> {
+        self.resumed.take()
+    }
+
+    /// Launches a child process on the same runner. Await its handle in the step to run it to
+    /// completion: the parent's step is simply suspended meanwhile.
+    pub fn launch<P: Process>(&self, child: P) -> ProcessHandle {
+        self.runner.submit(child)
+    }
+}

@@ -1,0 +1,582 @@
+//! The process state machine and its driver: every transition, pause/play/kill in every state,
+//! and the faults plumpy has.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{QUICK, bounded};
+use parking_lot::Mutex;
+use runtime_thread::engine::{
+    Command, Context, EngineError, ExitCode, Process, ProcessListener, ProcessOutcome,
+    ProcessState, Runner, StepError,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A process scripted from a list of steps, each a closure returning its command.
+type Script = Vec<(
+    &'static str,
+    Box<dyn FnMut(&mut Context) -> Result<Command, StepError> + Send>,
+)>;
+
+struct Scripted(Script);
+
+impl Process for Scripted {
+    fn first_step(&self) -> &'static str {
+        self.0.first().map_or("run", |(name, _)| name)
+    }
+    async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+        let (_, body) = self
+            .0
+            .iter_mut()
+            .find(|(name, _)| *name == step)
+            .ok_or_else(|| StepError::msg(format!("no step {step}")))?;
+        body(ctx)
+    }
+}
+
+/// A process whose single step waits for a signal before returning `then`.
+struct Gated {
+    gate: Option<tokio::sync::oneshot::Receiver<()>>,
+    entered: std::sync::mpsc::Sender<()>,
+    ran_second: Arc<Mutex<bool>>,
+}
+
+impl Process for Gated {
+    async fn step(&mut self, step: &str, _ctx: &mut Context) -> Result<Command, StepError> {
+        match step {
+            "run" => {
+                let _ = self.entered.send(());
+                if let Some(gate) = self.gate.take() {
+                    let _ = gate.await;
+                }
+                Ok(Command::next("second"))
+            }
+            _ => {
+                *self.ran_second.lock() = true;
+                Ok(Command::finish())
+            }
+        }
+    }
+}
+
+/// Waits for a resume, then finishes with the value it got as output.
+struct WaitsForResume;
+
+impl Process for WaitsForResume {
+    async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+        match step {
+            "run" => Ok(Command::wait_for_resume("resumed")),
+            _ => {
+                let value = ctx.take_resume_value().unwrap_or(Value::Null);
+                ctx.out("value", value);
+                Ok(Command::finish())
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl ProcessListener for Recorder {
+    fn on_state_changed(&self, _: Uuid, from: Option<ProcessState>, to: ProcessState) {
+        let from = from.map_or("-".to_owned(), |f| f.to_string());
+        self.0.lock().push(format!("{from}->{to}"));
+    }
+    fn on_paused(&self, _: Uuid) {
+        self.0.lock().push("paused".into());
+    }
+    fn on_played(&self, _: Uuid) {
+        self.0.lock().push("played".into());
+    }
+    fn on_output(&self, _: Uuid, name: &str, _: &Value) {
+        self.0.lock().push(format!("out:{name}"));
+    }
+}
+
+/// Waits (bounded by the test watchdog) until the process reaches `state`.
+fn until_state(controller: &runtime_thread::engine::ProcessController, state: ProcessState) {
+    while controller.status().state != state {
+        std::thread::yield_now();
+    }
+}
+
+/// Waits (bounded by the test watchdog) until no submitted work is left on the runner's thread.
+fn until_idle(runner: &Runner) {
+    while runner.thread().stats().in_flight > 0 {
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn steps_continue_emit_outputs_and_finish() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let process = Scripted(vec![
+            (
+                "first",
+                Box::new(|ctx| {
+                    ctx.out("a", json!(1));
+                    Ok(Command::next("second"))
+                }),
+            ),
+            (
+                "second",
+                Box::new(|ctx| {
+                    ctx.out("b", json!(2));
+                    Ok(Command::finish())
+                }),
+            ),
+        ]);
+        let handle = runner.submit_with_listeners(process, vec![recorder.clone()]);
+        let outcome = handle.wait().unwrap();
+        let ProcessOutcome::Finished { exit_code, outputs } = outcome else {
+            panic!("expected Finished, got {outcome:?}");
+        };
+        assert_eq!(exit_code, ExitCode::OK);
+        assert_eq!(outputs["a"], 1);
+        assert_eq!(outputs["b"], 2);
+        assert_eq!(
+            *recorder.0.lock(),
+            [
+                "-->created",
+                "created->running",
+                "out:a",
+                "running->running",
+                "out:b",
+                "running->finished"
+            ]
+        );
+    });
+}
+
+#[test]
+fn failures_exceptions_panics_and_kill_commands_end_in_the_right_state() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let failed = runner.run(Scripted(vec![(
+            "run",
+            Box::new(|_| Ok(Command::fail(300, "bad input"))),
+        )]));
+        assert!(
+            matches!(&failed, Err(EngineError::Failed { exit_code }) if exit_code.status == 300),
+            "{failed:?}"
+        );
+        let excepted = runner.submit(Scripted(vec![(
+            "run",
+            Box::new(|_| Err(StepError::msg("disk full"))),
+        )]));
+        assert_eq!(
+            excepted.wait().unwrap(),
+            ProcessOutcome::Excepted {
+                message: "disk full".into()
+            }
+        );
+        let panicked = runner.submit(Scripted(vec![("run", Box::new(|_| panic!("step bug")))]));
+        match panicked.wait().unwrap() {
+            ProcessOutcome::Excepted { message } => {
+                assert!(message.contains("step bug"), "{message}")
+            }
+            other => panic!("expected Excepted, got {other:?}"),
+        }
+        let killed = runner.submit(Scripted(vec![(
+            "run",
+            Box::new(|_| Ok(Command::Kill("enough".into()))),
+        )]));
+        assert_eq!(
+            killed.wait().unwrap(),
+            ProcessOutcome::Killed {
+                message: "enough".into()
+            }
+        );
+        let unknown = runner.run(Scripted(vec![(
+            "run",
+            Box::new(|_| Ok(Command::next("nowhere"))),
+        )]));
+        assert!(
+            matches!(unknown, Err(EngineError::Excepted { message }) if message.contains("nowhere"))
+        );
+    });
+}
+
+#[test]
+fn waiting_for_a_resume_a_timer_and_a_future() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let handle = runner.submit(WaitsForResume);
+        let controller = handle.controller();
+        until_state(&controller, ProcessState::Waiting);
+        controller.resume(json!("hello")).unwrap();
+        let outputs = handle.wait().unwrap().into_outputs().unwrap();
+        assert_eq!(outputs["value"], "hello");
+
+        let timer = runner.run(Scripted(vec![
+            (
+                "run",
+                Box::new(|_| Ok(Command::sleep("after", Duration::from_millis(5)))),
+            ),
+            (
+                "after",
+                Box::new(|ctx| {
+                    ctx.out("woke", json!(true));
+                    Ok(Command::finish())
+                }),
+            ),
+        ]));
+        assert_eq!(timer.unwrap()["woke"], true);
+
+        let future = runner.run(Scripted(vec![
+            (
+                "run",
+                Box::new(|_| Ok(Command::wait_on("after", async { Ok(json!(7)) }))),
+            ),
+            (
+                "after",
+                Box::new(|ctx| {
+                    let v = ctx.take_resume_value().unwrap_or_default();
+                    ctx.out("got", v);
+                    Ok(Command::finish())
+                }),
+            ),
+        ]));
+        assert_eq!(future.unwrap()["got"], 7);
+        let failing = runner.run(Scripted(vec![(
+            "run",
+            Box::new(|_| {
+                Ok(Command::wait_on("after", async {
+                    Err("upstream failed".to_owned())
+                }))
+            }),
+        )]));
+        assert!(
+            matches!(failing, Err(EngineError::Excepted { message }) if message == "upstream failed")
+        );
+    });
+}
+
+#[test]
+fn resume_outside_waiting_is_a_typed_error() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let handle = runner.submit(Scripted(vec![("run", Box::new(|_| Ok(Command::finish())))]));
+        let controller = handle.controller();
+        handle.wait().unwrap();
+        assert!(matches!(
+            controller.resume(json!(1)),
+            Err(EngineError::InvalidState {
+                state: ProcessState::Finished,
+                ..
+            })
+        ));
+        // Terminal: nothing to pause, play or kill.
+        assert!(!controller.pause() && !controller.play() && !controller.kill("late"));
+    });
+}
+
+#[test]
+fn pause_and_kill_in_created_act_before_the_first_step() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let inner = runner.clone();
+        // Submitting from a task on the runtime thread: the driver cannot run before we yield.
+        let (paused, killed) = runner
+            .thread()
+            .run_threadsafe(async move {
+                let paused = inner.submit(WaitsForResume);
+                paused.pause();
+                let killed = inner.submit(WaitsForResume);
+                killed.kill("never started");
+                (paused, killed)
+            })
+            .wait()
+            .unwrap();
+        let controller = paused.controller();
+        while !controller.status().paused {
+            std::thread::yield_now();
+        }
+        assert_eq!(controller.status().state, ProcessState::Created);
+        assert_eq!(
+            killed.wait().unwrap(),
+            ProcessOutcome::Killed {
+                message: "never started".into()
+            }
+        );
+        controller.play();
+        until_state(&controller, ProcessState::Waiting);
+        controller.resume(json!(1)).unwrap();
+        assert!(paused.wait().unwrap().into_outputs().is_ok());
+    });
+}
+
+fn gated(
+    runner: &Runner,
+) -> (
+    runtime_thread::engine::ProcessHandle,
+    tokio::sync::oneshot::Sender<()>,
+    Arc<Mutex<bool>>,
+) {
+    let (release, gate) = tokio::sync::oneshot::channel();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let ran_second = Arc::new(Mutex::new(false));
+    let handle = runner.submit(Gated {
+        gate: Some(gate),
+        entered: entered_tx,
+        ran_second: ran_second.clone(),
+    });
+    entered.recv_timeout(QUICK).unwrap();
+    (handle, release, ran_second)
+}
+
+#[test]
+fn pause_during_a_step_takes_effect_when_the_step_returns() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let (handle, release, ran_second) = gated(&runner);
+        let controller = handle.controller();
+        assert!(controller.pause());
+        assert_eq!(controller.status().state, ProcessState::Running);
+        release.send(()).unwrap();
+        while !controller.status().paused {
+            std::thread::yield_now();
+        }
+        assert!(!*ran_second.lock(), "paused before the next step");
+        controller.play();
+        assert!(handle.wait().unwrap().into_outputs().is_ok());
+        assert!(*ran_second.lock());
+    });
+}
+
+#[test]
+fn a_graceful_kill_during_a_step_discards_its_command() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let (handle, release, ran_second) = gated(&runner);
+        assert!(handle.kill("stop after this step"));
+        release.send(()).unwrap();
+        assert_eq!(
+            handle.wait().unwrap(),
+            ProcessOutcome::Killed {
+                message: "stop after this step".into()
+            }
+        );
+        assert!(!*ran_second.lock(), "the step's Continue was discarded");
+    });
+}
+
+#[test]
+fn a_force_kill_drops_a_running_step_at_once() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let (handle, release, _) = gated(&runner);
+        assert!(handle.force_kill("now"));
+        assert_eq!(
+            handle.wait().unwrap(),
+            ProcessOutcome::Killed {
+                message: "now".into()
+            }
+        );
+        // The step's future was dropped, so the gate's receiver is gone.
+        assert!(release.send(()).is_err());
+    });
+}
+
+#[test]
+fn force_kill_while_waiting_ends_killed_and_releases_the_driver() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let handle = runner.submit(WaitsForResume);
+        until_state(&handle.controller(), ProcessState::Waiting);
+        handle.force_kill("abandon");
+        assert_eq!(
+            handle.wait().unwrap(),
+            ProcessOutcome::Killed {
+                message: "abandon".into()
+            }
+        );
+        // Nothing is left running on the thread (a leaked driver would hang this loop and trip
+        // the watchdog; the count settles just after the handle resolves).
+        until_idle(&runner);
+    });
+}
+
+#[test]
+fn kill_while_paused_ends_killed_and_releases_the_driver() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let handle = runner.submit(WaitsForResume);
+        let controller = handle.controller();
+        until_state(&controller, ProcessState::Waiting);
+        controller.pause();
+        while !controller.status().paused {
+            std::thread::yield_now();
+        }
+        controller.kill("while paused");
+        assert_eq!(
+            handle.wait().unwrap(),
+            ProcessOutcome::Killed {
+                message: "while paused".into()
+            }
+        );
+        until_idle(&runner);
+    });
+}
+
+#[test]
+fn pause_then_resume_in_quick_succession_is_not_lost() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        for round in 0..200 {
+            let handle = runner.submit(WaitsForResume);
+            let controller = handle.controller();
+            until_state(&controller, ProcessState::Waiting);
+            controller.pause();
+            controller.resume(json!(round)).unwrap();
+            controller.play();
+            let outputs = handle.wait().unwrap().into_outputs().unwrap();
+            assert_eq!(outputs["value"], round, "the resume was lost");
+        }
+    });
+}
+
+#[test]
+fn cancelling_the_handle_ends_killed_not_excepted() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let handle = runner.submit(WaitsForResume);
+        until_state(&handle.controller(), ProcessState::Waiting);
+        assert!(handle.cancel());
+        let outcome = handle.wait().unwrap();
+        assert_eq!(outcome.state(), ProcessState::Killed, "{outcome:?}");
+    });
+}
+
+#[test]
+fn paused_waiting_process_keeps_its_wait_armed_across_play() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let handle = runner.submit_with_listeners(WaitsForResume, vec![recorder.clone()]);
+        let controller = handle.controller();
+        until_state(&controller, ProcessState::Waiting);
+        controller.pause();
+        while !controller.status().paused {
+            std::thread::yield_now();
+        }
+        assert_eq!(controller.status().state, ProcessState::Waiting);
+        controller.play();
+        while controller.status().paused {
+            std::thread::yield_now();
+        }
+        controller.resume(json!("after play")).unwrap();
+        let outputs = handle.wait().unwrap().into_outputs().unwrap();
+        assert_eq!(outputs["value"], "after play");
+        let events = recorder.0.lock().clone();
+        assert!(
+            events.contains(&"paused".to_owned()) && events.contains(&"played".to_owned()),
+            "{events:?}"
+        );
+    });
+}
+
+struct Parent;
+
+struct Child(i64);
+
+impl Process for Child {
+    async fn step(&mut self, _: &str, ctx: &mut Context) -> Result<Command, StepError> {
+        tokio::task::yield_now().await;
+        ctx.out("square", json!(self.0 * self.0));
+        Ok(Command::finish())
+    }
+}
+
+impl Process for Parent {
+    async fn step(&mut self, _: &str, ctx: &mut Context) -> Result<Command, StepError> {
+        // Run children to completion from inside a step: just await them.
+        let children: Vec<_> = (1..=3).map(|i| ctx.launch(Child(i))).collect();
+        let mut total = 0;
+        for child in children {
+            let outputs = child
+                .await
+                .map_err(|e| StepError::msg(e.to_string()))?
+                .into_outputs();
+            total += outputs.map_err(|e| StepError::msg(e.to_string()))?["square"]
+                .as_i64()
+                .unwrap_or(0);
+        }
+        ctx.out("sum_of_squares", json!(total));
+        Ok(Command::finish())
+    }
+}
+
+#[test]
+fn a_step_runs_children_to_completion_by_awaiting_them() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let outputs = runner.run(Parent).unwrap();
+        assert_eq!(outputs["sum_of_squares"], 14);
+    });
+}
+
+#[test]
+fn ten_thousand_processes_wait_at_once_on_one_thread() {
+    bounded(Duration::from_secs(60), || {
+        const N: usize = 10_000;
+        let runner = Runner::start().unwrap();
+        let handles: Vec<_> = (0..N).map(|_| runner.submit(WaitsForResume)).collect();
+        for handle in &handles {
+            until_state(&handle.controller(), ProcessState::Waiting);
+        }
+        for (i, handle) in handles.iter().enumerate() {
+            handle.resume(json!(i)).unwrap();
+        }
+        for (i, handle) in handles.into_iter().enumerate() {
+            assert_eq!(handle.wait().unwrap().into_outputs().unwrap()["value"], i);
+        }
+    });
+}
+
+#[test]
+fn a_stopped_runtime_ends_waiting_processes_killed() {
+    bounded(QUICK, || {
+        let thread = Arc::new(
+            runtime_thread::RuntimeThread::builder()
+                .grace_period(Duration::from_millis(10))
+                .start()
+                .unwrap(),
+        );
+        let runner = Runner::new(thread.clone());
+        let handle = runner.submit(WaitsForResume);
+        let controller = handle.controller();
+        until_state(&controller, ProcessState::Waiting);
+        thread.stop().unwrap();
+        assert!(matches!(
+            handle.wait(),
+            Err(EngineError::Thread(runtime_thread::Error::Stopped))
+        ));
+        assert_eq!(controller.status().state, ProcessState::Killed);
+    });
+}
+
+struct Panicky;
+impl ProcessListener for Panicky {
+    fn on_state_changed(&self, _: Uuid, _: Option<ProcessState>, _: ProcessState) {
+        panic!("listener bug");
+    }
+}
+
+#[test]
+fn a_panicking_listener_is_not_fatal() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let handle = runner.submit_with_listeners(
+            Scripted(vec![("run", Box::new(|_| Ok(Command::finish())))]),
+            vec![Arc::new(Panicky)],
+        );
+        assert!(handle.wait().unwrap().into_outputs().is_ok());
+    });
+}
