@@ -262,6 +262,23 @@ fn waiting_for_a_resume_a_timer_and_a_future() {
 fn resume_outside_waiting_is_a_typed_error() {
     bounded(QUICK, || {
         let runner = Runner::start().unwrap();
+        // Waiting, but on a timer: a resume is refused, not stored for later.
+        let sleeper = runner.submit(Scripted(vec![
+            (
+                "run",
+                Box::new(|_| Ok(Command::sleep("next", Duration::from_secs(3600)))),
+            ),
+            ("next", Box::new(|_| Ok(Command::finish()))),
+        ]));
+        until_state(&sleeper.controller(), ProcessState::Waiting);
+        assert!(matches!(
+            sleeper.resume(json!(1)),
+            Err(EngineError::InvalidState {
+                state: ProcessState::Waiting,
+                ..
+            })
+        ));
+        sleeper.kill("done");
         let handle = runner.submit(Scripted(vec![("run", Box::new(|_| Ok(Command::finish())))]));
         let controller = handle.controller();
         handle.wait().unwrap();

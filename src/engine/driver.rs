@@ -32,9 +32,14 @@ enum Armed {
 }
 
 impl Armed {
-    fn arm(on: WaitOn) -> Self {
+    fn arm(on: WaitOn, shared: &ProcessShared) -> Self {
         match on {
-            WaitOn::Resume => Armed::Resume,
+            WaitOn::Resume => {
+                // A value left over from an earlier wait must not end this one.
+                shared.control.send_modify(|c| c.resume = None);
+                shared.set_awaiting_resume(true);
+                Armed::Resume
+            }
             WaitOn::Timer(delay) => Armed::Timer(Box::pin(tokio::time::sleep(delay))),
             WaitOn::Future(future) => Armed::Future(future),
         }
@@ -109,7 +114,7 @@ pub(crate) async fn drive<P: Process>(
                     Ok(Ok(Command::Kill(message))) => return shared.kill(message),
                     Ok(Ok(Command::Wait { then, on })) => {
                         shared.transition(ProcessState::Waiting);
-                        Next::Wait(then, Armed::arm(on))
+                        Next::Wait(then, Armed::arm(on, &shared))
                     }
                 }
             }
@@ -123,6 +128,7 @@ pub(crate) async fn drive<P: Process>(
                     // Paused or killed: the gate above deals with it; the wait stays armed.
                     None => Next::Wait(then, armed),
                     Some(Ok(value)) => {
+                        shared.set_awaiting_resume(false);
                         ctx.resumed = Some(value);
                         Next::Step(then)
                     }

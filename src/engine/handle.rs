@@ -78,6 +78,8 @@ pub struct ProcessStatus {
     pub paused: bool,
     /// Its status text (a pause, exit or kill message).
     pub status: Option<String>,
+    /// Waiting for an external [`resume`](ProcessController::resume) (not a timer or a future).
+    pub awaiting_resume: bool,
 }
 
 /// Controls a process without waiting for it: cloneable, usable from any thread.
@@ -131,14 +133,15 @@ impl ProcessController {
         })
     }
 
-    /// Ends a `Waiting` process's wait for a resume with `value`. A paused waiting process keeps
-    /// the value and continues with it once played.
+    /// Ends a process's wait for a resume with `value`. A paused process keeps the value and
+    /// continues with it once played. A process that is not waiting for a resume (running, or
+    /// waiting on a timer or a future) refuses it with [`EngineError::InvalidState`].
     pub fn resume(&self, value: Value) -> Result<(), EngineError> {
         let state = self.shared.state();
-        if state != ProcessState::Waiting {
+        if state != ProcessState::Waiting || !self.shared.awaiting_resume() {
             return Err(EngineError::InvalidState {
                 state,
-                action: "be resumed (only a waiting process can)",
+                action: "be resumed (only a process waiting for a resume can)",
             });
         }
         self.shared.control.send_modify(|c| c.resume = Some(value));

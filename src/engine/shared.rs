@@ -34,6 +34,8 @@ struct Status {
     state: ProcessState,
     paused: bool,
     text: Option<String>,
+    /// Waiting for an external resume (not for a timer or a future).
+    awaiting_resume: bool,
 }
 
 pub(crate) struct ProcessShared {
@@ -56,6 +58,7 @@ impl ProcessShared {
                 state: ProcessState::Created,
                 paused: false,
                 text: None,
+                awaiting_resume: false,
             }),
             listeners,
         };
@@ -67,6 +70,14 @@ impl ProcessShared {
         self.status.lock().state
     }
 
+    pub(crate) fn awaiting_resume(&self) -> bool {
+        self.status.lock().awaiting_resume
+    }
+
+    pub(crate) fn set_awaiting_resume(&self, awaiting: bool) {
+        self.status.lock().awaiting_resume = awaiting;
+    }
+
     pub(crate) fn snapshot(&self) -> ProcessStatus {
         let status = self.status.lock();
         ProcessStatus {
@@ -76,6 +87,7 @@ impl ProcessShared {
             state: status.state,
             paused: status.paused,
             status: status.text.clone(),
+            awaiting_resume: status.awaiting_resume,
         }
     }
 
@@ -135,6 +147,7 @@ impl ProcessShared {
         {
             let mut status = self.status.lock();
             status.paused = false;
+            status.awaiting_resume = false;
             status.text = text;
         }
         self.transition(state);
