@@ -113,8 +113,10 @@ pub(crate) async fn drive<P: Process>(
                     }
                     Ok(Ok(Command::Kill(message))) => return shared.kill(message),
                     Ok(Ok(Command::Wait { then, on })) => {
+                        // Arm first: whoever sees `Waiting` must find a resume wait ready.
+                        let armed = Armed::arm(on, &shared);
                         shared.transition(ProcessState::Waiting);
-                        Next::Wait(then, Armed::arm(on, &shared))
+                        Next::Wait(then, armed)
                     }
                 }
             }
