@@ -12,8 +12,9 @@ use futures::FutureExt;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::exit_code::ExitCode;
 use super::handle::ProcessOutcome;
-use super::process::{Command, Context, Process, WaitOn};
+use super::process::{Command, Context, Outputs, Process, WaitOn};
 use super::runner::Runner;
 use super::shared::{Control, ProcessShared};
 use super::state::ProcessState;
@@ -79,10 +80,11 @@ pub(crate) async fn drive<P: Process>(
     mut process: P,
     shared: Arc<ProcessShared>,
     runner: Runner,
+    inputs: Option<Value>,
 ) -> ProcessOutcome {
     let _guard = DropGuard(shared.clone());
     let mut control = shared.control.subscribe();
-    let mut ctx = Context::new(shared.clone(), runner);
+    let mut ctx = Context::new(shared.clone(), runner, P::spec(), inputs);
     let mut next = Next::Step(process.first_step().to_owned());
     loop {
         if let Some(killed) = gate(&shared, &mut control).await {
@@ -101,6 +103,10 @@ pub(crate) async fn drive<P: Process>(
                 if let Some(kill) = control.borrow_and_update().kill.clone() {
                     return shared.kill(kill.message);
                 }
+                // An output that failed its port's checks ends the process, as a raised error would.
+                if let Some(invalid) = ctx.invalid_output.take() {
+                    return shared.except(invalid.to_string());
+                }
                 match result {
                     Err(payload) => {
                         return shared
@@ -109,7 +115,7 @@ pub(crate) async fn drive<P: Process>(
                     Ok(Err(error)) => return shared.except(error.0),
                     Ok(Ok(Command::Continue(step))) => Next::Step(step),
                     Ok(Ok(Command::Stop(code))) => {
-                        return shared.finish(code, std::mem::take(&mut ctx.outputs));
+                        return finish::<P>(&shared, code, std::mem::take(&mut ctx.outputs));
                     }
                     Ok(Ok(Command::Kill(message))) => return shared.kill(message),
                     Ok(Ok(Command::Wait { then, on })) => {
@@ -140,6 +146,27 @@ pub(crate) async fn drive<P: Process>(
         };
     }
 }
+
+/// Finishes; a successful finish must have every required output, or it becomes a failure with
+/// exit code 11 (AiiDA's "missing output") naming the port.
+fn finish<P: Process>(shared: &ProcessShared, code: ExitCode, outputs: Outputs) -> ProcessOutcome {
+    if !code.is_success() {
+        return shared.finish(code, outputs);
+    }
+    let mut checked = Value::Object(outputs.into_iter().collect());
+    let outcome = P::spec().validate_outputs(&mut checked);
+    let outputs: Outputs = match checked {
+        Value::Object(map) => map.into_iter().collect(),
+        _ => Outputs::new(),
+    };
+    match outcome {
+        Ok(()) => shared.finish(code, outputs),
+        Err(missing) => shared.finish(ExitCode::new(MISSING_OUTPUT, missing.to_string()), outputs),
+    }
+}
+
+/// The exit status of a process that finished without a required output (as in AiiDA).
+pub(crate) const MISSING_OUTPUT: u32 = 11;
 
 /// Between steps: a kill ends the process now; a pause parks it until played (or killed).
 async fn gate(

@@ -41,6 +41,9 @@ pub enum EngineError {
         /// The exit code.
         exit_code: ExitCode,
     },
+    /// The inputs do not fit the process's spec (the path names the port).
+    #[error("invalid inputs: {0}")]
+    InvalidInputs(#[from] super::spec::PortError),
     /// The runtime thread that drove the process stopped or failed.
     #[error("the engine's runtime thread: {0}")]
     Thread(#[from] crate::thread::Error),

@@ -15,8 +15,8 @@
 //!                         +----------+
 //! ```
 //!
-//! Pause is a flag, not a state. This release has the process model, its driver and the runner;
-//! specs and ports, work chains and checkpoints are to come.
+//! Pause is a flag, not a state. This release has the process model, its driver, specs and ports,
+//! and the runner; work chains and checkpoints are to come.
 
 mod driver;
 mod error;
@@ -26,6 +26,7 @@ mod listener;
 mod process;
 mod runner;
 mod shared;
+mod spec;
 mod state;
 
 pub use error::EngineError;
@@ -34,4 +35,5 @@ pub use handle::{ProcessController, ProcessHandle, ProcessOutcome, ProcessStatus
 pub use listener::ProcessListener;
 pub use process::{Command, Context, Outputs, Process, StepError, WaitOn};
 pub use runner::Runner;
+pub use spec::{Namespace, Port, PortError, ProcessSpec, Validator, ValueType};
 pub use state::ProcessState;

@@ -14,6 +14,7 @@ use super::exit_code::ExitCode;
 use super::handle::ProcessHandle;
 use super::runner::Runner;
 use super::shared::ProcessShared;
+use super::spec::{PortError, ProcessSpec};
 
 /// The outputs a process emitted, by name.
 pub type Outputs = BTreeMap<String, Value>;
@@ -156,6 +157,15 @@ impl StepError {
 /// # Ok::<(), runtime_thread::engine::EngineError>(())
 /// ```
 pub trait Process: Send + 'static {
+    /// The process type's inputs and outputs (default: anything goes). Keep it in a `static`
+    /// (`LazyLock`): it is looked up for every process.
+    fn spec() -> &'static ProcessSpec
+    where
+        Self: Sized,
+    {
+        ProcessSpec::any()
+    }
+
     /// The first step's name (default `"run"`).
     fn first_step(&self) -> &'static str {
         "run"
@@ -174,18 +184,36 @@ pub trait Process: Send + 'static {
 pub struct Context {
     shared: Arc<ProcessShared>,
     runner: Runner,
+    spec: &'static ProcessSpec,
+    inputs: Option<Value>,
     pub(crate) outputs: Outputs,
     pub(crate) resumed: Option<Value>,
+    /// The first output that failed its port's checks; the step then ends the process excepted.
+    pub(crate) invalid_output: Option<PortError>,
 }
 
 impl Context {
-    pub(crate) fn new(shared: Arc<ProcessShared>, runner: Runner) -> Self {
+    pub(crate) fn new(
+        shared: Arc<ProcessShared>,
+        runner: Runner,
+        spec: &'static ProcessSpec,
+        inputs: Option<Value>,
+    ) -> Self {
         Context {
             shared,
             runner,
+            spec,
+            inputs,
             outputs: Outputs::new(),
             resumed: None,
+            invalid_output: None,
         }
+    }
+
+    /// The validated inputs (with defaults filled in) of a process started with
+    /// [`Runner::launch`]; `None` for one submitted as a value.
+    pub fn inputs(&self) -> Option<&Value> {
+        self.inputs.as_ref()
     }
 
     /// This process's id.
@@ -193,9 +221,15 @@ impl Context {
         self.shared.pid
     }
 
-    /// Emits an output (replacing an earlier one of the same name).
+    /// Emits an output (replacing an earlier one of the same name). It is checked against the
+    /// spec's output port at once: an invalid output is not kept, and the process ends excepted
+    /// with the port's path in the message when the step returns.
     pub fn out(&mut self, name: impl Into<String>, value: Value) {
         let name = name.into();
+        if let Err(error) = self.spec.outputs.check_emitted("outputs", &name, &value) {
+            self.invalid_output.get_or_insert(error);
+            return;
+        }
         self.shared.notify_output(&name, &value);
         self.outputs.insert(name, value);
     }

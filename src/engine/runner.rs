@@ -8,7 +8,10 @@ use super::handle::ProcessHandle;
 use super::listener::ProcessListener;
 use super::process::{Outputs, Process};
 use super::shared::ProcessShared;
+use super::spec::PortError;
 use crate::thread::RuntimeThread;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 /// Runs processes on a runtime thread: thousands at once, each a task that only occupies the
 /// thread while a step runs.
@@ -46,10 +49,35 @@ impl Runner {
         process: P,
         listeners: Vec<Arc<dyn ProcessListener>>,
     ) -> ProcessHandle {
+        self.start_process(process, None, listeners)
+    }
+
+    /// Validates `inputs` against `P`'s spec (filling in defaults), builds the process from them
+    /// (its fields are its inputs) and starts it. Invalid inputs are refused before anything
+    /// runs, with the full port path in the error.
+    pub fn launch<P>(&self, inputs: Value) -> Result<ProcessHandle, EngineError>
+    where
+        P: Process + DeserializeOwned,
+    {
+        let mut inputs = inputs;
+        P::spec().validate_inputs(&mut inputs)?;
+        let process: P = serde_json::from_value(inputs.clone()).map_err(|e| PortError {
+            path: "inputs".to_owned(),
+            message: format!("cannot build {}: {e}", std::any::type_name::<P>()),
+        })?;
+        Ok(self.start_process(process, Some(inputs), Vec::new()))
+    }
+
+    fn start_process<P: Process>(
+        &self,
+        process: P,
+        inputs: Option<Value>,
+        listeners: Vec<Arc<dyn ProcessListener>>,
+    ) -> ProcessHandle {
         let shared = Arc::new(ProcessShared::new(std::any::type_name::<P>(), listeners));
-        let outcome = self
-            .thread
-            .run_threadsafe(drive(process, shared.clone(), self.clone()));
+        let outcome =
+            self.thread
+                .run_threadsafe(drive(process, shared.clone(), self.clone(), inputs));
         ProcessHandle::new(shared, outcome)
     }
 
