@@ -151,23 +151,21 @@ fn task_throughput(c: &mut Criterion) {
             &workers,
             |b, _| {
                 b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            let answers: Vec<_> = (0..BATCH)
-                                .map(|i| {
-                                    let (reply, answer) = oneshot::channel();
-                                    senders[i as usize % workers]
-                                        .send((Value::from(i), reply))
-                                        .unwrap();
-                                    answer
-                                })
-                                .collect();
+                    time_calls(&rt, iters, |_| {
+                        let answers: Vec<_> = (0..BATCH)
+                            .map(|i| {
+                                let (reply, answer) = oneshot::channel();
+                                senders[i as usize % workers]
+                                    .send((Value::from(i), reply))
+                                    .unwrap();
+                                answer
+                            })
+                            .collect();
+                        async move {
                             for answer in answers {
                                 answer.await.unwrap();
                             }
                         }
-                        start.elapsed()
                     })
                 })
             },
@@ -187,22 +185,43 @@ fn task_throughput(c: &mut Criterion) {
             &workers,
             |b, _| {
                 b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            let sends = (0..BATCH)
-                                .map(|i| comm.task_send_with("bench", Value::from(i), false, None));
-                            for result in futures::future::join_all(sends).await {
-                                result.unwrap();
-                            }
+                    time_calls(&rt, iters, |_| async {
+                        let sends = (0..BATCH)
+                            .map(|i| comm.task_send_with("bench", Value::from(i), false, None));
+                        for result in futures::future::join_all(sends).await {
+                            result.unwrap();
                         }
-                        start.elapsed()
                     })
                 })
             },
         );
     }
     group.finish();
+}
+
+/// Signals its receiver when `tick` has been called the expected number of times.
+struct Countdown {
+    left: AtomicUsize,
+    done: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Countdown {
+    fn new(expected: usize) -> (Arc<Self>, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let countdown = Countdown {
+            left: AtomicUsize::new(expected),
+            done: parking_lot::Mutex::new(Some(tx)),
+        };
+        (Arc::new(countdown), rx)
+    }
+
+    fn tick(&self) {
+        if self.left.fetch_sub(1, Relaxed) == 1
+            && let Some(done) = self.done.lock().take()
+        {
+            let _ = done.send(());
+        }
+    }
 }
 
 fn broadcast_deliveries(c: &mut Criterion) {
@@ -223,19 +242,12 @@ fn broadcast_deliveries(c: &mut Criterion) {
                         let mut total = Duration::ZERO;
                         for _ in 0..iters {
                             let (tx, _) = tokio::sync::broadcast::channel::<Value>(SENDS as usize);
-                            let done = Arc::new(AtomicUsize::new(0));
-                            let (all_tx, all) = oneshot::channel::<()>();
-                            let all_tx = Arc::new(parking_lot::Mutex::new(Some(all_tx)));
+                            let (countdown, all) = Countdown::new(SENDS as usize * n);
                             for _ in 0..n {
-                                let (mut rx, done, all_tx) =
-                                    (tx.subscribe(), done.clone(), all_tx.clone());
+                                let (mut rx, countdown) = (tx.subscribe(), countdown.clone());
                                 tokio::spawn(async move {
                                     while rx.recv().await.is_ok() {
-                                        if done.fetch_add(1, Relaxed) + 1 == (SENDS as usize) * n
-                                            && let Some(tx) = all_tx.lock().take()
-                                        {
-                                            let _ = tx.send(());
-                                        }
+                                        countdown.tick();
                                     }
                                 });
                             }
@@ -261,20 +273,12 @@ fn broadcast_deliveries(c: &mut Criterion) {
                         let mut total = Duration::ZERO;
                         for _ in 0..iters {
                             let comm = LocalCommunicator::new();
-                            let done = Arc::new(AtomicUsize::new(0));
-                            let (all_tx, all) = oneshot::channel::<()>();
-                            let all_tx = Arc::new(parking_lot::Mutex::new(Some(all_tx)));
+                            let (countdown, all) = Countdown::new(SENDS as usize * n);
                             for _ in 0..n {
-                                let (done, all_tx) = (done.clone(), all_tx.clone());
+                                let countdown = countdown.clone();
                                 comm.add_broadcast_subscriber(
                                     BroadcastFilter::new(),
-                                    BroadcastHandler::sync(move |_| {
-                                        if done.fetch_add(1, Relaxed) + 1 == (SENDS as usize) * n
-                                            && let Some(tx) = all_tx.lock().take()
-                                        {
-                                            let _ = tx.send(());
-                                        }
-                                    }),
+                                    BroadcastHandler::sync(move |_| countdown.tick()),
                                 )
                                 .await
                                 .unwrap();

@@ -12,8 +12,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use runtime_thread::messaging::{
     Broadcast, BroadcastFilter, BroadcastHandler, Communicator, DEFAULT_TASK_QUEUE, Error, Handler,
-    LocalCommunicator, Response, SyncCommunicator, TaskSubscriberOptions, Value, from_value,
-    to_value,
+    LocalCommunicator, Response, SubscriberId, SyncCommunicator, TaskSubscriberOptions, Value,
+    from_value, to_value,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -95,6 +95,13 @@ conformance!(
     broadcast_with_nobody_listening,
     typed_messages_round_trip_and_decode_errors_name_the_type,
 );
+
+/// Subscribes `handler` to `queue` with one task in hand at a time.
+async fn subscribe<C: Communicator>(comm: &C, queue: &str, handler: Handler) -> SubscriberId {
+    comm.add_task_subscriber(queue, handler, PREFETCH_1)
+        .await
+        .unwrap()
+}
 
 fn echo() -> Handler {
     Handler::sync(|message: Value| message)
@@ -300,9 +307,7 @@ async fn a_handler_can_call_the_communicator<C: Communicator>(comm: C) {
     comm.add_rpc_subscriber("inner", Handler::sync(|v: Value| json!(["inner", v])))
         .await
         .unwrap();
-    comm.add_task_subscriber(DEFAULT_TASK_QUEUE, echo(), PREFETCH_1)
-        .await
-        .unwrap();
+    subscribe(&comm, DEFAULT_TASK_QUEUE, echo()).await;
     let (heard_tx, mut heard) = mpsc::unbounded_channel();
     comm.add_broadcast_subscriber(
         BroadcastFilter::new(),
@@ -348,21 +353,18 @@ async fn a_cancelled_nested_reply_is_cancelled_not_silence<C: Communicator>(comm
         comm.rpc_send("gives-up", json!(1)).await,
         Err(Error::Cancelled)
     ));
-    comm.add_task_subscriber("gives-up", dropping(), PREFETCH_1)
-        .await
-        .unwrap();
+    subscribe(&comm, "gives-up", dropping()).await;
     let task = comm.task_send_with("gives-up", json!(1), false, None).await;
     assert!(matches!(task, Err(Error::Cancelled)), "{task:?}");
 }
 
 async fn task_send_returns_the_result<C: Communicator>(comm: C) {
-    comm.add_task_subscriber(
+    subscribe(
+        &comm,
         DEFAULT_TASK_QUEUE,
         Handler::sync(|v: Value| json!(v.as_i64().unwrap_or(0) * 3)),
-        PREFETCH_1,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         comm.task_send(json!(14), false).await.unwrap(),
         Some(json!(42))
@@ -370,7 +372,8 @@ async fn task_send_returns_the_result<C: Communicator>(comm: C) {
 }
 
 async fn future_task_result_arrives_later<C: Communicator>(comm: C) {
-    comm.add_task_subscriber(
+    subscribe(
+        &comm,
         DEFAULT_TASK_QUEUE,
         Handler::sync(|_| {
             Response::later(async {
@@ -378,10 +381,8 @@ async fn future_task_result_arrives_later<C: Communicator>(comm: C) {
                 json!(42)
             })
         }),
-        PREFETCH_1,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         comm.task_send(json!(0), false).await.unwrap(),
         Some(json!(42))
@@ -389,13 +390,12 @@ async fn future_task_result_arrives_later<C: Communicator>(comm: C) {
 }
 
 async fn task_exception_is_a_remote_error<C: Communicator>(comm: C) {
-    comm.add_task_subscriber(
+    subscribe(
+        &comm,
         DEFAULT_TASK_QUEUE,
         Handler::sync(|_| Err::<Value, _>("bad input")),
-        PREFETCH_1,
     )
-    .await
-    .unwrap();
+    .await;
     assert!(matches!(
         comm.task_send(json!(1), false).await,
         Err(Error::Remote { message }) if message == "bad input"
@@ -404,13 +404,12 @@ async fn task_exception_is_a_remote_error<C: Communicator>(comm: C) {
 
 async fn task_no_reply_is_processed_once<C: Communicator>(comm: C) {
     let (done_tx, mut done) = mpsc::unbounded_channel();
-    comm.add_task_subscriber(
+    subscribe(
+        &comm,
         DEFAULT_TASK_QUEUE,
         Handler::sync(move |v: Value| done_tx.send(v).unwrap()),
-        PREFETCH_1,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(comm.task_send(json!("once"), true).await.unwrap(), None);
     assert_eq!(done.recv().await.unwrap(), json!("once"));
     // A later task proves the first was not delivered twice: it is the next one seen.
@@ -421,16 +420,14 @@ async fn task_no_reply_is_processed_once<C: Communicator>(comm: C) {
 async fn add_remove_task_subscriber<C: Communicator>(comm: C) {
     let processed = Arc::new(AtomicUsize::new(0));
     let counter = processed.clone();
-    let id = comm
-        .add_task_subscriber(
-            "work",
-            Handler::sync(move |_| {
-                counter.fetch_add(1, SeqCst);
-            }),
-            PREFETCH_1,
-        )
-        .await
-        .unwrap();
+    let id = subscribe(
+        &comm,
+        "work",
+        Handler::sync(move |_| {
+            counter.fetch_add(1, SeqCst);
+        }),
+    )
+    .await;
     comm.task_send_with("work", json!(1), false, None)
         .await
         .unwrap();
@@ -445,10 +442,7 @@ async fn add_remove_task_subscriber<C: Communicator>(comm: C) {
 }
 
 async fn remove_unknown_subscribers<C: Communicator>(comm: C) {
-    let id = comm
-        .add_task_subscriber("q", echo(), PREFETCH_1)
-        .await
-        .unwrap();
+    let id = subscribe(&comm, "q", echo()).await;
     comm.remove_task_subscriber(id).await.unwrap();
     assert!(matches!(
         comm.remove_task_subscriber(id).await,
@@ -474,17 +468,16 @@ async fn a_task_every_subscriber_rejects_is_neither_lost_nor_spun<C: Communicato
     let (offered_tx, mut offered) = mpsc::unbounded_channel();
     for _ in 0..2 {
         let (offers, offered_tx) = (offers.clone(), offered_tx.clone());
-        comm.add_task_subscriber(
+        subscribe(
+            &comm,
             "picky",
             Handler::sync(move |_| {
                 offers.fetch_add(1, SeqCst);
                 offered_tx.send(()).unwrap();
                 Response::Rejected
             }),
-            PREFETCH_1,
         )
-        .await
-        .unwrap();
+        .await;
     }
     let sender = tokio::spawn({
         let comm = comm.clone();
@@ -505,26 +498,22 @@ async fn a_task_every_subscriber_rejects_is_neither_lost_nor_spun<C: Communicato
     );
     assert!(!sender.is_finished(), "the task must wait, not fail");
     // A subscriber that accepts gets it: it was kept, not lost.
-    comm.add_task_subscriber("picky", Handler::sync(|_| json!("taken")), PREFETCH_1)
-        .await
-        .unwrap();
+    subscribe(&comm, "picky", Handler::sync(|_| json!("taken"))).await;
     assert_eq!(sender.await.unwrap().unwrap(), Some(json!("taken")));
     assert_eq!(offers.load(SeqCst), 2);
 }
 
 async fn a_subscriber_removed_with_a_task_in_hand_gives_it_to_another<C: Communicator>(comm: C) {
     let (holding_tx, mut holding) = mpsc::unbounded_channel();
-    let stuck = comm
-        .add_task_subscriber(
-            "handover",
-            Handler::from_async(move |_| {
-                let _ = holding_tx.send(());
-                futures::future::pending::<Value>()
-            }),
-            PREFETCH_1,
-        )
-        .await
-        .unwrap();
+    let stuck = subscribe(
+        &comm,
+        "handover",
+        Handler::from_async(move |_| {
+            let _ = holding_tx.send(());
+            futures::future::pending::<Value>()
+        }),
+    )
+    .await;
     let sender = tokio::spawn({
         let comm = comm.clone();
         async move {
@@ -533,9 +522,7 @@ async fn a_subscriber_removed_with_a_task_in_hand_gives_it_to_another<C: Communi
         }
     });
     holding.recv().await.unwrap();
-    comm.add_task_subscriber("handover", Handler::sync(|_| json!("second")), PREFETCH_1)
-        .await
-        .unwrap();
+    subscribe(&comm, "handover", Handler::sync(|_| json!("second"))).await;
     comm.remove_task_subscriber(stuck).await.unwrap();
     assert_eq!(sender.await.unwrap().unwrap(), Some(json!("second")));
 }
@@ -552,7 +539,8 @@ async fn prefetch_limits_tasks_in_hand<C: Communicator>(comm: C) {
             gate.clone(),
             started_tx.clone(),
         );
-        comm.add_task_subscriber(
+        subscribe(
+            &comm,
             "limited",
             Handler::from_async(move |v: Value| {
                 let (in_hand, most, gate, started_tx) = (
@@ -569,10 +557,8 @@ async fn prefetch_limits_tasks_in_hand<C: Communicator>(comm: C) {
                     v
                 }
             }),
-            PREFETCH_1,
         )
-        .await
-        .unwrap();
+        .await;
     }
     let senders: Vec<_> = (0..5)
         .map(|i| {
@@ -626,12 +612,8 @@ async fn pull_api_complete_requeue_and_empty<C: Communicator>(comm: C) {
 }
 
 async fn named_queues_are_separate<C: Communicator>(comm: C) {
-    comm.add_task_subscriber("a", Handler::sync(|_| json!("from a")), PREFETCH_1)
-        .await
-        .unwrap();
-    comm.add_task_subscriber("b", Handler::sync(|_| json!("from b")), PREFETCH_1)
-        .await
-        .unwrap();
+    subscribe(&comm, "a", Handler::sync(|_| json!("from a"))).await;
+    subscribe(&comm, "b", Handler::sync(|_| json!("from b"))).await;
     assert_eq!(
         comm.task_send_with("a", json!(0), false, None)
             .await

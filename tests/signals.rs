@@ -178,17 +178,20 @@ impl ChildCase {
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     }
 
-    fn exit_status(mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
+    fn exit_status(self) -> std::process::ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        let mut child = self.child;
+        let (status_tx, status) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = status_tx.send(child.wait());
+        });
+        match status.recv_timeout(LIMIT) {
+            Ok(status) => status.unwrap(),
+            Err(_) => {
+                // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
                 panic!("the child did not exit");
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

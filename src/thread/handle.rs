@@ -60,6 +60,8 @@ impl<T: Send + 'static> TaskHandle<T> {
     /// thread is the only one that could finish it. On a multi-thread runtime's worker it moves
     /// the worker's other tasks away first (`tokio::task::block_in_place`) and then waits.
     pub fn wait(self) -> Result<T, Error> {
+        // Without a deadline `wait_until` always returns `Some`; the fallback only keeps this
+        // free of a panic path.
         self.wait_until(None).unwrap_or(Err(Error::ResultTaken))
     }
 
