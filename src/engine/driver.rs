@@ -4,21 +4,42 @@
 //! During a step, pause and kill wait for the step to return (a graceful kill then discards the
 //! step's command); a force-kill drops the step at once. In `Waiting`, pause and kill interrupt
 //! the wait at once; a paused wait stays armed and continues after `play`.
+//!
+//! A persisted process is saved on entering `Running` (before the step, so a crash re-runs it),
+//! on entering `Waiting` (with what it waits on, as data), when it parks paused or is played,
+//! and when it ends (a child keeps its final checkpoint for its parent; a top-level process's
+//! checkpoint is deleted, with those of its ended children).
 
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::checkpoint::{CHECKPOINT_VERSION, Checkpoint, ChildRef, Position, SavedWait};
 use super::exit_code::ExitCode;
 use super::handle::ProcessOutcome;
+use super::persist::Persister;
 use super::process::{Command, Context, Outputs, Process, WaitOn};
-use super::runner::Runner;
 use super::shared::{Control, ProcessShared};
 use super::state::ProcessState;
 use crate::thread::panic_message;
+
+/// How to save a process of type `P`, for a persisted one.
+pub(crate) struct Saver<P> {
+    pub(crate) store: Arc<dyn Persister>,
+    pub(crate) encode: fn(&P) -> Result<Value, serde_json::Error>,
+}
+
+/// Where the driver starts: a fresh process at its first step, a reloaded one where it was.
+pub(crate) enum Start {
+    Step(String),
+    Wait(String, SavedWait),
+}
 
 enum Next {
     Step(String),
@@ -28,22 +49,76 @@ enum Next {
 /// A wait in progress; it survives pauses.
 enum Armed {
     Resume,
-    Timer(std::pin::Pin<Box<tokio::time::Sleep>>),
-    Future(futures::future::BoxFuture<'static, Result<Value, String>>),
+    Timer {
+        sleep: Pin<Box<tokio::time::Sleep>>,
+        deadline: SystemTime,
+    },
+    Future {
+        future: BoxFuture<'static, Result<Value, String>>,
+        rerun: String,
+    },
+    Children(Vec<(ChildRef, Arc<ProcessShared>)>),
 }
 
 impl Armed {
-    fn arm(on: WaitOn, shared: &ProcessShared) -> Self {
-        match on {
-            WaitOn::Resume => {
-                // A value left over from an earlier wait must not end this one.
-                shared.control.send_modify(|c| c.resume = None);
-                shared.set_awaiting_resume(true);
-                Armed::Resume
+    fn arm(on: WaitOn, step: &str, ctx: &Context) -> Result<Self, String> {
+        Ok(match on {
+            WaitOn::Resume => Self::arm_resume(ctx.shared(), None),
+            WaitOn::Timer(delay) => Armed::Timer {
+                sleep: Box::pin(tokio::time::sleep(delay)),
+                deadline: SystemTime::now() + delay,
+            },
+            WaitOn::Future(future) => Armed::Future {
+                future,
+                rerun: step.to_owned(),
+            },
+            WaitOn::Children(children) => Self::arm_children(children, ctx)?,
+        })
+    }
+
+    /// Re-arms a wait read from a checkpoint (a future's wait is not one: its step re-runs).
+    fn rearm(saved: SavedWait, ctx: &Context) -> Result<Self, String> {
+        Ok(match saved {
+            SavedWait::Resume { value } => Self::arm_resume(ctx.shared(), value),
+            SavedWait::Timer { deadline } => {
+                let left = deadline
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO);
+                Armed::Timer {
+                    sleep: Box::pin(tokio::time::sleep(left)),
+                    deadline,
+                }
             }
-            WaitOn::Timer(delay) => Armed::Timer(Box::pin(tokio::time::sleep(delay))),
-            WaitOn::Future(future) => Armed::Future(future),
+            SavedWait::Children { children } => Self::arm_children(children, ctx)?,
+            SavedWait::Future { rerun } => {
+                return Err(format!(
+                    "a wait on a future (step {rerun}) cannot be re-armed"
+                ));
+            }
+        })
+    }
+
+    fn arm_resume(shared: &ProcessShared, value: Option<Value>) -> Self {
+        // A value left over from an earlier wait must not end this one.
+        shared.control.send_modify(|c| c.resume = value);
+        shared.set_awaiting_resume(true);
+        Armed::Resume
+    }
+
+    fn arm_children(children: Vec<ChildRef>, ctx: &Context) -> Result<Self, String> {
+        let mut armed = Vec::with_capacity(children.len());
+        for child in children {
+            let Some(shared) = ctx.children.iter().find(|c| c.pid == child.pid) else {
+                return Err(format!(
+                    "the child '{}' ({}) cannot be found: a process can only wait for children \
+                     it launched, and after a reload only for children launched with \
+                     launch_persisted whose checkpoints are in the store",
+                    child.key, child.pid
+                ));
+            };
+            armed.push((child, shared.clone()));
         }
+        Ok(Armed::Children(armed))
     }
 
     async fn ready(&mut self, shared: &ProcessShared) -> Result<Value, String> {
@@ -55,16 +130,44 @@ impl Armed {
                 shared.control.send_modify(|c| value = c.resume.take());
                 Ok(value.unwrap_or(Value::Null))
             }
-            Armed::Timer(sleep) => {
+            Armed::Timer { sleep, .. } => {
                 sleep.as_mut().await;
                 Ok(Value::Null)
             }
-            Armed::Future(future) => future.as_mut().await,
+            Armed::Future { future, .. } => future.as_mut().await,
+            Armed::Children(children) => {
+                let mut outcomes = serde_json::Map::new();
+                for (child, shared) in children.iter() {
+                    let outcome = shared.outcome().await;
+                    let outcome = serde_json::to_value(outcome)
+                        .map_err(|e| format!("the outcome of child '{}': {e}", child.key))?;
+                    outcomes.insert(child.key.clone(), outcome);
+                }
+                Ok(Value::Object(outcomes))
+            }
+        }
+    }
+
+    fn saved(&self, shared: &ProcessShared) -> SavedWait {
+        match self {
+            Armed::Resume => SavedWait::Resume {
+                value: shared.control.borrow().resume.clone(),
+            },
+            Armed::Timer { deadline, .. } => SavedWait::Timer {
+                deadline: *deadline,
+            },
+            Armed::Future { rerun, .. } => SavedWait::Future {
+                rerun: rerun.clone(),
+            },
+            Armed::Children(children) => SavedWait::Children {
+                children: children.iter().map(|(child, _)| child.clone()).collect(),
+            },
         }
     }
 }
 
 /// Marks the process killed if its driver is dropped before the end (its runtime stopped).
+/// Nothing is saved then: the last checkpoint stays as it was, as after a crash.
 struct DropGuard(Arc<ProcessShared>);
 
 impl Drop for DropGuard {
@@ -77,73 +180,261 @@ impl Drop for DropGuard {
 }
 
 pub(crate) async fn drive<P: Process>(
-    mut process: P,
-    shared: Arc<ProcessShared>,
-    runner: Runner,
-    inputs: Option<Value>,
+    process: P,
+    ctx: Context,
+    start: Start,
+    saver: Option<Saver<P>>,
 ) -> ProcessOutcome {
+    let shared = ctx.shared().clone();
     let _guard = DropGuard(shared.clone());
-    let mut control = shared.control.subscribe();
-    let mut ctx = Context::new(shared.clone(), runner, P::spec(), inputs);
-    let mut next = Next::Step(process.first_step().to_owned());
-    loop {
-        if let Some(killed) = gate(&shared, &mut control).await {
-            return killed;
-        }
-        next = match next {
-            Next::Step(name) => {
-                shared.transition(ProcessState::Running);
-                let step = AssertUnwindSafe(process.step(&name, &mut ctx)).catch_unwind();
-                let result = tokio::select! {
-                    biased;
-                    message = force_kill(&mut control) => return shared.kill(message),
-                    result = step => result,
-                };
-                // A kill asked for during the step wins over what the step decided.
-                if let Some(kill) = control.borrow_and_update().kill.clone() {
-                    return shared.kill(kill.message);
-                }
-                // An output that failed its port's checks ends the process, as a raised error would.
-                if let Some(invalid) = ctx.invalid_output.take() {
-                    return shared.except(invalid.to_string());
-                }
-                match result {
-                    Err(payload) => {
-                        return shared
-                            .except(format!("a step panicked: {}", panic_message(&*payload)));
-                    }
-                    Ok(Err(error)) => return shared.except(error.0),
-                    Ok(Ok(Command::Continue(step))) => Next::Step(step),
-                    Ok(Ok(Command::Stop(code))) => {
-                        return finish::<P>(&shared, code, std::mem::take(&mut ctx.outputs));
-                    }
-                    Ok(Ok(Command::Kill(message))) => return shared.kill(message),
-                    Ok(Ok(Command::Wait { then, on })) => {
-                        // Arm first: whoever sees `Waiting` must find a resume wait ready.
-                        let armed = Armed::arm(on, &shared);
-                        shared.transition(ProcessState::Waiting);
-                        Next::Wait(then, armed)
-                    }
-                }
+    let mut driver = Driver {
+        control: shared.control.subscribe(),
+        shared,
+        process,
+        ctx,
+        saver,
+    };
+    let outcome = driver.run(start).await;
+    driver.after_end(&outcome);
+    outcome
+}
+
+struct Driver<P> {
+    shared: Arc<ProcessShared>,
+    control: watch::Receiver<Control>,
+    process: P,
+    ctx: Context,
+    saver: Option<Saver<P>>,
+}
+
+impl<P: Process> Driver<P> {
+    async fn run(&mut self, start: Start) -> ProcessOutcome {
+        let mut next = match start {
+            Start::Step(step) | Start::Wait(_, SavedWait::Future { rerun: step }) => {
+                Next::Step(step)
             }
-            Next::Wait(then, mut armed) => {
-                let woke = tokio::select! {
-                    biased;
-                    _ = control.wait_for(|c| c.paused || c.kill.is_some()) => None,
-                    value = armed.ready(&shared) => Some(value),
-                };
-                match woke {
-                    // Paused or killed: the gate above deals with it; the wait stays armed.
-                    None => Next::Wait(then, armed),
-                    Some(Ok(value)) => {
-                        shared.set_awaiting_resume(false);
-                        ctx.resumed = Some(value);
-                        Next::Step(then)
-                    }
-                    Some(Err(error)) => return shared.except(error),
-                }
-            }
+            Start::Wait(then, saved) => match Armed::rearm(saved, &self.ctx) {
+                Ok(armed) => Next::Wait(then, armed),
+                Err(error) => return self.shared.except(error),
+            },
         };
+        loop {
+            if let Some(ended) = self.gate(&mut next).await {
+                return ended;
+            }
+            next = match next {
+                Next::Step(name) => match self.run_step(name).await {
+                    Ok(next) => next,
+                    Err(ended) => return ended,
+                },
+                Next::Wait(then, armed) => match self.wait(then, armed).await {
+                    Ok(next) => next,
+                    Err(ended) => return ended,
+                },
+            };
+        }
+    }
+
+    /// Runs one step; `Err` carries the outcome when the process ended.
+    async fn run_step(&mut self, name: String) -> Result<Next, ProcessOutcome> {
+        let shared = self.shared.clone();
+        shared.transition(ProcessState::Running);
+        self.save(Position::Step { step: name.clone() })?;
+        let step = AssertUnwindSafe(self.process.step(&name, &mut self.ctx)).catch_unwind();
+        let result = tokio::select! {
+            biased;
+            message = force_kill(&mut self.control) => return Err(shared.kill(message)),
+            result = step => result,
+        };
+        // A kill asked for during the step wins over what the step decided.
+        if let Some(kill) = self.control.borrow_and_update().kill.clone() {
+            return Err(shared.kill(kill.message));
+        }
+        // An output that failed its port's checks ends the process, as a raised error would.
+        if let Some(invalid) = self.ctx.invalid_output.take() {
+            return Err(shared.except(invalid.to_string()));
+        }
+        match result {
+            Err(payload) => {
+                Err(shared.except(format!("a step panicked: {}", panic_message(&*payload))))
+            }
+            Ok(Err(error)) => Err(shared.except(error.0)),
+            Ok(Ok(Command::Continue(step))) => Ok(Next::Step(step)),
+            Ok(Ok(Command::Stop(code))) => {
+                let outputs = std::mem::take(&mut self.ctx.outputs);
+                Err(finish::<P>(&shared, code, outputs))
+            }
+            Ok(Ok(Command::Kill(message))) => Err(shared.kill(message)),
+            Ok(Ok(Command::Wait { then, on })) => {
+                // Arm first: whoever sees `Waiting` must find a resume wait ready.
+                let armed = Armed::arm(on, &name, &self.ctx).map_err(|e| shared.except(e))?;
+                shared.transition(ProcessState::Waiting);
+                let next = Next::Wait(then, armed);
+                self.save(self.position(&next))?;
+                Ok(next)
+            }
+        }
+    }
+
+    async fn wait(&mut self, then: String, mut armed: Armed) -> Result<Next, ProcessOutcome> {
+        let woke = tokio::select! {
+            biased;
+            _ = self.control.wait_for(|c| c.paused || c.kill.is_some()) => None,
+            value = armed.ready(&self.shared) => Some(value),
+        };
+        match woke {
+            // Paused or killed: the gate deals with it; the wait stays armed.
+            None => Ok(Next::Wait(then, armed)),
+            Some(Ok(value)) => {
+                self.shared.set_awaiting_resume(false);
+                self.ctx.resumed = Some(value);
+                Ok(Next::Step(then))
+            }
+            Some(Err(error)) => Err(self.shared.except(error)),
+        }
+    }
+
+    /// Between steps: a kill ends the process now; a pause parks it until played (or killed).
+    /// (`next` is taken as `&mut` only because a shared reference to it would not be `Send`.)
+    async fn gate(&mut self, next: &mut Next) -> Option<ProcessOutcome> {
+        let mut parked = false;
+        loop {
+            let (kill, paused) = {
+                let c = self.control.borrow_and_update();
+                (c.kill.clone(), c.paused)
+            };
+            if let Some(kill) = kill {
+                return Some(self.shared.kill(kill.message));
+            }
+            if !paused {
+                if parked {
+                    self.shared.set_paused(false, None);
+                    if let Err(ended) = self.save(self.position(next)) {
+                        return Some(ended);
+                    }
+                }
+                return None;
+            }
+            if !parked {
+                parked = true;
+                self.shared.set_paused(true, Some("paused".to_owned()));
+                if let Err(ended) = self.save(self.position(next)) {
+                    return Some(ended);
+                }
+            }
+            if self.control.changed().await.is_err() {
+                // The sender lives in `shared`, which outlives this loop: unreachable in practice.
+                return Some(
+                    self.shared
+                        .kill("the process's controls went away".to_owned()),
+                );
+            }
+        }
+    }
+
+    fn position(&self, next: &Next) -> Position {
+        match next {
+            Next::Step(step) => Position::Step { step: step.clone() },
+            Next::Wait(then, armed) => Position::Waiting {
+                then: then.clone(),
+                on: armed.saved(&self.shared),
+            },
+        }
+    }
+
+    /// Saves a checkpoint of a persisted process; a failure ends the process excepted.
+    fn save(&self, position: Position) -> Result<(), ProcessOutcome> {
+        let Some(saver) = &self.saver else {
+            return Ok(());
+        };
+        let saved = self
+            .checkpoint(saver, position, None)
+            .and_then(|checkpoint| {
+                saver
+                    .store
+                    .save(&checkpoint)
+                    .map_err(|e| format!("cannot save a checkpoint: {e}"))
+            });
+        saved.map_err(|error| self.shared.except(error))
+    }
+
+    fn checkpoint(
+        &self,
+        saver: &Saver<P>,
+        position: Position,
+        outcome: Option<ProcessOutcome>,
+    ) -> Result<Checkpoint, String> {
+        let process = (saver.encode)(&self.process)
+            .map_err(|e| format!("cannot encode the process for a checkpoint: {e}"))?;
+        Ok(checkpoint_of(
+            &self.shared,
+            &self.ctx,
+            process,
+            position,
+            outcome,
+        ))
+    }
+
+    /// Passes a kill on to the children, and settles the process's checkpoints.
+    fn after_end(&self, outcome: &ProcessOutcome) {
+        if let ProcessOutcome::Killed { message } = outcome
+            && self.process.kills_children()
+        {
+            let message = format!("its parent {} was killed: {message}", self.shared.pid);
+            for child in &self.ctx.children {
+                child.request_kill(message.clone());
+            }
+        }
+        let Some(saver) = &self.saver else {
+            return;
+        };
+        let settled = if self.shared.parent.is_some() {
+            // The parent may not have read this outcome yet (or may be reloaded before it does).
+            self.checkpoint(saver, Position::Ended, Some(outcome.clone()))
+                .and_then(|c| saver.store.save(&c).map_err(|e| e.to_string()))
+        } else {
+            saver
+                .store
+                .delete(self.shared.pid)
+                .map_err(|e| e.to_string())
+        };
+        if let Err(error) = settled {
+            tracing::error!(pid = %self.shared.pid, %error, "cannot settle an ended process's checkpoint");
+        }
+        for child in &self.ctx.children {
+            if child.state().is_terminal()
+                && let Err(error) = saver.store.delete(child.pid)
+            {
+                tracing::error!(pid = %child.pid, %error, "cannot delete an ended child's checkpoint");
+            }
+        }
+    }
+}
+
+/// The checkpoint of a process in its present state.
+pub(crate) fn checkpoint_of(
+    shared: &ProcessShared,
+    ctx: &Context,
+    process: Value,
+    position: Position,
+    outcome: Option<ProcessOutcome>,
+) -> Checkpoint {
+    Checkpoint {
+        version: CHECKPOINT_VERSION,
+        type_name: shared.type_name.to_owned(),
+        pid: shared.pid,
+        parent: shared.parent,
+        ctime: shared.ctime,
+        state: shared.state(),
+        paused: shared.paused(),
+        status: shared.text(),
+        inputs: ctx.inputs().cloned(),
+        outputs: ctx.outputs.clone(),
+        process,
+        position,
+        resumed: ctx.resumed.clone(),
+        children: ctx.children.iter().map(|c| c.pid).collect(),
+        outcome,
     }
 }
 
@@ -167,37 +458,6 @@ fn finish<P: Process>(shared: &ProcessShared, code: ExitCode, outputs: Outputs) 
 
 /// The exit status of a process that finished without a required output (as in AiiDA).
 pub(crate) const MISSING_OUTPUT: u32 = 11;
-
-/// Between steps: a kill ends the process now; a pause parks it until played (or killed).
-async fn gate(
-    shared: &ProcessShared,
-    control: &mut watch::Receiver<Control>,
-) -> Option<ProcessOutcome> {
-    let mut parked = false;
-    loop {
-        let (kill, paused) = {
-            let c = control.borrow_and_update();
-            (c.kill.clone(), c.paused)
-        };
-        if let Some(kill) = kill {
-            return Some(shared.kill(kill.message));
-        }
-        if !paused {
-            if parked {
-                shared.set_paused(false, None);
-            }
-            return None;
-        }
-        if !parked {
-            parked = true;
-            shared.set_paused(true, Some("paused".to_owned()));
-        }
-        if control.changed().await.is_err() {
-            // The sender lives in `shared`, which outlives this loop: unreachable in practice.
-            return Some(shared.kill("the process's controls went away".to_owned()));
-        }
-    }
-}
 
 async fn force_kill(control: &mut watch::Receiver<Control>) -> String {
     let message = control

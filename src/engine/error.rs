@@ -44,6 +44,38 @@ pub enum EngineError {
     /// The inputs do not fit the process's spec (the path names the port).
     #[error("invalid inputs: {0}")]
     InvalidInputs(#[from] super::spec::PortError),
+    /// The checkpoint store failed, or holds no (or a corrupt) checkpoint for the pid.
+    #[error(transparent)]
+    Persist(#[from] super::persist::PersistError),
+    /// A checkpoint names a process type that was not registered with the runner.
+    #[error(
+        "the checkpoint of process {pid} is of type {type_name:?}, which is not registered \
+         (call Runner::register for it before loading)"
+    )]
+    UnknownProcessType {
+        /// The type name in the checkpoint.
+        type_name: String,
+        /// The process.
+        pid: uuid::Uuid,
+    },
+    /// A checkpoint that decodes but cannot be continued (its process fields do not fit the
+    /// registered type, or its parts contradict each other).
+    #[error("the checkpoint of process {pid} cannot be continued: {reason}")]
+    Checkpoint {
+        /// The process.
+        pid: uuid::Uuid,
+        /// Why.
+        reason: String,
+    },
+    /// Persisting or loading needs a runner built with a persister.
+    #[error("this runner has no checkpoint store (build it with Runner::with_persister)")]
+    NoPersister,
+    /// The process is already running in this runner.
+    #[error("process {pid} is already running in this runner")]
+    AlreadyRunning {
+        /// The process.
+        pid: uuid::Uuid,
+    },
     /// The runtime thread that drove the process stopped or failed.
     #[error("the engine's runtime thread: {0}")]
     Thread(#[from] crate::thread::Error),

@@ -12,12 +12,14 @@ use uuid::Uuid;
 use super::error::EngineError;
 use super::exit_code::ExitCode;
 use super::process::Outputs;
+use super::runner::Runner;
 use super::shared::{KillRequest, ProcessShared};
 use super::state::ProcessState;
 use crate::thread::TaskHandle;
 
 /// How a process ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum ProcessOutcome {
     /// It stopped with an exit code and these outputs.
@@ -68,6 +70,8 @@ impl ProcessOutcome {
 pub struct ProcessStatus {
     /// The process id.
     pub pid: Uuid,
+    /// The process that launched it, if any.
+    pub parent: Option<Uuid>,
     /// When it was created.
     pub ctime: SystemTime,
     /// The process type.
@@ -162,14 +166,24 @@ impl ProcessController {
 pub struct ProcessHandle {
     controller: ProcessController,
     outcome: TaskHandle<ProcessOutcome>,
+    runner: Runner,
 }
 
 impl ProcessHandle {
-    pub(crate) fn new(shared: Arc<ProcessShared>, outcome: TaskHandle<ProcessOutcome>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<ProcessShared>,
+        outcome: TaskHandle<ProcessOutcome>,
+        runner: Runner,
+    ) -> Self {
         ProcessHandle {
             controller: ProcessController { shared },
             outcome,
+            runner,
         }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<ProcessShared> {
+        &self.controller.shared
     }
 
     /// A cloneable controller for other threads.
@@ -180,6 +194,32 @@ impl ProcessHandle {
     /// Cancels the process: it ends `Killed` (not excepted), at once.
     pub fn cancel(&self) -> bool {
         self.controller.force_kill("cancelled through its handle")
+    }
+
+    /// Calls `callback` once with the outcome, when the process ends (at once if it has). It
+    /// runs on the thread that ends the process; one that panics is logged, never fatal.
+    pub fn on_finish<F>(self, callback: F)
+    where
+        F: FnOnce(Result<ProcessOutcome, EngineError>) + Send + 'static,
+    {
+        self.outcome
+            .on_done(move |outcome| callback(outcome.map_err(EngineError::from)));
+    }
+
+    /// Like [`on_finish`](Self::on_finish), for an async callback: the future it returns runs
+    /// on the runner's thread (tracked, so a stop gives it the grace period). A spawn refused
+    /// because the thread stopped is logged.
+    pub fn on_finish_async<F, Fut>(self, callback: F)
+    where
+        F: FnOnce(Result<ProcessOutcome, EngineError>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let runner = self.runner.clone();
+        self.on_finish(move |outcome| {
+            if let Err(error) = runner.thread().spawn_threadsafe(callback(outcome)) {
+                tracing::error!(%error, "an async on-finish callback could not be started");
+            }
+        });
     }
 
     /// Blocks until the process ends.

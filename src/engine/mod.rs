@@ -15,19 +15,47 @@
 //!                         +----------+
 //! ```
 //!
-//! Pause is a flag, not a state. This release has the process model, its driver, specs and ports,
-//! and the runner; work chains and checkpoints are to come.
+//! Pause is a flag, not a state.
+//!
+//! # Checkpoints
+//!
+//! A process whose type implements [`Persistent`] (serde plus a stable name; a [`Chain`] of a
+//! serialisable [`WorkChain`] does) can be started with [`Runner::submit_persisted`]. It is then
+//! saved into the runner's [`Persister`]:
+//! - before it starts, and on entering `Running` (before each step), with the step to run;
+//! - on entering `Waiting`, with what it waits on as data: a resume, a wall-clock deadline, or
+//!   children by pid (a wait on an in-memory future cannot be saved: that step runs again);
+//! - when it parks paused and when it is played;
+//! - when it ends: a child keeps a final checkpoint with its outcome, for its parent; a
+//!   top-level process's checkpoint is deleted, with those of its ended children.
+//!
+//! A crash loses at most the step that was running: on reload it runs again (at least once), so
+//! steps should be idempotent or tolerate a repeat. Loading needs the type registered by name
+//! ([`Runner::register`]); a checkpoint is plain JSON and never names code to run.
 
+mod checkpoint;
 mod driver;
 mod error;
 mod exit_code;
 mod handle;
 mod listener;
+mod outline;
+mod persist;
 mod process;
 mod runner;
 mod shared;
 mod spec;
 mod state;
+mod workchain;
+
+pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, ChildRef, Persistent, Position, SavedWait};
+pub use outline::{
+    Ctx, Instruction, Outline, Predicate, Stepper, if_, return_, return_code, step, while_,
+};
+#[cfg(feature = "sqlite")]
+pub use persist::SqlitePersister;
+pub use persist::{InMemoryPersister, JsonDirPersister, PersistError, Persister};
+pub use workchain::{Chain, Flow, WorkChain, WorkContext, store_child_result};
 
 pub use error::EngineError;
 pub use exit_code::ExitCode;

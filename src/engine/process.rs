@@ -10,8 +10,10 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::checkpoint::{ChildRef, Persistent};
+use super::error::EngineError;
 use super::exit_code::ExitCode;
-use super::handle::ProcessHandle;
+use super::handle::{ProcessHandle, ProcessOutcome};
 use super::runner::Runner;
 use super::shared::ProcessShared;
 use super::spec::{PortError, ProcessSpec};
@@ -43,8 +45,13 @@ pub enum WaitOn {
     Resume,
     /// A time to pass.
     Timer(Duration),
-    /// A future's value; an `Err` makes the process excepted.
+    /// A future's value; an `Err` makes the process excepted. A checkpoint cannot hold a
+    /// future: a process reloaded while waiting on one runs the step that returned it again.
     Future(BoxFuture<'static, Result<Value, String>>),
+    /// Children this process launched, by pid: the wait ends when all have ended, and the
+    /// value is a map from each key to the child's [`ProcessOutcome`] (see
+    /// [`Context::take_child_outcomes`]). Being data, this wait survives a checkpoint.
+    Children(Vec<ChildRef>),
 }
 
 impl Command {
@@ -91,6 +98,28 @@ impl Command {
     }
 }
 
+impl Command {
+    /// Wait until every child in `children` (`(key, pid)` pairs, children launched by this
+    /// process) has ended, then run `then`.
+    pub fn wait_for_children<K: Into<String>>(
+        then: impl Into<String>,
+        children: impl IntoIterator<Item = (K, Uuid)>,
+    ) -> Self {
+        Command::Wait {
+            then: then.into(),
+            on: WaitOn::Children(
+                children
+                    .into_iter()
+                    .map(|(key, pid)| ChildRef {
+                        key: key.into(),
+                        pid,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
 impl fmt::Debug for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -100,6 +129,7 @@ impl fmt::Debug for Command {
                     WaitOn::Resume => "resume",
                     WaitOn::Timer(_) => "timer",
                     WaitOn::Future(_) => "future",
+                    WaitOn::Children(_) => "children",
                 };
                 f.debug_struct("Wait")
                     .field("then", then)
@@ -171,6 +201,12 @@ pub trait Process: Send + 'static {
         "run"
     }
 
+    /// Whether killing this process kills the children it launched (default: yes). Each child
+    /// is killed with a message naming the parent.
+    fn kills_children(&self) -> bool {
+        true
+    }
+
     /// Runs one step. Pause and kill requests that arrive meanwhile take effect when it returns
     /// (a force-kill drops it at once).
     fn step(
@@ -190,6 +226,8 @@ pub struct Context {
     pub(crate) resumed: Option<Value>,
     /// The first output that failed its port's checks; the step then ends the process excepted.
     pub(crate) invalid_output: Option<PortError>,
+    /// The children it launched (for waits on them, and for passing a kill on).
+    pub(crate) children: Vec<Arc<ProcessShared>>,
 }
 
 impl Context {
@@ -207,7 +245,12 @@ impl Context {
             outputs: Outputs::new(),
             resumed: None,
             invalid_output: None,
+            children: Vec::new(),
         }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<ProcessShared> {
+        &self.shared
     }
 
     /// The validated inputs (with defaults filled in) of a process started with
@@ -244,9 +287,36 @@ impl Context {
         self.resumed.take()
     }
 
-    /// Launches a child process on the same runner. Await its handle in the step to run it to
-    /// completion: the parent's step is simply suspended meanwhile.
-    pub fn launch<P: Process>(&self, child: P) -> ProcessHandle {
-        self.runner.submit(child)
+    /// The outcomes of the children a [`WaitOn::Children`] wait was for, by key (taken once).
+    pub fn take_child_outcomes(&mut self) -> Result<BTreeMap<String, ProcessOutcome>, StepError> {
+        let value = self
+            .resumed
+            .take()
+            .ok_or_else(|| StepError::msg("no children were awaited before this step"))?;
+        serde_json::from_value(value)
+            .map_err(|e| StepError::msg(format!("the children's outcomes do not decode: {e}")))
+    }
+
+    /// Launches a child process on the same runner. Either await its handle inside the step
+    /// (the parent's step is simply suspended meanwhile: no nested event loop), or return
+    /// [`Command::wait_for_children`] with its pid, a wait that a checkpoint can hold.
+    /// Killing this process kills the child too (see [`Process::kills_children`]).
+    pub fn launch<P: Process>(&mut self, child: P) -> ProcessHandle {
+        let handle = self.runner.start_child(child, self.shared.pid);
+        self.children.push(handle.shared().clone());
+        handle
+    }
+
+    /// Launches a child that is checkpointed in the runner's persister, so that a reloaded
+    /// parent finds it again (a child launched with [`launch`](Self::launch) is not saved).
+    pub fn launch_persisted<P: Persistent>(
+        &mut self,
+        child: P,
+    ) -> Result<ProcessHandle, EngineError> {
+        let handle = self
+            .runner
+            .start_persisted(child, None, Some(self.shared.pid))?;
+        self.children.push(handle.shared().clone());
+        Ok(handle)
     }
 }

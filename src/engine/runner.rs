@@ -1,23 +1,57 @@
-//! [`Runner`]: runs processes on a [`RuntimeThread`].
+//! [`Runner`]: runs processes on a [`RuntimeThread`], and saves and reloads persisted ones.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
 
-use super::driver::drive;
-use super::error::EngineError;
-use super::handle::ProcessHandle;
-use super::listener::ProcessListener;
-use super::process::{Outputs, Process};
-use super::shared::ProcessShared;
-use super::spec::PortError;
-use crate::thread::RuntimeThread;
+use parking_lot::{Mutex, RwLock};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use uuid::Uuid;
+
+use super::checkpoint::{Checkpoint, Persistent, Position};
+use super::driver::{Saver, Start, checkpoint_of, drive};
+use super::error::EngineError;
+use super::handle::{ProcessHandle, ProcessOutcome};
+use super::listener::ProcessListener;
+use super::persist::{PersistError, Persister};
+use super::process::{Context, Outputs, Process};
+use super::shared::{Identity, ProcessShared, Restored};
+use super::spec::PortError;
+use crate::thread::RuntimeThread;
 
 /// Runs processes on a runtime thread: thousands at once, each a task that only occupies the
-/// thread while a step runs.
+/// thread while a step runs. With a [`Persister`] it also checkpoints the processes started
+/// with [`submit_persisted`](Runner::submit_persisted) and continues them with
+/// [`load`](Runner::load) / [`load_all`](Runner::load_all), in this program or a later one.
 #[derive(Clone)]
 pub struct Runner {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     thread: Arc<RuntimeThread>,
+    persister: Option<Arc<dyn Persister>>,
+    /// Registered process types by name: the only code a checkpoint can lead to.
+    types: RwLock<HashMap<&'static str, Loader>>,
+    /// Persisted processes alive in this runner, so a load neither duplicates one nor misses a
+    /// child that is already running.
+    live: Mutex<LiveTable>,
+}
+
+#[derive(Default)]
+struct LiveTable {
+    processes: HashMap<Uuid, Weak<ProcessShared>>,
+    prune_at: usize,
+}
+
+/// Rebuilds a process of one registered type from its checkpoint (without starting it).
+type Loader = fn(Checkpoint) -> Result<Prepared, EngineError>;
+
+/// A decoded process, ready to start once its children are linked.
+struct Prepared {
+    shared: Arc<ProcessShared>,
+    children: Vec<Uuid>,
+    start: Box<dyn FnOnce(&Runner, Vec<Arc<ProcessShared>>) -> ProcessHandle + Send>,
 }
 
 impl Runner {
@@ -30,12 +64,33 @@ impl Runner {
 
     /// A runner on an existing runtime thread.
     pub fn new(thread: Arc<RuntimeThread>) -> Self {
-        Runner { thread }
+        Runner::build(thread, None)
+    }
+
+    /// A runner on an existing runtime thread that checkpoints into `persister`.
+    pub fn with_persister(thread: Arc<RuntimeThread>, persister: Arc<dyn Persister>) -> Self {
+        Runner::build(thread, Some(persister))
+    }
+
+    fn build(thread: Arc<RuntimeThread>, persister: Option<Arc<dyn Persister>>) -> Self {
+        Runner {
+            inner: Arc::new(Inner {
+                thread,
+                persister,
+                types: RwLock::new(HashMap::new()),
+                live: Mutex::new(LiveTable::default()),
+            }),
+        }
     }
 
     /// The runtime thread the processes run on.
     pub fn thread(&self) -> &RuntimeThread {
-        &self.thread
+        &self.inner.thread
+    }
+
+    /// The checkpoint store, if the runner has one.
+    pub fn persister(&self) -> Option<&Arc<dyn Persister>> {
+        self.inner.persister.as_ref()
     }
 
     /// Starts `process` and returns its handle.
@@ -49,7 +104,7 @@ impl Runner {
         process: P,
         listeners: Vec<Arc<dyn ProcessListener>>,
     ) -> ProcessHandle {
-        self.start_process(process, None, listeners)
+        self.start_fresh(process, None, None, listeners)
     }
 
     /// Validates `inputs` against `P`'s spec (filling in defaults), builds the process from them
@@ -59,32 +114,287 @@ impl Runner {
     where
         P: Process + DeserializeOwned,
     {
-        let mut inputs = inputs;
-        P::spec().validate_inputs(&mut inputs)?;
-        let process: P = serde_json::from_value(inputs.clone()).map_err(|e| PortError {
-            path: "inputs".to_owned(),
-            message: format!("cannot build {}: {e}", std::any::type_name::<P>()),
-        })?;
-        Ok(self.start_process(process, Some(inputs), Vec::new()))
-    }
-
-    fn start_process<P: Process>(
-        &self,
-        process: P,
-        inputs: Option<Value>,
-        listeners: Vec<Arc<dyn ProcessListener>>,
-    ) -> ProcessHandle {
-        let shared = Arc::new(ProcessShared::new(std::any::type_name::<P>(), listeners));
-        let outcome =
-            self.thread
-                .run_threadsafe(drive(process, shared.clone(), self.clone(), inputs));
-        ProcessHandle::new(shared, outcome)
+        let (process, inputs) = build_from_inputs::<P>(inputs)?;
+        Ok(self.start_fresh(process, Some(inputs), None, Vec::new()))
     }
 
     /// Runs `process` to the end from synchronous code and returns its outputs; a failure exit
     /// code, an exception or a kill comes back as an error. Inside a step, launch a child with
-    /// [`Context::launch`](super::Context::launch) and await it instead.
+    /// [`Context::launch`] and await it instead.
     pub fn run<P: Process>(&self, process: P) -> Result<Outputs, EngineError> {
         self.submit(process).wait()?.into_outputs()
     }
+
+    /// Registers `P` under [`Persistent::TYPE_NAME`], so that its checkpoints can be loaded.
+    /// Submitting a persisted `P` registers it too; register before loading in a new program.
+    pub fn register<P: Persistent>(&self) {
+        self.inner.types.write().insert(P::TYPE_NAME, prepare::<P>);
+    }
+
+    /// Starts `process` as a persisted process: it is saved before it starts and at every
+    /// state it enters (see the [module docs](super)), and its checkpoint is deleted when it
+    /// ends. Needs a runner built [`with_persister`](Runner::with_persister).
+    pub fn submit_persisted<P: Persistent>(
+        &self,
+        process: P,
+    ) -> Result<ProcessHandle, EngineError> {
+        self.start_persisted(process, None, None)
+    }
+
+    /// [`launch`](Runner::launch) for a persisted process.
+    pub fn launch_persisted<P: Persistent>(
+        &self,
+        inputs: Value,
+    ) -> Result<ProcessHandle, EngineError> {
+        let (process, inputs) = build_from_inputs::<P>(inputs)?;
+        self.start_persisted(process, Some(inputs), None)
+    }
+
+    /// Continues the process saved under `pid` (and the children it waits for) from its
+    /// checkpoint. The step that was running when the checkpoint was taken runs again.
+    pub fn load(&self, pid: Uuid) -> Result<ProcessHandle, EngineError> {
+        if self.running(pid).is_some() {
+            return Err(EngineError::AlreadyRunning { pid });
+        }
+        self.load_tree(vec![pid])?
+            .into_iter()
+            .find(|handle| handle.pid() == pid)
+            .ok_or(EngineError::Persist(PersistError::NotFound { pid }))
+    }
+
+    /// Continues every saved process not already running in this runner, children included
+    /// (a child's handle has [`ProcessStatus::parent`](super::ProcessStatus::parent) set).
+    /// Every checkpoint is read and decoded before any process starts, so a corrupt or unknown
+    /// one stops the load with an error naming it and nothing half-loaded is left running.
+    pub fn load_all(&self) -> Result<Vec<ProcessHandle>, EngineError> {
+        let pids = self.store()?.list()?;
+        self.load_tree(pids)
+    }
+
+    fn load_tree(&self, roots: Vec<Uuid>) -> Result<Vec<ProcessHandle>, EngineError> {
+        let store = self.store()?;
+        let root_set: HashSet<Uuid> = roots.iter().copied().collect();
+        let mut seen = HashSet::new();
+        let mut queue = roots;
+        let mut prepared = Vec::new();
+        while let Some(pid) = queue.pop() {
+            if !seen.insert(pid) || self.running(pid).is_some() {
+                continue;
+            }
+            let checkpoint = match store.load(pid) {
+                Ok(checkpoint) => checkpoint,
+                // A child that was never saved (or is gone) only matters if the parent waits
+                // for it; the parent then fails with an error naming the child.
+                Err(PersistError::NotFound { .. }) if !root_set.contains(&pid) => continue,
+                Err(error) => return Err(error.into()),
+            };
+            let loader = self
+                .inner
+                .types
+                .read()
+                .get(checkpoint.type_name.as_str())
+                .copied()
+                .ok_or_else(|| EngineError::UnknownProcessType {
+                    type_name: checkpoint.type_name.clone(),
+                    pid,
+                })?;
+            let process = loader(checkpoint)?;
+            queue.extend(process.children.iter().copied());
+            prepared.push(process);
+        }
+        let loaded: HashMap<Uuid, Arc<ProcessShared>> = prepared
+            .iter()
+            .map(|p| (p.shared.pid, p.shared.clone()))
+            .collect();
+        let mut handles = Vec::with_capacity(prepared.len());
+        for process in prepared {
+            let children = process
+                .children
+                .iter()
+                .filter_map(|pid| loaded.get(pid).cloned().or_else(|| self.live(*pid)))
+                .collect();
+            self.track(&process.shared);
+            handles.push((process.start)(self, children));
+        }
+        Ok(handles)
+    }
+
+    fn store(&self) -> Result<Arc<dyn Persister>, EngineError> {
+        self.inner.persister.clone().ok_or(EngineError::NoPersister)
+    }
+
+    pub(crate) fn start_child<P: Process>(&self, child: P, parent: Uuid) -> ProcessHandle {
+        self.start_fresh(child, None, Some(parent), Vec::new())
+    }
+
+    fn start_fresh<P: Process>(
+        &self,
+        process: P,
+        inputs: Option<Value>,
+        parent: Option<Uuid>,
+        listeners: Vec<Arc<dyn ProcessListener>>,
+    ) -> ProcessHandle {
+        let identity = Identity::new(std::any::type_name::<P>(), parent);
+        let shared = Arc::new(ProcessShared::new(identity, Restored::FRESH, listeners));
+        let ctx = Context::new(shared, self.clone(), P::spec(), inputs);
+        let first = process.first_step().to_owned();
+        self.spawn(process, ctx, Start::Step(first), None)
+    }
+
+    pub(crate) fn start_persisted<P: Persistent>(
+        &self,
+        process: P,
+        inputs: Option<Value>,
+        parent: Option<Uuid>,
+    ) -> Result<ProcessHandle, EngineError> {
+        let store = self.store()?;
+        self.register::<P>();
+        let identity = Identity::new(P::TYPE_NAME, parent);
+        let shared = Arc::new(ProcessShared::new(identity, Restored::FRESH, Vec::new()));
+        let ctx = Context::new(shared.clone(), self.clone(), P::spec(), inputs);
+        let first = process.first_step().to_owned();
+        // Saved before anything runs, so even a crash before the first step loses nothing.
+        let encoded = serde_json::to_value(&process).map_err(|e| EngineError::Checkpoint {
+            pid: shared.pid,
+            reason: format!("cannot encode the process: {e}"),
+        })?;
+        let position = Position::Step {
+            step: first.clone(),
+        };
+        store.save(&checkpoint_of(&shared, &ctx, encoded, position, None))?;
+        self.track(&shared);
+        Ok(self.spawn(process, ctx, Start::Step(first), Some(saver(store))))
+    }
+
+    fn spawn<P: Process>(
+        &self,
+        process: P,
+        ctx: Context,
+        start: Start,
+        saver: Option<Saver<P>>,
+    ) -> ProcessHandle {
+        let shared = ctx.shared().clone();
+        let outcome = self
+            .inner
+            .thread
+            .run_threadsafe(drive(process, ctx, start, saver));
+        ProcessHandle::new(shared, outcome, self.clone())
+    }
+
+    /// A handle for a process that had already ended when it was loaded.
+    fn ended(&self, shared: Arc<ProcessShared>, outcome: ProcessOutcome) -> ProcessHandle {
+        let outcome = self.inner.thread.run_threadsafe(async move { outcome });
+        ProcessHandle::new(shared, outcome, self.clone())
+    }
+
+    fn track(&self, shared: &Arc<ProcessShared>) {
+        let mut live = self.inner.live.lock();
+        // Drop the entries of processes gone meanwhile, now and then (amortised O(1)).
+        if live.processes.len() >= live.prune_at {
+            live.processes.retain(|_, weak| weak.strong_count() > 0);
+            live.prune_at = (live.processes.len() * 2).max(1024);
+        }
+        live.processes.insert(shared.pid, Arc::downgrade(shared));
+    }
+
+    fn live(&self, pid: Uuid) -> Option<Arc<ProcessShared>> {
+        self.inner.live.lock().processes.get(&pid)?.upgrade()
+    }
+
+    /// A persisted process of this runner that has not ended.
+    fn running(&self, pid: Uuid) -> Option<Arc<ProcessShared>> {
+        self.live(pid)
+            .filter(|shared| !shared.state().is_terminal())
+    }
+}
+
+fn saver<P: Persistent>(store: Arc<dyn Persister>) -> Saver<P> {
+    Saver {
+        store,
+        encode: encode::<P>,
+    }
+}
+
+fn encode<P: serde::Serialize>(process: &P) -> Result<Value, serde_json::Error> {
+    serde_json::to_value(process)
+}
+
+fn build_from_inputs<P>(inputs: Value) -> Result<(P, Value), EngineError>
+where
+    P: Process + DeserializeOwned,
+{
+    let mut inputs = inputs;
+    P::spec().validate_inputs(&mut inputs)?;
+    let process: P = serde_json::from_value(inputs.clone()).map_err(|e| PortError {
+        path: "inputs".to_owned(),
+        message: format!("cannot build {}: {e}", std::any::type_name::<P>()),
+    })?;
+    Ok((process, inputs))
+}
+
+/// The [`Loader`] of `P`: decodes the process and checks that the checkpoint is coherent.
+fn prepare<P: Persistent>(checkpoint: Checkpoint) -> Result<Prepared, EngineError> {
+    let pid = checkpoint.pid;
+    let corrupt = |reason: String| EngineError::Checkpoint { pid, reason };
+    let process: P = serde_json::from_value(checkpoint.process)
+        .map_err(|e| corrupt(format!("the saved {} does not decode: {e}", P::TYPE_NAME)))?;
+    let start = match (checkpoint.position, &checkpoint.outcome) {
+        (Position::Step { step }, None) => Some(Start::Step(step)),
+        (Position::Waiting { then, on }, None) => Some(Start::Wait(then, on)),
+        (Position::Ended, Some(_)) => None,
+        (position, outcome) => {
+            return Err(corrupt(format!(
+                "position {position:?} does not fit outcome {outcome:?}"
+            )));
+        }
+    };
+    if checkpoint.state.is_terminal() != start.is_none() {
+        return Err(corrupt(format!(
+            "state {} does not fit its position",
+            checkpoint.state
+        )));
+    }
+    let identity = Identity {
+        pid,
+        ctime: checkpoint.ctime,
+        type_name: P::TYPE_NAME,
+        parent: checkpoint.parent,
+    };
+    let restored = Restored {
+        state: checkpoint.state,
+        paused: checkpoint.paused,
+        text: checkpoint.status,
+        outcome: checkpoint.outcome.clone(),
+    };
+    let shared = Arc::new(ProcessShared::new(identity, restored, Vec::new()));
+    let (inputs, outputs, resumed, outcome) = (
+        checkpoint.inputs,
+        checkpoint.outputs,
+        checkpoint.resumed,
+        checkpoint.outcome,
+    );
+    let started = shared.clone();
+    Ok(Prepared {
+        shared,
+        children: checkpoint.children,
+        start: Box::new(move |runner, children| {
+            let mut ctx = Context::new(started.clone(), runner.clone(), P::spec(), inputs);
+            ctx.outputs = outputs;
+            ctx.resumed = resumed;
+            ctx.children = children;
+            match (start, outcome, runner.persister()) {
+                (Some(start), _, Some(store)) => {
+                    runner.spawn(process, ctx, start, Some(saver(store.clone())))
+                }
+                (_, Some(outcome), _) => runner.ended(started, outcome),
+                // Loading needs a store, so a loaded live process always has one.
+                (_, None, _) => runner.ended(
+                    started,
+                    ProcessOutcome::Excepted {
+                        message: "loaded without a checkpoint store".to_owned(),
+                    },
+                ),
+            }
+        }),
+    })
 }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use super::exit_code::ExitCode;
@@ -36,34 +36,112 @@ struct Status {
     text: Option<String>,
     /// Waiting for an external resume (not for a timer or a future).
     awaiting_resume: bool,
+    /// Set once, when the process ends.
+    outcome: Option<ProcessOutcome>,
+}
+
+/// Who a process is: fixed at creation and kept across checkpoints.
+pub(crate) struct Identity {
+    pub(crate) pid: Uuid,
+    pub(crate) ctime: SystemTime,
+    pub(crate) type_name: &'static str,
+    pub(crate) parent: Option<Uuid>,
+}
+
+impl Identity {
+    pub(crate) fn new(type_name: &'static str, parent: Option<Uuid>) -> Self {
+        Identity {
+            pid: Uuid::new_v4(),
+            ctime: SystemTime::now(),
+            type_name,
+            parent,
+        }
+    }
+}
+
+/// Where a process starts: fresh, or where a checkpoint left it.
+pub(crate) struct Restored {
+    pub(crate) state: ProcessState,
+    pub(crate) paused: bool,
+    pub(crate) text: Option<String>,
+    pub(crate) outcome: Option<ProcessOutcome>,
+}
+
+impl Restored {
+    pub(crate) const FRESH: Restored = Restored {
+        state: ProcessState::Created,
+        paused: false,
+        text: None,
+        outcome: None,
+    };
 }
 
 pub(crate) struct ProcessShared {
     pub(crate) pid: Uuid,
-    ctime: SystemTime,
-    type_name: &'static str,
+    pub(crate) ctime: SystemTime,
+    pub(crate) type_name: &'static str,
+    pub(crate) parent: Option<Uuid>,
     pub(crate) control: watch::Sender<Control>,
     status: Mutex<Status>,
+    ended: Notify,
     listeners: Vec<Arc<dyn ProcessListener>>,
 }
 
 impl ProcessShared {
-    pub(crate) fn new(type_name: &'static str, listeners: Vec<Arc<dyn ProcessListener>>) -> Self {
+    pub(crate) fn new(
+        identity: Identity,
+        from: Restored,
+        listeners: Vec<Arc<dyn ProcessListener>>,
+    ) -> Self {
         let shared = ProcessShared {
-            pid: Uuid::new_v4(),
-            ctime: SystemTime::now(),
-            type_name,
-            control: watch::Sender::new(Control::default()),
-            status: Mutex::new(Status {
-                state: ProcessState::Created,
-                paused: false,
-                text: None,
-                awaiting_resume: false,
+            pid: identity.pid,
+            ctime: identity.ctime,
+            type_name: identity.type_name,
+            parent: identity.parent,
+            control: watch::Sender::new(Control {
+                paused: from.paused,
+                ..Control::default()
             }),
+            status: Mutex::new(Status {
+                state: from.state,
+                paused: from.paused,
+                text: from.text,
+                awaiting_resume: false,
+                outcome: from.outcome,
+            }),
+            ended: Notify::new(),
             listeners,
         };
-        shared.notify(|l, pid| l.on_state_changed(pid, None, ProcessState::Created));
+        let state = from.state;
+        shared.notify(|l, pid| l.on_state_changed(pid, None, state));
         shared
+    }
+
+    pub(crate) fn paused(&self) -> bool {
+        self.status.lock().paused
+    }
+
+    pub(crate) fn text(&self) -> Option<String> {
+        self.status.lock().text.clone()
+    }
+
+    /// How the process ended, once it has.
+    pub(crate) fn outcome_now(&self) -> Option<ProcessOutcome> {
+        self.status.lock().outcome.clone()
+    }
+
+    /// Waits until the process ends.
+    pub(crate) async fn outcome(&self) -> ProcessOutcome {
+        loop {
+            let notified = self.ended.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so an end between the check and the await still wakes us.
+            notified.as_mut().enable();
+            if let Some(outcome) = self.outcome_now() {
+                return outcome;
+            }
+            notified.await;
+        }
     }
 
     pub(crate) fn state(&self) -> ProcessState {
@@ -82,6 +160,7 @@ impl ProcessShared {
         let status = self.status.lock();
         ProcessStatus {
             pid: self.pid,
+            parent: self.parent,
             ctime: self.ctime,
             process: self.type_name.to_owned(),
             state: status.state,
@@ -128,29 +207,57 @@ impl ProcessShared {
     }
 
     pub(crate) fn finish(&self, exit_code: ExitCode, outputs: Outputs) -> ProcessOutcome {
-        self.end(ProcessState::Finished, exit_code.message.clone());
-        ProcessOutcome::Finished { exit_code, outputs }
+        let text = exit_code.message.clone();
+        self.end(ProcessOutcome::Finished { exit_code, outputs }, text)
     }
 
     pub(crate) fn except(&self, message: String) -> ProcessOutcome {
         tracing::debug!(pid = %self.pid, error = %message, "process excepted");
-        self.end(ProcessState::Excepted, Some(message.clone()));
-        ProcessOutcome::Excepted { message }
+        self.end(
+            ProcessOutcome::Excepted {
+                message: message.clone(),
+            },
+            Some(message),
+        )
     }
 
     pub(crate) fn kill(&self, message: String) -> ProcessOutcome {
-        self.end(ProcessState::Killed, Some(message.clone()));
-        ProcessOutcome::Killed { message }
+        self.end(
+            ProcessOutcome::Killed {
+                message: message.clone(),
+            },
+            Some(message),
+        )
     }
 
-    fn end(&self, state: ProcessState, text: Option<String>) {
+    fn end(&self, outcome: ProcessOutcome, text: Option<String>) -> ProcessOutcome {
         {
             let mut status = self.status.lock();
             status.paused = false;
             status.awaiting_resume = false;
             status.text = text;
         }
-        self.transition(state);
+        self.transition(outcome.state());
+        self.status
+            .lock()
+            .outcome
+            .get_or_insert_with(|| outcome.clone());
+        self.ended.notify_waiters();
+        outcome
+    }
+
+    /// Asks a live process to stop gracefully (as [`ProcessController::kill`] does).
+    ///
+    /// [`ProcessController::kill`]: super::ProcessController::kill
+    pub(crate) fn request_kill(&self, message: String) {
+        if !self.state().is_terminal() {
+            self.control.send_modify(|c| {
+                c.kill.get_or_insert(KillRequest {
+                    message,
+                    force: false,
+                });
+            });
+        }
     }
 
     pub(crate) fn notify_output(&self, name: &str, value: &Value) {

@@ -1,0 +1,138 @@
+//! Checkpoints: everything needed to continue a process, as plain data.
+//!
+//! A checkpoint holds no code and no in-memory future: the process's own fields (serde), its
+//! position (the step to run next, or what it waits on, as data: a resume, a deadline, child
+//! pids), its inputs and outputs. Loading needs the process type registered by name, so nothing
+//! in a checkpoint can choose what code runs.
+
+use std::time::SystemTime;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::handle::ProcessOutcome;
+use super::process::{Outputs, Process};
+use super::state::ProcessState;
+
+/// The checkpoint format's version; a checkpoint of another version is refused with a clear error.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// A process that can be checkpointed: its fields are its state, and it has a stable name under
+/// which a [`Runner`](super::Runner) finds its type when loading.
+pub trait Persistent: Process + Serialize + DeserializeOwned {
+    /// A name that stays the same across builds (not `std::any::type_name`).
+    const TYPE_NAME: &'static str;
+}
+
+/// A saved process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// [`CHECKPOINT_VERSION`].
+    pub version: u32,
+    /// The registered [`Persistent::TYPE_NAME`].
+    pub type_name: String,
+    /// The process id (kept across reloads).
+    pub pid: Uuid,
+    /// The parent that launched it, if any.
+    pub parent: Option<Uuid>,
+    /// When it was first created.
+    pub ctime: SystemTime,
+    /// Its state when saved.
+    pub state: ProcessState,
+    /// Whether it was paused.
+    pub paused: bool,
+    /// Its status text.
+    pub status: Option<String>,
+    /// The validated inputs, for a process launched from inputs.
+    pub inputs: Option<Value>,
+    /// The outputs emitted so far.
+    pub outputs: Outputs,
+    /// The process's own fields (a work chain's include its `ctx` and outline position).
+    pub process: Value,
+    /// What it does next.
+    pub position: Position,
+    /// A value that ended its last wait and that the next step has not taken yet.
+    pub resumed: Option<Value>,
+    /// Children it launched as persistent processes, by pid.
+    pub children: Vec<Uuid>,
+    /// For a terminal checkpoint: how it ended.
+    pub outcome: Option<ProcessOutcome>,
+}
+
+/// Where a saved process is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Position {
+    /// Run this step next (a process saved on entering `Running`: the step runs on reload,
+    /// so a step interrupted by a crash runs again: at least once).
+    Step {
+        /// The step's name.
+        step: String,
+    },
+    /// Waiting; continue with `then` when the wait ends.
+    Waiting {
+        /// The step after the wait.
+        then: String,
+        /// What it waits on.
+        on: SavedWait,
+    },
+    /// Ended (see [`Checkpoint::outcome`]).
+    Ended,
+}
+
+/// A wait, as data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "for", rename_all = "snake_case")]
+pub enum SavedWait {
+    /// An external resume (with the value, if one arrived while paused).
+    Resume {
+        /// A resume value not yet taken.
+        value: Option<Value>,
+    },
+    /// A timer that fires at this wall-clock time (at once on reload if it has passed).
+    Timer {
+        /// When.
+        deadline: SystemTime,
+    },
+    /// Children, each result to be stored under its key.
+    Children {
+        /// The awaited children.
+        children: Vec<ChildRef>,
+    },
+    /// An in-memory future cannot be saved: on reload the step that returned it runs again.
+    Future {
+        /// The step that created the wait.
+        rerun: String,
+    },
+}
+
+/// An awaited child: its pid and the key its result goes under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildRef {
+    /// Where the result goes.
+    pub key: String,
+    /// The child's pid.
+    pub pid: Uuid,
+}
+
+impl Checkpoint {
+    /// Encodes as JSON bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    /// Decodes JSON bytes, checking the format version. `what` names the source in errors.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        let version = value.get("version").and_then(Value::as_u64);
+        if version != Some(u64::from(CHECKPOINT_VERSION)) {
+            return Err(format!(
+                "checkpoint format version {} (this build reads version {CHECKPOINT_VERSION})",
+                version.map_or_else(|| "missing".to_owned(), |v| v.to_string())
+            ));
+        }
+        serde_json::from_value(value).map_err(|e| format!("not a checkpoint: {e}"))
+    }
+}

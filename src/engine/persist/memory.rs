@@ -1,0 +1,55 @@
+//! Checkpoints in memory (tests, benchmarks, a process that only needs pause-and-continue).
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use super::{PersistError, Persister, decode, encode};
+use crate::engine::checkpoint::Checkpoint;
+
+/// Keeps each checkpoint as its encoded bytes, so a load is a real decode (as from disk) and a
+/// later change to the process cannot leak into a saved checkpoint.
+#[derive(Default)]
+pub struct InMemoryPersister {
+    saved: Mutex<HashMap<Uuid, Vec<u8>>>,
+}
+
+impl InMemoryPersister {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the stored bytes of `pid` (to test how corrupt checkpoints are handled).
+    pub fn put_raw(&self, pid: Uuid, bytes: Vec<u8>) {
+        self.saved.lock().insert(pid, bytes);
+    }
+}
+
+impl Persister for InMemoryPersister {
+    fn save(&self, checkpoint: &Checkpoint) -> Result<(), PersistError> {
+        let bytes = encode(checkpoint)?;
+        self.saved.lock().insert(checkpoint.pid, bytes);
+        Ok(())
+    }
+
+    fn load(&self, pid: Uuid) -> Result<Checkpoint, PersistError> {
+        let bytes = self
+            .saved
+            .lock()
+            .get(&pid)
+            .cloned()
+            .ok_or(PersistError::NotFound { pid })?;
+        decode(pid, &bytes)
+    }
+
+    fn list(&self) -> Result<Vec<Uuid>, PersistError> {
+        Ok(self.saved.lock().keys().copied().collect())
+    }
+
+    fn delete(&self, pid: Uuid) -> Result<(), PersistError> {
+        self.saved.lock().remove(&pid);
+        Ok(())
+    }
+}

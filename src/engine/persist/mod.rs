@@ -1,0 +1,70 @@
+//! Where checkpoints are kept: the [`Persister`] trait and three stores.
+
+mod json_dir;
+mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+pub use json_dir::JsonDirPersister;
+pub use memory::InMemoryPersister;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqlitePersister;
+
+use uuid::Uuid;
+
+use super::checkpoint::Checkpoint;
+
+/// A store of checkpoints, one per process (a new save replaces the last). Its methods are
+/// called on the runtime thread between steps, so a store should be quick (the built-in ones
+/// are: memory, one small file, one SQLite row).
+pub trait Persister: Send + Sync + 'static {
+    /// Saves (or replaces) the checkpoint of `checkpoint.pid`.
+    fn save(&self, checkpoint: &Checkpoint) -> Result<(), PersistError>;
+    /// Loads a process's checkpoint.
+    fn load(&self, pid: Uuid) -> Result<Checkpoint, PersistError>;
+    /// The pids of every saved checkpoint.
+    fn list(&self) -> Result<Vec<Uuid>, PersistError>;
+    /// Deletes a process's checkpoint; deleting one that is absent is not an error.
+    fn delete(&self, pid: Uuid) -> Result<(), PersistError>;
+}
+
+/// A store's failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum PersistError {
+    /// No checkpoint for this pid.
+    #[error("no checkpoint for process {pid}")]
+    NotFound {
+        /// The process.
+        pid: Uuid,
+    },
+    /// The stored bytes are not a checkpoint this build can read.
+    #[error("the checkpoint of process {pid} is corrupt: {reason}")]
+    Corrupt {
+        /// The process.
+        pid: Uuid,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store itself failed (I/O, database).
+    #[error("the checkpoint store failed: {0}")]
+    Store(String),
+}
+
+pub(crate) fn decode(pid: Uuid, bytes: &[u8]) -> Result<Checkpoint, PersistError> {
+    let checkpoint =
+        Checkpoint::from_bytes(bytes).map_err(|reason| PersistError::Corrupt { pid, reason })?;
+    if checkpoint.pid != pid {
+        return Err(PersistError::Corrupt {
+            pid,
+            reason: format!("it holds process {} instead", checkpoint.pid),
+        });
+    }
+    Ok(checkpoint)
+}
+
+pub(crate) fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, PersistError> {
+    checkpoint
+        .to_bytes()
+        .map_err(|e| PersistError::Store(format!("cannot encode a checkpoint: {e}")))
+}

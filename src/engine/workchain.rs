@@ -1,0 +1,278 @@
+//! Work chains: processes whose steps follow an [`Outline`], with a persisted context and
+//! children whose results land in it.
+
+use std::future::Future;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::checkpoint::{ChildRef, Persistent};
+use super::error::EngineError;
+use super::exit_code::ExitCode;
+use super::handle::{ProcessHandle, ProcessOutcome};
+use super::outline::{Ctx, Found, Outline, Stepper};
+use super::process::{Command, Context, Outputs, Process, StepError, WaitOn};
+use super::spec::ProcessSpec;
+
+/// What a work chain step tells the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on with the outline (after the children added with
+    /// [`WorkContext::to_context`] have ended, if any).
+    Next,
+    /// Stop the chain with this exit code (as `return_` in the outline does).
+    Return(ExitCode),
+}
+
+/// A work chain: named steps run in the order of its [`Outline`]. Wrap it in a [`Chain`] to
+/// run it. Its fields and its [`Ctx`] are saved in checkpoints (when it is persisted).
+///
+/// ```
+/// use std::sync::LazyLock;
+/// use runtime_thread::engine::{Chain, Flow, Outline, Runner, StepError, WorkChain, WorkContext, step, while_};
+///
+/// struct Countdown { left: u32 }
+///
+/// static OUTLINE: LazyLock<Outline<Countdown>> = LazyLock::new(|| Outline::new([
+///     while_("left", |c: &Countdown, _| c.left > 0, [step("tick")]),
+///     step("report"),
+/// ]));
+///
+/// impl WorkChain for Countdown {
+///     const TYPE_NAME: &'static str = "doc.Countdown";
+///     fn outline() -> &'static Outline<Self> { &OUTLINE }
+///     async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+///         match step {
+///             "tick" => self.left -= 1,
+///             _ => wc.out("done", true.into()),
+///         }
+///         Ok(Flow::Next)
+///     }
+/// }
+///
+/// let outputs = Runner::start()?.run(Chain::new(Countdown { left: 3 }))?;
+/// assert_eq!(outputs["done"], true);
+/// # Ok::<(), runtime_thread::engine::EngineError>(())
+/// ```
+pub trait WorkChain: Send + Sized + 'static {
+    /// A stable name (for status, and for loading its checkpoints).
+    const TYPE_NAME: &'static str;
+
+    /// Inputs and outputs (default: anything goes).
+    fn spec() -> &'static ProcessSpec {
+        ProcessSpec::any()
+    }
+
+    /// The outline; keep it in a `static` (`LazyLock`).
+    fn outline() -> &'static Outline<Self>;
+
+    /// Runs the step called `step`.
+    fn step(
+        &mut self,
+        step: &str,
+        wc: &mut WorkContext<'_>,
+    ) -> impl Future<Output = Result<Flow, StepError>> + Send;
+
+    /// Takes the outcome of a child the last step waited for. The default stores a successful
+    /// child's outputs in `ctx[key]` and fails the chain (naming the child) when the child
+    /// failed, excepted or was killed; override it to tolerate failures.
+    fn on_child_ended(
+        &mut self,
+        key: &str,
+        outcome: ProcessOutcome,
+        ctx: &mut Ctx,
+    ) -> Result<(), StepError> {
+        store_child_result(key, outcome, ctx)
+    }
+
+    /// Whether killing the chain kills its children (default: yes).
+    fn kills_children(&self) -> bool {
+        true
+    }
+}
+
+/// The default of [`WorkChain::on_child_ended`].
+pub fn store_child_result(
+    key: &str,
+    outcome: ProcessOutcome,
+    ctx: &mut Ctx,
+) -> Result<(), StepError> {
+    match outcome {
+        ProcessOutcome::Finished { exit_code, outputs } if exit_code.is_success() => {
+            ctx.insert(key.to_owned(), Value::Object(outputs.into_iter().collect()));
+            Ok(())
+        }
+        ProcessOutcome::Finished { exit_code, .. } => Err(StepError(format!(
+            "the child '{key}' failed with exit code {exit_code}"
+        ))),
+        ProcessOutcome::Excepted { message } => {
+            Err(StepError(format!("the child '{key}' excepted: {message}")))
+        }
+        ProcessOutcome::Killed { message } => Err(StepError(format!(
+            "the child '{key}' was killed: {message}"
+        ))),
+    }
+}
+
+/// What a work chain step can see and do.
+pub struct WorkContext<'a> {
+    ctx: &'a mut Ctx,
+    process: &'a mut Context,
+    awaiting: Vec<ChildRef>,
+}
+
+impl WorkContext<'_> {
+    /// The chain's context (persisted; children's results are stored here).
+    pub fn ctx(&self) -> &Ctx {
+        self.ctx
+    }
+
+    /// The chain's context, to change.
+    pub fn ctx_mut(&mut self) -> &mut Ctx {
+        self.ctx
+    }
+
+    /// The chain's pid.
+    pub fn pid(&self) -> Uuid {
+        self.process.pid()
+    }
+
+    /// The validated inputs, for a chain launched from inputs.
+    pub fn inputs(&self) -> Option<&Value> {
+        self.process.inputs()
+    }
+
+    /// Emits an output (checked against the spec, as [`Context::out`]).
+    pub fn out(&mut self, name: impl Into<String>, value: Value) {
+        self.process.out(name, value);
+    }
+
+    /// The outputs emitted so far.
+    pub fn outputs(&self) -> &Outputs {
+        self.process.outputs()
+    }
+
+    /// Launches a child (not persisted). Add it with [`to_context`](Self::to_context) to wait.
+    pub fn launch<P: Process>(&mut self, child: P) -> ProcessHandle {
+        self.process.launch(child)
+    }
+
+    /// Launches a persisted child, which a reloaded chain finds again.
+    pub fn launch_persisted<P: Persistent>(
+        &mut self,
+        child: P,
+    ) -> Result<ProcessHandle, EngineError> {
+        self.process.launch_persisted(child)
+    }
+
+    /// After this step, wait for `child` (launched by this chain) and store its result under
+    /// `key` (a later result may overwrite a key).
+    pub fn to_context(&mut self, key: impl Into<String>, child: &ProcessHandle) {
+        self.awaiting.push(ChildRef {
+            key: key.into(),
+            pid: child.pid(),
+        });
+    }
+}
+
+/// A [`WorkChain`] as a [`Process`]: the chain, its `ctx` and its position in the outline.
+/// Serialisable when the chain is, so it can be persisted.
+#[derive(Serialize, Deserialize)]
+pub struct Chain<W> {
+    chain: W,
+    ctx: Ctx,
+    stepper: Stepper,
+}
+
+/// The single step name of a chain's driver; the real position is the stepper's.
+const ADVANCE: &str = "advance";
+
+impl<W: WorkChain> Chain<W> {
+    /// Wraps a chain, with an empty context, at the start of its outline.
+    pub fn new(chain: W) -> Self {
+        Chain {
+            chain,
+            ctx: Ctx::new(),
+            stepper: Stepper::default(),
+        }
+    }
+
+    /// The chain.
+    pub fn chain(&self) -> &W {
+        &self.chain
+    }
+
+    /// Its context.
+    pub fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
+
+    /// Its position in the outline, as plumpy writes it (`1:while_(left)(0:tick)`).
+    pub fn position(&self) -> String {
+        self.stepper.describe(W::outline())
+    }
+
+    async fn advance(&mut self, process: &mut Context) -> Result<Command, StepError> {
+        if process.resumed.is_some() {
+            for (key, outcome) in process.take_child_outcomes()? {
+                self.chain.on_child_ended(&key, outcome, &mut self.ctx)?;
+            }
+        }
+        let outline = W::outline();
+        if self.stepper == Stepper::default() {
+            outline.check().map_err(StepError)?;
+        }
+        let name = match self
+            .stepper
+            .find_next(outline, &self.chain, &self.ctx)
+            .map_err(StepError)?
+        {
+            Found::End => return Ok(Command::finish()),
+            Found::Return(code) => return Ok(Command::Stop(code)),
+            Found::Step(name) => name,
+        };
+        let mut wc = WorkContext {
+            ctx: &mut self.ctx,
+            process,
+            awaiting: Vec::new(),
+        };
+        let flow = self.chain.step(name, &mut wc).await?;
+        let awaiting = wc.awaiting;
+        self.stepper.step_done();
+        Ok(match flow {
+            Flow::Return(code) => Command::Stop(code),
+            Flow::Next if awaiting.is_empty() => Command::next(ADVANCE),
+            Flow::Next => Command::Wait {
+                then: ADVANCE.to_owned(),
+                on: WaitOn::Children(awaiting),
+            },
+        })
+    }
+}
+
+impl<W: WorkChain> Process for Chain<W> {
+    fn spec() -> &'static ProcessSpec {
+        W::spec()
+    }
+
+    fn first_step(&self) -> &'static str {
+        ADVANCE
+    }
+
+    fn kills_children(&self) -> bool {
+        self.chain.kills_children()
+    }
+
+    async fn step(&mut self, _step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+        self.advance(ctx).await
+    }
+}
+
+impl<W> Persistent for Chain<W>
+where
+    W: WorkChain + Serialize + DeserializeOwned,
+{
+    const TYPE_NAME: &'static str = W::TYPE_NAME;
+}
