@@ -79,7 +79,14 @@ impl Armed {
     /// Re-arms a wait read from a checkpoint (a future's wait is not one: its step re-runs).
     fn rearm(saved: SavedWait, ctx: &Context) -> Result<Self, String> {
         Ok(match saved {
-            SavedWait::Resume { value } => Self::arm_resume(ctx.shared(), value),
+            SavedWait::Resume { value } => {
+                // A resume sent between the load and now must not be overwritten.
+                if value.is_some() {
+                    ctx.shared().control.send_modify(|c| c.resume = value);
+                }
+                ctx.shared().set_awaiting_resume(true);
+                Armed::Resume
+            }
             SavedWait::Timer { deadline } => {
                 let left = deadline
                     .duration_since(SystemTime::now())
@@ -108,7 +115,7 @@ impl Armed {
     fn arm_children(children: Vec<ChildRef>, ctx: &Context) -> Result<Self, String> {
         let mut armed = Vec::with_capacity(children.len());
         for child in children {
-            let Some(shared) = ctx.children.iter().find(|c| c.pid == child.pid) else {
+            let Some(shared) = ctx.shared().child(child.pid) else {
                 return Err(format!(
                     "the child '{}' ({}) cannot be found: a process can only wait for children \
                      it launched, and after a reload only for children launched with \
@@ -116,7 +123,7 @@ impl Armed {
                     child.key, child.pid
                 ));
             };
-            armed.push((child, shared.clone()));
+            armed.push((child, shared));
         }
         Ok(Armed::Children(armed))
     }
@@ -297,7 +304,8 @@ impl<P: Process> Driver<P> {
     /// Between steps: a kill ends the process now; a pause parks it until played (or killed).
     /// (`next` is taken as `&mut` only because a shared reference to it would not be `Send`.)
     async fn gate(&mut self, next: &mut Next) -> Option<ProcessOutcome> {
-        let mut parked = false;
+        // A process loaded paused starts parked, even if `play` came before this first look.
+        let mut parked = self.shared.paused();
         loop {
             let (kill, paused) = {
                 let c = self.control.borrow_and_update();
@@ -381,7 +389,7 @@ impl<P: Process> Driver<P> {
             && self.process.kills_children()
         {
             let message = format!("its parent {} was killed: {message}", self.shared.pid);
-            for child in &self.ctx.children {
+            for child in self.shared.children() {
                 child.request_kill(message.clone());
             }
         }
@@ -401,7 +409,7 @@ impl<P: Process> Driver<P> {
         if let Err(error) = settled {
             tracing::error!(pid = %self.shared.pid, %error, "cannot settle an ended process's checkpoint");
         }
-        for child in &self.ctx.children {
+        for child in self.shared.children() {
             if child.state().is_terminal()
                 && let Err(error) = saver.store.delete(child.pid)
             {
@@ -433,7 +441,7 @@ pub(crate) fn checkpoint_of(
         process,
         position,
         resumed: ctx.resumed.clone(),
-        children: ctx.children.iter().map(|c| c.pid).collect(),
+        children: shared.children().iter().map(|c| c.pid).collect(),
         outcome,
     }
 }

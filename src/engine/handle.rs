@@ -103,6 +103,15 @@ impl ProcessController {
         self.shared.snapshot()
     }
 
+    /// Controllers of the children this process launched so far.
+    pub fn children(&self) -> Vec<ProcessController> {
+        self.shared
+            .children()
+            .into_iter()
+            .map(|shared| ProcessController { shared })
+            .collect()
+    }
+
     /// Asks the process to pause: at once in `Created` or `Waiting` (the wait stays armed), after
     /// the current step in `Running`. Returns false if it has already ended.
     pub fn pause(&self) -> bool {
@@ -230,6 +239,23 @@ impl ProcessHandle {
     /// Blocks up to `timeout`; the handle stays usable after a time-out.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<ProcessOutcome, EngineError> {
         Ok(self.outcome.wait_timeout(timeout)?)
+    }
+}
+
+impl std::fmt::Debug for ProcessController {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessController")
+            .field("pid", &self.shared.pid)
+            .field("state", &self.shared.state())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ProcessHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ProcessHandle")
+            .field(&self.controller)
+            .finish()
     }
 }
 

@@ -226,8 +226,6 @@ pub struct Context {
     pub(crate) resumed: Option<Value>,
     /// The first output that failed its port's checks; the step then ends the process excepted.
     pub(crate) invalid_output: Option<PortError>,
-    /// The children it launched (for waits on them, and for passing a kill on).
-    pub(crate) children: Vec<Arc<ProcessShared>>,
 }
 
 impl Context {
@@ -245,7 +243,6 @@ impl Context {
             outputs: Outputs::new(),
             resumed: None,
             invalid_output: None,
-            children: Vec::new(),
         }
     }
 
@@ -303,7 +300,7 @@ impl Context {
     /// Killing this process kills the child too (see [`Process::kills_children`]).
     pub fn launch<P: Process>(&mut self, child: P) -> ProcessHandle {
         let handle = self.runner.start_child(child, self.shared.pid);
-        self.children.push(handle.shared().clone());
+        self.shared.add_child(handle.shared().clone());
         handle
     }
 
@@ -316,7 +313,7 @@ impl Context {
         let handle = self
             .runner
             .start_persisted(child, None, Some(self.shared.pid))?;
-        self.children.push(handle.shared().clone());
+        self.shared.add_child(handle.shared().clone());
         Ok(handle)
     }
 }

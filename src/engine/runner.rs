@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::checkpoint::{Checkpoint, Persistent, Position};
+use super::checkpoint::{Checkpoint, Persistent, Position, SavedWait};
 use super::driver::{Saver, Start, checkpoint_of, drive};
 use super::error::EngineError;
 use super::handle::{ProcessHandle, ProcessOutcome};
@@ -202,6 +202,7 @@ impl Runner {
             queue.extend(process.children.iter().copied());
             prepared.push(process);
         }
+        let prepared = self.discard_orphans(prepared, store.as_ref())?;
         let loaded: HashMap<Uuid, Arc<ProcessShared>> = prepared
             .iter()
             .map(|p| (p.shared.pid, p.shared.clone()))
@@ -217,6 +218,40 @@ impl Runner {
             handles.push((process.start)(self, children));
         }
         Ok(handles)
+    }
+
+    /// Drops (and deletes) children that their parent does not know: a child launched by a
+    /// step that a crash interrupted, before the parent's next checkpoint. That step runs
+    /// again on reload and launches the child anew, so the old copy must not run as well.
+    fn discard_orphans(
+        &self,
+        prepared: Vec<Prepared>,
+        store: &dyn Persister,
+    ) -> Result<Vec<Prepared>, EngineError> {
+        let loaded: HashSet<Uuid> = prepared.iter().map(|p| p.shared.pid).collect();
+        let listed: HashSet<Uuid> = prepared
+            .iter()
+            .flat_map(|p| p.children.iter().copied())
+            .collect();
+        let mut kept = Vec::with_capacity(prepared.len());
+        for process in prepared {
+            let pid = process.shared.pid;
+            let orphan = match process.shared.parent {
+                None => false,
+                Some(parent) if loaded.contains(&parent) => !listed.contains(&pid),
+                Some(parent) => match self.live(parent) {
+                    Some(parent) => parent.child(pid).is_none(),
+                    None => matches!(store.load(parent), Err(PersistError::NotFound { .. })),
+                },
+            };
+            if orphan {
+                tracing::info!(%pid, "discarding a child launched by an interrupted step");
+                store.delete(pid)?;
+            } else {
+                kept.push(process);
+            }
+        }
+        Ok(kept)
     }
 
     fn store(&self) -> Result<Arc<dyn Persister>, EngineError> {
@@ -364,6 +399,8 @@ fn prepare<P: Persistent>(checkpoint: Checkpoint) -> Result<Prepared, EngineErro
         state: checkpoint.state,
         paused: checkpoint.paused,
         text: checkpoint.status,
+        // So that a `resume` right after the load is accepted, before the driver re-arms.
+        awaiting_resume: matches!(start, Some(Start::Wait(_, SavedWait::Resume { .. }))),
         outcome: checkpoint.outcome.clone(),
     };
     let shared = Arc::new(ProcessShared::new(identity, restored, Vec::new()));
@@ -381,7 +418,7 @@ fn prepare<P: Persistent>(checkpoint: Checkpoint) -> Result<Prepared, EngineErro
             let mut ctx = Context::new(started.clone(), runner.clone(), P::spec(), inputs);
             ctx.outputs = outputs;
             ctx.resumed = resumed;
-            ctx.children = children;
+            started.set_children(children);
             match (start, outcome, runner.persister()) {
                 (Some(start), _, Some(store)) => {
                     runner.spawn(process, ctx, start, Some(saver(store.clone())))

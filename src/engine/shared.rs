@@ -38,6 +38,8 @@ struct Status {
     awaiting_resume: bool,
     /// Set once, when the process ends.
     outcome: Option<ProcessOutcome>,
+    /// The children it launched (for waits on them, and for passing a kill on).
+    children: Vec<Arc<ProcessShared>>,
 }
 
 /// Who a process is: fixed at creation and kept across checkpoints.
@@ -64,6 +66,7 @@ pub(crate) struct Restored {
     pub(crate) state: ProcessState,
     pub(crate) paused: bool,
     pub(crate) text: Option<String>,
+    pub(crate) awaiting_resume: bool,
     pub(crate) outcome: Option<ProcessOutcome>,
 }
 
@@ -72,6 +75,7 @@ impl Restored {
         state: ProcessState::Created,
         paused: false,
         text: None,
+        awaiting_resume: false,
         outcome: None,
     };
 }
@@ -106,8 +110,9 @@ impl ProcessShared {
                 state: from.state,
                 paused: from.paused,
                 text: from.text,
-                awaiting_resume: false,
+                awaiting_resume: from.awaiting_resume,
                 outcome: from.outcome,
+                children: Vec::new(),
             }),
             ended: Notify::new(),
             listeners,
@@ -123,6 +128,23 @@ impl ProcessShared {
 
     pub(crate) fn text(&self) -> Option<String> {
         self.status.lock().text.clone()
+    }
+
+    pub(crate) fn children(&self) -> Vec<Arc<ProcessShared>> {
+        self.status.lock().children.clone()
+    }
+
+    pub(crate) fn child(&self, pid: Uuid) -> Option<Arc<ProcessShared>> {
+        let status = self.status.lock();
+        status.children.iter().find(|c| c.pid == pid).cloned()
+    }
+
+    pub(crate) fn add_child(&self, child: Arc<ProcessShared>) {
+        self.status.lock().children.push(child);
+    }
+
+    pub(crate) fn set_children(&self, children: Vec<Arc<ProcessShared>>) {
+        self.status.lock().children = children;
     }
 
     /// How the process ended, once it has.

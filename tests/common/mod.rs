@@ -30,3 +30,11 @@ pub fn bounded<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Se
 
 /// The default bound for tests that should take well under a second.
 pub const QUICK: Duration = Duration::from_secs(20);
+
+/// Spins (yielding) until `condition` holds; call it inside [`bounded`], which ends a wait that
+/// never comes. For state observed through snapshots, where no notification exists.
+pub fn until(mut condition: impl FnMut() -> bool) {
+    while !condition() {
+        std::thread::yield_now();
+    }
+}

@@ -1,0 +1,554 @@
+//! Checkpoints: what is saved when, continuing in a new runner (after a simulated crash), every
+//! persister, and clear errors for corrupt or unknown checkpoints.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use common::{QUICK, bounded, until};
+use parking_lot::Mutex;
+use runtime_thread::RuntimeThread;
+use runtime_thread::engine::{
+    Chain, Checkpoint, Command, Context, EngineError, Flow, InMemoryPersister, JsonDirPersister,
+    Outline, PersistError, Persistent, Persister, Position, ProcessHandle, ProcessOutcome,
+    ProcessState, Runner, SavedWait, StepError, WorkChain, WorkContext, step, while_,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn runner_on(store: Arc<dyn Persister>) -> Runner {
+    let thread = RuntimeThread::builder()
+        .name("checkpoints")
+        .start()
+        .unwrap();
+    let runner = Runner::with_persister(Arc::new(thread), store);
+    runner.register::<Chain<Five>>();
+    runner.register::<Chain<Fan>>();
+    runner.register::<Leaf>();
+    runner
+}
+
+/// Stops the runner's thread at once, as a crash would: running steps are dropped and nothing
+/// more is saved.
+fn crash(runner: Runner) {
+    runner.thread().stop_with_grace(Duration::ZERO).unwrap();
+}
+
+fn temp_path(what: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("runtime-thread-{what}-{}", Uuid::new_v4()))
+}
+
+/// A leaf process: `run` waits for a resume when `hold`, then outputs `y = 3x`.
+#[derive(Serialize, Deserialize)]
+struct Leaf {
+    x: i64,
+    hold: bool,
+}
+
+impl Process for Leaf {
+    async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+        if step == "run" && self.hold {
+            return Ok(Command::wait_for_resume("emit"));
+        }
+        let bonus = ctx
+            .take_resume_value()
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0);
+        ctx.out("y", (self.x * 3 + bonus).into());
+        Ok(Command::finish())
+    }
+}
+
+use runtime_thread::engine::Process;
+
+impl Persistent for Leaf {
+    const TYPE_NAME: &'static str = "tests.Leaf";
+}
+
+/// Crash points armed by tests: token -> (step number, who to tell). A step that finds its
+/// number here removes the entry, tells the test, and never returns.
+static CRASH_AT: LazyLock<Mutex<HashMap<u64, (u32, SyncSender<()>)>>> =
+    LazyLock::new(Default::default);
+
+fn arm_crash(token: u64, step: u32) -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    CRASH_AT.lock().insert(token, (step, tx));
+    rx
+}
+
+async fn maybe_crash(token: u64, step: u32) {
+    let armed = {
+        let mut armed = CRASH_AT.lock();
+        match armed.get(&token) {
+            Some((at, _)) if *at == step => armed.remove(&token),
+            _ => None,
+        }
+    };
+    if let Some((_, crashed)) = armed {
+        let _ = crashed.send(());
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Five steps: s1, then s2 twice in a while loop, s3 launches two persisted children and
+/// waits for them, s4 folds their results in, s5 emits. Each step folds its number into `acc`
+/// (order-sensitive), so a skipped, repeated-with-effect or reordered step changes the output.
+#[derive(Serialize, Deserialize)]
+struct Five {
+    token: u64,
+    acc: i64,
+    loops: u32,
+}
+
+static FIVE: LazyLock<Outline<Five>> = LazyLock::new(|| {
+    Outline::new([
+        step("s1"),
+        while_("twice", |f: &Five, _| f.loops < 2, [step("s2")]),
+        step("s3"),
+        step("s4"),
+        step("s5"),
+    ])
+});
+
+impl WorkChain for Five {
+    const TYPE_NAME: &'static str = "tests.Five";
+    fn outline() -> &'static Outline<Self> {
+        &FIVE
+    }
+    async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+        let number: u32 = step[1..].parse()?;
+        maybe_crash(self.token, number).await;
+        self.acc = self.acc * 10 + i64::from(number);
+        match step {
+            "s2" => self.loops += 1,
+            "s3" => {
+                for (key, x) in [("a", 1), ("b", 2)] {
+                    let child = wc
+                        .launch_persisted(Leaf { x, hold: false })
+                        .map_err(|e| StepError::msg(e.to_string()))?;
+                    wc.to_context(key, &child);
+                }
+            }
+            "s4" => {
+                let a = wc.ctx()["a"]["y"].as_i64().unwrap_or(-1000);
+                let b = wc.ctx()["b"]["y"].as_i64().unwrap_or(-1000);
+                self.acc += a * 100 + b;
+            }
+            _ => wc.out("acc", self.acc.into()),
+        }
+        Ok(Flow::Next)
+    }
+}
+
+fn sqlite_or_memory(path: &std::path::Path) -> Arc<dyn Persister> {
+    #[cfg(feature = "sqlite")]
+    {
+        Arc::new(runtime_thread::engine::SqlitePersister::open(path).unwrap())
+    }
+    #[cfg(not(feature = "sqlite"))]
+    {
+        Arc::new(JsonDirPersister::new(path).unwrap())
+    }
+}
+
+fn top_level(handles: Vec<ProcessHandle>) -> ProcessHandle {
+    let mut top: Vec<_> = handles
+        .into_iter()
+        .filter(|h| h.status().parent.is_none())
+        .collect();
+    assert_eq!(top.len(), 1, "one top-level process was saved");
+    top.remove(0)
+}
+
+#[test]
+fn a_crash_at_every_step_of_a_five_step_chain_then_reload_from_sqlite_gives_the_same_outputs() {
+    bounded(Duration::from_secs(60), || {
+        let unpersisted = Runner::start().unwrap().run(Chain::new(Five {
+            token: 0,
+            acc: 0,
+            loops: 0,
+        }));
+        // Without a persister, `launch_persisted` is refused: the chain fails clearly.
+        let error = unpersisted.unwrap_err().to_string();
+        assert!(error.contains("no checkpoint store"), "{error}");
+
+        let reference_db = temp_path("reference.sqlite");
+        let reference = runner_on(sqlite_or_memory(&reference_db));
+        let expected = reference
+            .submit_persisted(Chain::new(Five {
+                token: 0,
+                acc: 0,
+                loops: 0,
+            }))
+            .unwrap()
+            .wait()
+            .unwrap()
+            .into_outputs()
+            .unwrap();
+        // s1, s2, s2, s3 fold to 1223; s4 folds 4 and adds a = 3 * 1 and b = 3 * 2; s5 folds 5.
+        assert_eq!(expected["acc"], json!(((12_234 + 306) * 10) + 5));
+        assert!(reference.persister().unwrap().list().unwrap().is_empty());
+
+        for crash_step in 1..=5u32 {
+            let db = temp_path("crash.sqlite");
+            let token = u64::from(crash_step) + 100;
+            let crashed = arm_crash(token, crash_step);
+            let first = runner_on(sqlite_or_memory(&db));
+            let handle = first
+                .submit_persisted(Chain::new(Five {
+                    token,
+                    acc: 0,
+                    loops: 0,
+                }))
+                .unwrap();
+            crashed.recv_timeout(QUICK).unwrap();
+            crash(first);
+            assert!(handle.wait().is_err(), "the crashed run did not finish");
+
+            // A new program: a new runner, a new connection to the same file.
+            let second = runner_on(sqlite_or_memory(&db));
+            let outputs = top_level(second.load_all().unwrap())
+                .wait()
+                .unwrap()
+                .into_outputs()
+                .unwrap();
+            assert_eq!(outputs, expected, "crash at step {crash_step}");
+            until(|| second.persister().unwrap().list().unwrap().is_empty());
+            let _ = std::fs::remove_file(&db);
+        }
+        let _ = std::fs::remove_file(&reference_db);
+    });
+}
+
+/// Launches `n` held leaves (they wait for a resume) and sums their outputs.
+#[derive(Serialize, Deserialize)]
+struct Fan {
+    n: i64,
+}
+
+static FAN: LazyLock<Outline<Fan>> = LazyLock::new(|| Outline::new([step("launch"), step("sum")]));
+
+impl WorkChain for Fan {
+    const TYPE_NAME: &'static str = "tests.Fan";
+    fn outline() -> &'static Outline<Self> {
+        &FAN
+    }
+    async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+        if step == "launch" {
+            for x in 1..=self.n {
+                let child = wc
+                    .launch_persisted(Leaf { x, hold: true })
+                    .map_err(|e| StepError::msg(e.to_string()))?;
+                wc.to_context(format!("leaf{x}"), &child);
+            }
+        } else {
+            let sum: i64 = wc.ctx().values().filter_map(|o| o["y"].as_i64()).sum();
+            wc.out("sum", sum.into());
+        }
+        Ok(Flow::Next)
+    }
+}
+
+fn resume_all(handles: &[ProcessHandle], value: i64) {
+    for handle in handles {
+        until(|| handle.status().awaiting_resume);
+        handle.resume(value.into()).unwrap();
+    }
+}
+
+#[test]
+fn a_chain_waiting_on_children_is_checkpointed_reloaded_in_a_new_runner_and_completes() {
+    bounded(QUICK, || {
+        let store: Arc<dyn Persister> = Arc::new(InMemoryPersister::new());
+        let first = runner_on(store.clone());
+        let parent = first.submit_persisted(Chain::new(Fan { n: 3 })).unwrap();
+        until(|| {
+            parent.status().state == ProcessState::Waiting
+                && parent.children().iter().all(|c| c.status().awaiting_resume)
+        });
+        // One child finishes before the crash: its result must survive in its own checkpoint.
+        let children = parent.children();
+        children[0].resume(10.into()).unwrap();
+        until(|| children[0].status().state == ProcessState::Finished);
+
+        let saved = store.load(parent.pid()).unwrap();
+        assert_eq!(saved.state, ProcessState::Waiting);
+        let Position::Waiting {
+            on: SavedWait::Children { children: awaited },
+            ..
+        } = &saved.position
+        else {
+            panic!("{:?}", saved.position)
+        };
+        assert_eq!(awaited.len(), 3);
+        assert_eq!(saved.children.len(), 3);
+        let ended = store.load(children[0].pid()).unwrap();
+        assert_eq!(ended.state, ProcessState::Finished);
+        assert!(ended.outcome.is_some());
+        let parent_pid = parent.pid();
+        crash(first);
+
+        let second = runner_on(store.clone());
+        let handles = second.load_all().unwrap();
+        assert_eq!(handles.len(), 4);
+        let (top, leaves): (Vec<_>, Vec<_>) = handles
+            .into_iter()
+            .partition(|h| h.status().parent.is_none());
+        assert_eq!(top[0].pid(), parent_pid);
+        let waiting: Vec<_> = leaves
+            .into_iter()
+            .filter(|h| !h.status().state.is_terminal())
+            .collect();
+        assert_eq!(waiting.len(), 2);
+        resume_all(&waiting, 10);
+        let outputs = top
+            .into_iter()
+            .next()
+            .unwrap()
+            .wait()
+            .unwrap()
+            .into_outputs()
+            .unwrap();
+        // Leaves output 3x + 10 for x = 1, 2, 3.
+        assert_eq!(outputs["sum"], 3 * (1 + 2 + 3) + 30);
+        until(|| store.list().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn a_paused_waiting_process_reloads_paused_and_its_wait_continues_after_play() {
+    bounded(QUICK, || {
+        let store: Arc<dyn Persister> = Arc::new(InMemoryPersister::new());
+        let first = runner_on(store.clone());
+        let leaf = first.submit_persisted(Leaf { x: 5, hold: true }).unwrap();
+        until(|| leaf.status().awaiting_resume);
+        assert!(leaf.pause());
+        until(|| store.load(leaf.pid()).is_ok_and(|c| c.paused));
+        // A resume that arrives while paused is kept, and saved with the next checkpoint.
+        leaf.resume(1.into()).unwrap();
+        let pid = leaf.pid();
+        crash(first);
+
+        let second = runner_on(store.clone());
+        let leaf = second.load(pid).unwrap();
+        let status = leaf.status();
+        assert!(status.paused && status.state == ProcessState::Waiting);
+        assert!(matches!(
+            second.load(pid).unwrap_err(),
+            EngineError::AlreadyRunning { .. }
+        ));
+        assert!(leaf.play());
+        // The resume sent before the crash was lost with it (it came after the last
+        // checkpoint), so the process waits again.
+        until(|| leaf.status().awaiting_resume && !leaf.status().paused);
+        leaf.resume(2.into()).unwrap();
+        let outputs = leaf.wait().unwrap().into_outputs().unwrap();
+        assert_eq!(outputs["y"], 17);
+    });
+}
+
+#[test]
+fn checkpoints_are_taken_at_every_state_and_deleted_at_the_end() {
+    bounded(QUICK, || {
+        let store = Arc::new(InMemoryPersister::new());
+        let runner = runner_on(store.clone());
+        let leaf = runner.submit_persisted(Leaf { x: 1, hold: true }).unwrap();
+        until(|| leaf.status().awaiting_resume);
+        let saved = store.load(leaf.pid()).unwrap();
+        assert_eq!(saved.type_name, "tests.Leaf");
+        assert_eq!(saved.process, json!({"x": 1, "hold": true}));
+        assert_eq!(
+            saved.position,
+            Position::Waiting {
+                then: "emit".into(),
+                on: SavedWait::Resume { value: None }
+            }
+        );
+        // The round trip through bytes is exact.
+        assert_eq!(
+            Checkpoint::from_bytes(&saved.to_bytes().unwrap()).unwrap(),
+            saved
+        );
+        leaf.resume(0.into()).unwrap();
+        let pid = leaf.pid();
+        leaf.wait().unwrap();
+        until(|| store.list().unwrap().is_empty());
+        assert!(matches!(
+            runner.load(pid).unwrap_err(),
+            EngineError::Persist(PersistError::NotFound { .. })
+        ));
+    });
+}
+
+#[test]
+fn persisting_without_a_store_is_a_typed_error() {
+    let runner = Runner::start().unwrap();
+    assert!(matches!(
+        runner.submit_persisted(Leaf { x: 1, hold: false }),
+        Err(EngineError::NoPersister)
+    ));
+    assert!(matches!(runner.load_all(), Err(EngineError::NoPersister)));
+}
+
+#[test]
+fn corrupt_unknown_and_mismatched_checkpoints_give_clear_errors() {
+    bounded(QUICK, || {
+        let store = Arc::new(InMemoryPersister::new());
+        let runner = runner_on(store.clone());
+        let leaf = runner.submit_persisted(Leaf { x: 1, hold: true }).unwrap();
+        until(|| leaf.status().awaiting_resume);
+        let good = store.load(leaf.pid()).unwrap();
+        let pid = Uuid::new_v4();
+        let with = |edit: &dyn Fn(&mut Value)| {
+            let mut value = serde_json::to_value(Checkpoint {
+                pid,
+                ..good.clone()
+            })
+            .unwrap();
+            edit(&mut value);
+            store.put_raw(pid, serde_json::to_vec(&value).unwrap());
+            runner.load(pid).unwrap_err().to_string()
+        };
+        store.put_raw(pid, b"{ not json".to_vec());
+        let error = runner.load(pid).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("checkpoint of process {pid} is corrupt: not JSON")),
+            "{error}"
+        );
+
+        let error = with(&|v| v["version"] = json!(99));
+        assert!(error.contains("format version 99"), "{error}");
+        let error = with(&|v| v["type_name"] = json!("tests.Nope"));
+        assert!(
+            error.contains("\"tests.Nope\", which is not registered"),
+            "{error}"
+        );
+        let error = with(&|v| v["process"] = json!({"x": "one"}));
+        assert!(
+            error.contains("the saved tests.Leaf does not decode"),
+            "{error}"
+        );
+        let error = with(&|v| v["position"] = json!({"kind": "ended"}));
+        assert!(error.contains("does not fit"), "{error}");
+        let error = with(&|v| v["pid"] = json!(Uuid::nil()));
+        assert!(error.contains("it holds process 00000000"), "{error}");
+
+        // `load_all` meets the bad checkpoint before starting anything.
+        let error = runner.load_all().unwrap_err().to_string();
+        assert!(error.contains(&pid.to_string()), "{error}");
+        store.delete(pid).unwrap();
+        leaf.kill("done");
+    });
+}
+
+#[test]
+fn the_json_directory_store_replaces_files_atomically_and_continues_a_process() {
+    bounded(QUICK, || {
+        let dir = temp_path("json-dir");
+        let store = Arc::new(JsonDirPersister::new(&dir).unwrap());
+        let first = runner_on(store.clone());
+        let leaf = first.submit_persisted(Leaf { x: 2, hold: true }).unwrap();
+        until(|| leaf.status().awaiting_resume);
+        until(|| {
+            store
+                .load(leaf.pid())
+                .is_ok_and(|c| c.state == ProcessState::Waiting)
+        });
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            files,
+            [format!("{}.json", leaf.pid())],
+            "no temporary file is left"
+        );
+        let pid = leaf.pid();
+        crash(first);
+
+        let second = runner_on(Arc::new(JsonDirPersister::new(&dir).unwrap()));
+        let leaf = second.load(pid).unwrap();
+        leaf.resume(4.into()).unwrap();
+        assert_eq!(leaf.wait().unwrap().into_outputs().unwrap()["y"], 10);
+        until(|| std::fs::read_dir(&dir).unwrap().next().is_none());
+        assert!(matches!(
+            store.load(pid),
+            Err(PersistError::NotFound { .. })
+        ));
+        store.delete(pid).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+/// Waits on a timer, or on an in-memory future, and counts how often its first step ran.
+#[derive(Serialize, Deserialize)]
+struct Sleeper {
+    future: bool,
+    runs: u32,
+}
+
+impl Process for Sleeper {
+    async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+        match step {
+            "run" => {
+                self.runs += 1;
+                if self.future {
+                    Ok(Command::wait_on("done", std::future::pending()))
+                } else {
+                    Ok(Command::sleep("done", Duration::from_millis(50)))
+                }
+            }
+            _ => {
+                ctx.out("runs", self.runs.into());
+                Ok(Command::finish())
+            }
+        }
+    }
+}
+
+impl Persistent for Sleeper {
+    const TYPE_NAME: &'static str = "tests.Sleeper";
+}
+
+#[test]
+fn a_timer_wait_survives_a_reload_and_a_future_wait_reruns_its_step() {
+    bounded(QUICK, || {
+        for future in [false, true] {
+            let store = Arc::new(InMemoryPersister::new());
+            let first = runner_on(store.clone());
+            first.register::<Sleeper>();
+            let sleeper = first.submit_persisted(Sleeper { future, runs: 0 }).unwrap();
+            until(|| {
+                store
+                    .load(sleeper.pid())
+                    .is_ok_and(|c| c.state == ProcessState::Waiting)
+            });
+            let pid = sleeper.pid();
+            crash(first);
+            let second = runner_on(store.clone());
+            second.register::<Sleeper>();
+            let sleeper = second.load(pid).unwrap();
+            if future {
+                // The future is gone: the step that made it runs again (and waits again).
+                until(|| {
+                    store
+                        .load(pid)
+                        .is_ok_and(|c| c.process["runs"] == 2 && c.state == ProcessState::Waiting)
+                });
+                assert!(sleeper.kill("enough"));
+                assert!(matches!(
+                    sleeper.wait().unwrap(),
+                    ProcessOutcome::Killed { .. }
+                ));
+            } else {
+                let outputs = sleeper.wait().unwrap().into_outputs().unwrap();
+                assert_eq!(outputs["runs"], 1, "the timer's step did not run again");
+            }
+        }
+    });
+}
