@@ -358,7 +358,7 @@ fn checkpoints_are_taken_at_every_state_and_deleted_at_the_end() {
         let store = Arc::new(InMemoryPersister::new());
         let runner = runner_on(store.clone());
         let leaf = runner.submit_persisted(Leaf { x: 1, hold: true }).unwrap();
-        until(|| leaf.status().awaiting_resume);
+        until(|| leaf.status().state == ProcessState::Waiting);
         let saved = store.load(leaf.pid()).unwrap();
         assert_eq!(saved.type_name, "tests.Leaf");
         assert_eq!(saved.process, json!({"x": 1, "hold": true}));

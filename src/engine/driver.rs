@@ -275,9 +275,10 @@ impl<P: Process> Driver<P> {
             Ok(Ok(Command::Wait { then, on })) => {
                 // Arm first: whoever sees `Waiting` must find a resume wait ready.
                 let armed = Armed::arm(on, &name, &self.ctx).map_err(|e| shared.except(e))?;
-                shared.transition(ProcessState::Waiting);
                 let next = Next::Wait(then, armed);
-                self.save(self.position(&next))?;
+                // Saved before it shows: whoever sees `Waiting` finds the wait in the store.
+                self.save_in(ProcessState::Waiting, self.position(&next))?;
+                shared.transition(ProcessState::Waiting);
                 Ok(next)
             }
         }
@@ -352,11 +353,20 @@ impl<P: Process> Driver<P> {
 
     /// Saves a checkpoint of a persisted process; a failure ends the process excepted.
     fn save(&self, position: Position) -> Result<(), ProcessOutcome> {
+        self.save_in(self.shared.state(), position)
+    }
+
+    /// Saves a checkpoint as of `state` (the state about to be entered).
+    fn save_in(&self, state: ProcessState, position: Position) -> Result<(), ProcessOutcome> {
         let Some(saver) = &self.saver else {
             return Ok(());
         };
         let saved = self
             .checkpoint(saver, position, None)
+            .map(|checkpoint| Checkpoint {
+                state,
+                ..checkpoint
+            })
             .and_then(|checkpoint| {
                 saver
                     .store
