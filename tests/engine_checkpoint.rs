@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use runtime_thread::RuntimeThread;
 use runtime_thread::engine::{
     Chain, Checkpoint, Command, Context, EngineError, Flow, InMemoryPersister, JsonDirPersister,
-    Outline, PersistError, Persistent, Persister, Position, ProcessHandle, ProcessOutcome,
+    Outline, PersistError, Persistent, Persister, Position, Process, ProcessHandle, ProcessOutcome,
     ProcessState, Runner, SavedWait, StepError, WorkChain, WorkContext, step, while_,
 };
 use serde::{Deserialize, Serialize};
@@ -64,16 +64,15 @@ impl Process for Leaf {
     }
 }
 
-use runtime_thread::engine::Process;
-
 impl Persistent for Leaf {
     const TYPE_NAME: &'static str = "tests.Leaf";
 }
 
 /// Crash points armed by tests: token -> (step number, who to tell). A step that finds its
 /// number here removes the entry, tells the test, and never returns.
-static CRASH_AT: LazyLock<Mutex<HashMap<u64, (u32, SyncSender<()>)>>> =
-    LazyLock::new(Default::default);
+type CrashPoints = HashMap<u64, (u32, SyncSender<()>)>;
+
+static CRASH_AT: LazyLock<Mutex<CrashPoints>> = LazyLock::new(Default::default);
 
 fn arm_crash(token: u64, step: u32) -> mpsc::Receiver<()> {
     let (tx, rx) = mpsc::sync_channel(1);

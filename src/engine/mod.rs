@@ -50,7 +50,7 @@ mod workchain;
 
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, ChildRef, Persistent, Position, SavedWait};
 pub use outline::{
-    Ctx, Instruction, Outline, Predicate, Stepper, if_, return_, return_code, step, while_,
+    Branch, Ctx, Instruction, Outline, Predicate, Stepper, if_, return_, return_code, step, while_,
 };
 #[cfg(feature = "sqlite")]
 pub use persist::SqlitePersister;

@@ -17,6 +17,9 @@ pub type Ctx = Map<String, Value>;
 /// is deterministic and a reloaded chain takes the same branches.
 pub type Predicate<W> = fn(&W, &Ctx) -> bool;
 
+/// One branch of an `if_`: the predicate's name, the predicate, the block it guards.
+pub type Branch<W> = (&'static str, Predicate<W>, Vec<Instruction<W>>);
+
 /// One instruction of an outline.
 pub enum Instruction<W> {
     /// Run the named step.
@@ -24,7 +27,7 @@ pub enum Instruction<W> {
     /// The first branch whose predicate holds runs; else the `else_` block, if any.
     If {
         /// `(name, predicate, block)` for `if_` and each `elif_`.
-        branches: Vec<(&'static str, Predicate<W>, Vec<Instruction<W>>)>,
+        branches: Vec<Branch<W>>,
         /// The `else_` block.
         otherwise: Option<Vec<Instruction<W>>>,
     },

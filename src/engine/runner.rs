@@ -47,11 +47,14 @@ struct LiveTable {
 /// Rebuilds a process of one registered type from its checkpoint (without starting it).
 type Loader = fn(Checkpoint) -> Result<Prepared, EngineError>;
 
+/// Starts a decoded process, given its children.
+type Starter = Box<dyn FnOnce(&Runner, Vec<Arc<ProcessShared>>) -> ProcessHandle + Send>;
+
 /// A decoded process, ready to start once its children are linked.
 struct Prepared {
     shared: Arc<ProcessShared>,
     children: Vec<Uuid>,
-    start: Box<dyn FnOnce(&Runner, Vec<Arc<ProcessShared>>) -> ProcessHandle + Send>,
+    start: Starter,
 }
 
 impl Runner {
