@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
-use tokio::sync::watch;
 
 use super::checkpoint::{CHECKPOINT_VERSION, Checkpoint, ChildRef, Position, SavedWait};
 use super::exit_code::ExitCode;
@@ -26,6 +25,7 @@ use super::handle::ProcessOutcome;
 use super::persist::Persister;
 use super::process::{Command, Context, Outputs, Process, WaitOn};
 use super::shared::{Control, ProcessShared};
+use std::future::Future;
 use super::state::ProcessState;
 use crate::thread::panic_message;
 
@@ -50,7 +50,9 @@ enum Next {
 enum Armed {
     Resume,
     Timer {
-        sleep: Pin<Box<tokio::time::Sleep>>,
+        /// Made on the first wait, inside the runtime (a reload re-arms outside it).
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+        left: Duration,
         deadline: SystemTime,
     },
     Future {
@@ -65,7 +67,8 @@ impl Armed {
         Ok(match on {
             WaitOn::Resume => Self::arm_resume(ctx.shared(), None),
             WaitOn::Timer(delay) => Armed::Timer {
-                sleep: Box::pin(tokio::time::sleep(delay)),
+                sleep: None,
+                left: delay,
                 deadline: SystemTime::now() + delay,
             },
             WaitOn::Future(future) => Armed::Future {
@@ -82,7 +85,7 @@ impl Armed {
             SavedWait::Resume { value } => {
                 // A resume sent between the load and now must not be overwritten.
                 if value.is_some() {
-                    ctx.shared().control.send_modify(|c| c.resume = value);
+                    ctx.shared().update_control(|c| c.resume = value);
                 }
                 ctx.shared().set_awaiting_resume(true);
                 Armed::Resume
@@ -92,7 +95,8 @@ impl Armed {
                     .duration_since(SystemTime::now())
                     .unwrap_or(Duration::ZERO);
                 Armed::Timer {
-                    sleep: Box::pin(tokio::time::sleep(left)),
+                    sleep: None,
+                    left,
                     deadline,
                 }
             }
@@ -107,7 +111,7 @@ impl Armed {
 
     fn arm_resume(shared: &ProcessShared, value: Option<Value>) -> Self {
         // A value left over from an earlier wait must not end this one.
-        shared.control.send_modify(|c| c.resume = value);
+        shared.update_control(|c| c.resume = value);
         shared.set_awaiting_resume(true);
         Armed::Resume
     }
@@ -130,15 +134,12 @@ impl Armed {
 
     async fn ready(&mut self, shared: &ProcessShared) -> Result<Value, String> {
         match self {
-            Armed::Resume => {
-                let mut control = shared.control.subscribe();
-                let _ = control.wait_for(|c| c.resume.is_some()).await;
-                let mut value = None;
-                shared.control.send_modify(|c| value = c.resume.take());
-                Ok(value.unwrap_or(Value::Null))
-            }
-            Armed::Timer { sleep, .. } => {
-                sleep.as_mut().await;
+            Armed::Resume => Ok(shared.until_control(|c| c.resume.take()).await),
+            Armed::Timer { sleep, left, .. } => {
+                sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(*left)))
+                    .as_mut()
+                    .await;
                 Ok(Value::Null)
             }
             Armed::Future { future, .. } => future.as_mut().await,
@@ -158,7 +159,7 @@ impl Armed {
     fn saved(&self, shared: &ProcessShared) -> SavedWait {
         match self {
             Armed::Resume => SavedWait::Resume {
-                value: shared.control.borrow().resume.clone(),
+                value: shared.read_control(|c| c.resume.clone()),
             },
             Armed::Timer { deadline, .. } => SavedWait::Timer {
                 deadline: *deadline,
@@ -186,51 +187,57 @@ impl Drop for DropGuard {
     }
 }
 
-pub(crate) async fn drive<P: Process>(
+/// The future that drives a process to its end. Built outside an `async fn` so that its
+/// arguments are not kept beside the driver that owns them: a waiting process's memory is
+/// mostly the size of this future.
+pub(crate) fn drive<P: Process>(
     process: P,
     ctx: Context,
     start: Start,
     saver: Option<Saver<P>>,
-) -> ProcessOutcome {
-    let shared = ctx.shared().clone();
-    let _guard = DropGuard(shared.clone());
-    let mut driver = Driver {
-        control: shared.control.subscribe(),
-        shared,
+) -> impl Future<Output = ProcessOutcome> + Send {
+    let first = match start {
+        Start::Step(step) | Start::Wait(_, SavedWait::Future { rerun: step }) => {
+            Ok(Next::Step(step))
+        }
+        Start::Wait(then, saved) => Armed::rearm(saved, &ctx).map(|armed| Next::Wait(then, armed)),
+    };
+    let driver = Driver {
+        shared: ctx.shared().clone(),
         process,
         ctx,
         saver,
     };
-    let outcome = driver.run(start).await;
-    driver.after_end(&outcome);
-    outcome
+    driver.run_to_end(first)
 }
 
 struct Driver<P> {
     shared: Arc<ProcessShared>,
-    control: watch::Receiver<Control>,
     process: P,
     ctx: Context,
     saver: Option<Saver<P>>,
 }
 
 impl<P: Process> Driver<P> {
-    async fn run(&mut self, start: Start) -> ProcessOutcome {
-        let mut next = match start {
-            Start::Step(step) | Start::Wait(_, SavedWait::Future { rerun: step }) => {
-                Next::Step(step)
-            }
-            Start::Wait(then, saved) => match Armed::rearm(saved, &self.ctx) {
-                Ok(armed) => Next::Wait(then, armed),
-                Err(error) => return self.shared.except(error),
-            },
+    async fn run_to_end(mut self, first: Result<Next, String>) -> ProcessOutcome {
+        let _guard = DropGuard(self.shared.clone());
+        let outcome = match first {
+            Ok(next) => self.run(next).await,
+            Err(error) => self.shared.except(error),
         };
+        self.after_end(&outcome);
+        outcome
+    }
+
+    async fn run(&mut self, mut next: Next) -> ProcessOutcome {
         loop {
             if let Some(ended) = self.gate(&mut next).await {
                 return ended;
             }
             next = match next {
-                Next::Step(name) => match self.run_step(name).await {
+                // Boxed: a step's future (the process's own, of any size) only lives while the
+                // step runs, and is not part of what a waiting process occupies.
+                Next::Step(name) => match Box::pin(self.run_step(name)).await {
                     Ok(next) => next,
                     Err(ended) => return ended,
                 },
@@ -248,13 +255,19 @@ impl<P: Process> Driver<P> {
         shared.transition(ProcessState::Running);
         self.save(Position::Step { step: name.clone() })?;
         let step = AssertUnwindSafe(self.process.step(&name, &mut self.ctx)).catch_unwind();
+        let force_kill = shared.until_control(|c| {
+            c.kill
+                .as_ref()
+                .filter(|kill| kill.force)
+                .map(|kill| kill.message.clone())
+        });
         let result = tokio::select! {
             biased;
-            message = force_kill(&mut self.control) => return Err(shared.kill(message)),
+            message = force_kill => return Err(shared.kill(message)),
             result = step => result,
         };
         // A kill asked for during the step wins over what the step decided.
-        if let Some(kill) = self.control.borrow_and_update().kill.clone() {
+        if let Some(kill) = shared.read_control(|c| c.kill.clone()) {
             return Err(shared.kill(kill.message));
         }
         // An output that failed its port's checks ends the process, as a raised error would.
@@ -285,10 +298,25 @@ impl<P: Process> Driver<P> {
     }
 
     async fn wait(&mut self, then: String, mut armed: Armed) -> Result<Next, ProcessOutcome> {
-        let woke = tokio::select! {
-            biased;
-            _ = self.control.wait_for(|c| c.paused || c.kill.is_some()) => None,
-            value = armed.ready(&self.shared) => Some(value),
+        let interrupted = |c: &mut Control| c.paused || c.kill.is_some();
+        let woke = if let Armed::Resume = armed {
+            // One wait for all three: a resume, a pause or a kill (the smallest waiting state).
+            self.shared
+                .until_control(|c| match interrupted(c) {
+                    true => Some(None),
+                    false => c.resume.take().map(|value| Some(Ok(value))),
+                })
+                .await
+        } else {
+            // Boxed, so that the common wait (for a resume) stays small.
+            Box::pin(async {
+                tokio::select! {
+                    biased;
+                    _ = self.shared.until_control(|c| interrupted(c).then_some(())) => None,
+                    value = armed.ready(&self.shared) => Some(value),
+                }
+            })
+            .await
         };
         match woke {
             // Paused or killed: the gate deals with it; the wait stays armed.
@@ -308,10 +336,7 @@ impl<P: Process> Driver<P> {
         // A process loaded paused starts parked, even if `play` came before this first look.
         let mut parked = self.shared.paused();
         loop {
-            let (kill, paused) = {
-                let c = self.control.borrow_and_update();
-                (c.kill.clone(), c.paused)
-            };
+            let (kill, paused) = self.shared.read_control(|c| (c.kill.clone(), c.paused));
             if let Some(kill) = kill {
                 return Some(self.shared.kill(kill.message));
             }
@@ -331,13 +356,9 @@ impl<P: Process> Driver<P> {
                     return Some(ended);
                 }
             }
-            if self.control.changed().await.is_err() {
-                // The sender lives in `shared`, which outlives this loop: unreachable in practice.
-                return Some(
-                    self.shared
-                        .kill("the process's controls went away".to_owned()),
-                );
-            }
+            self.shared
+                .until_control(|c| (c.kill.is_some() || !c.paused).then_some(()))
+                .await;
         }
     }
 
@@ -477,19 +498,33 @@ fn finish<P: Process>(shared: &ProcessShared, code: ExitCode, outputs: Outputs) 
 /// The exit status of a process that finished without a required output (as in AiiDA).
 pub(crate) const MISSING_OUTPUT: u32 = 11;
 
-async fn force_kill(control: &mut watch::Receiver<Control>) -> String {
-    let message = control
-        .wait_for(|c| c.kill.as_ref().is_some_and(|k| k.force))
-        .await
-        .map(|c| {
-            c.kill
-                .as_ref()
-                .map(|k| k.message.clone())
-                .unwrap_or_default()
-        });
-    match message {
-        Ok(message) => message,
-        // The sender lives as long as the process: never in practice.
-        Err(_) => std::future::pending().await,
+#[cfg(test)]
+mod size_probe {
+    use super::*;
+    use crate::engine::runner::Runner;
+    use crate::engine::shared::{Identity, Restored};
+    use crate::engine::StepError;
+    struct W;
+    impl Process for W {
+        async fn step(&mut self, _: &str, _: &mut Context) -> Result<Command, StepError> {
+            Ok(Command::wait_for_resume("x"))
+        }
+    }
+    #[test]
+    fn sizes() {
+        let runner = Runner::start().unwrap();
+        let shared = Arc::new(ProcessShared::new(Identity::new("w", None), Restored::FRESH, Vec::new()));
+        let ctx = Context::new(shared.clone(), runner.clone(), W::spec(), None);
+        let mut d = Driver { shared: shared.clone(), process: W, ctx, saver: None };
+        eprintln!("Driver {}", std::mem::size_of_val(&d));
+        { let f = d.run_step("run".into()); eprintln!("run_step {}", std::mem::size_of_val(&f)); }
+        { let mut n = Next::Step("x".into()); let f = d.gate(&mut n); eprintln!("gate {}", std::mem::size_of_val(&f)); }
+        { let f = d.wait("x".into(), Armed::Resume); eprintln!("wait {}", std::mem::size_of_val(&f)); }
+        { let mut a = Armed::Resume; let f = a.ready(&shared); eprintln!("ready {}", std::mem::size_of_val(&f)); }
+        eprintln!("Armed {} Next {}", std::mem::size_of::<Armed>(), std::mem::size_of::<Next>());
+        { let f = d.run(Next::Step("run".into())); eprintln!("run {}", std::mem::size_of_val(&f)); }
+        let f = drive(W, Context::new(shared.clone(), runner.clone(), W::spec(), None), Start::Step("run".into()), None);
+        eprintln!("drive {}", std::mem::size_of_val(&f));
+        eprintln!("ProcessShared {}", std::mem::size_of::<ProcessShared>());
     }
 }

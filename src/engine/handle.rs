@@ -157,7 +157,7 @@ impl ProcessController {
                 action: "be resumed (only a process waiting for a resume can)",
             });
         }
-        self.shared.control.send_modify(|c| c.resume = Some(value));
+        self.shared.update_control(|c| c.resume = Some(value));
         Ok(())
     }
 
@@ -165,7 +165,7 @@ impl ProcessController {
         if self.shared.state().is_terminal() {
             return false;
         }
-        self.shared.control.send_modify(change);
+        self.shared.update_control(change);
         true
     }
 }

@@ -225,7 +225,7 @@ pub struct Context {
     pub(crate) outputs: Outputs,
     pub(crate) resumed: Option<Value>,
     /// The first output that failed its port's checks; the step then ends the process excepted.
-    pub(crate) invalid_output: Option<PortError>,
+    pub(crate) invalid_output: Option<Box<PortError>>,
 }
 
 impl Context {
@@ -267,7 +267,7 @@ impl Context {
     pub fn out(&mut self, name: impl Into<String>, value: Value) {
         let name = name.into();
         if let Err(error) = self.spec.outputs.check_emitted("outputs", &name, &value) {
-            self.invalid_output.get_or_insert(error);
+            self.invalid_output.get_or_insert(Box::new(error));
             return;
         }
         self.shared.notify_output(&name, &value);

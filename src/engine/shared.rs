@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::exit_code::ExitCode;
@@ -85,7 +85,11 @@ pub(crate) struct ProcessShared {
     pub(crate) ctime: SystemTime,
     pub(crate) type_name: &'static str,
     pub(crate) parent: Option<Uuid>,
-    pub(crate) control: watch::Sender<Control>,
+    /// Requests from handles; every change wakes `changed`'s waiters. (A plain mutex and one
+    /// `Notify` rather than a `watch` channel: a waiting process's memory is mostly this kind
+    /// of bookkeeping, and a watch channel costs several hundred bytes.)
+    control: Mutex<Control>,
+    changed: Notify,
     status: Mutex<Status>,
     ended: Notify,
     listeners: Vec<Arc<dyn ProcessListener>>,
@@ -102,10 +106,11 @@ impl ProcessShared {
             ctime: identity.ctime,
             type_name: identity.type_name,
             parent: identity.parent,
-            control: watch::Sender::new(Control {
+            control: Mutex::new(Control {
                 paused: from.paused,
                 ..Control::default()
             }),
+            changed: Notify::new(),
             status: Mutex::new(Status {
                 state: from.state,
                 paused: from.paused,
@@ -120,6 +125,32 @@ impl ProcessShared {
         let state = from.state;
         shared.notify(|l, pid| l.on_state_changed(pid, None, state));
         shared
+    }
+
+    /// Changes the control requests and wakes whoever waits on them.
+    pub(crate) fn update_control<T>(&self, change: impl FnOnce(&mut Control) -> T) -> T {
+        let result = change(&mut self.control.lock());
+        self.changed.notify_waiters();
+        result
+    }
+
+    /// Reads the control requests.
+    pub(crate) fn read_control<T>(&self, read: impl FnOnce(&Control) -> T) -> T {
+        read(&self.control.lock())
+    }
+
+    /// Waits until `check` finds what it looks for in the control requests (it may take it).
+    pub(crate) async fn until_control<T>(&self, mut check: impl FnMut(&mut Control) -> Option<T>) -> T {
+        loop {
+            let notified = self.changed.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a change between the check and the await wakes us.
+            notified.as_mut().enable();
+            if let Some(found) = check(&mut self.control.lock()) {
+                return found;
+            }
+            notified.await;
+        }
     }
 
     pub(crate) fn paused(&self) -> bool {
@@ -273,7 +304,7 @@ impl ProcessShared {
     /// [`ProcessController::kill`]: super::ProcessController::kill
     pub(crate) fn request_kill(&self, message: String) {
         if !self.state().is_terminal() {
-            self.control.send_modify(|c| {
+            self.update_control(|c| {
                 c.kill.get_or_insert(KillRequest {
                     message,
                     force: false,
