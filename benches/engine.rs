@@ -223,7 +223,10 @@ fn parents_of_ten(c: &mut Criterion) {
         b.iter(|| parent_of_ten(&memory, true, false))
     });
 
-    let path = std::env::temp_dir().join(format!("runtime-thread-bench-{}.sqlite", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "runtime-thread-bench-{}.sqlite",
+        std::process::id()
+    ));
     let sqlite = persisted_runner(Arc::new(
         runtime_thread::engine::SqlitePersister::open(&path).unwrap(),
     ));

@@ -189,7 +189,9 @@ fn main() {
         return;
     }
     const SAMPLES: usize = 3;
-    println!("kind                                   N  bytes/unit (median of {SAMPLES})  build s  kill s");
+    println!(
+        "kind                                   N  bytes/unit (median of {SAMPLES})  build s  kill s"
+    );
     for (label, kind, n) in [
         ("tokio task on a oneshot (baseline)", "tokio", 100_000),
         ("process waiting for a resume", "plain", 100_000),

@@ -24,10 +24,10 @@ use super::exit_code::ExitCode;
 use super::handle::ProcessOutcome;
 use super::persist::Persister;
 use super::process::{Command, Context, Outputs, Process, WaitOn};
-use super::shared::{Control, ProcessShared};
-use std::future::Future;
+use super::shared::ProcessShared;
 use super::state::ProcessState;
 use crate::thread::panic_message;
+use std::future::Future;
 
 /// How to save a process of type `P`, for a persisted one.
 pub(crate) struct Saver<P> {
@@ -44,6 +44,11 @@ pub(crate) enum Start {
 enum Next {
     Step(String),
     Wait(String, Armed),
+}
+
+enum Gate {
+    Open,
+    Parked,
 }
 
 /// A wait in progress; it survives pauses.
@@ -174,41 +179,54 @@ impl Armed {
     }
 }
 
-/// Marks the process killed if its driver is dropped before the end (its runtime stopped).
-/// Nothing is saved then: the last checkpoint stays as it was, as after a crash.
-struct DropGuard(Arc<ProcessShared>);
-
-impl Drop for DropGuard {
-    fn drop(&mut self) {
-        if !self.0.state().is_terminal() {
-            self.0
-                .kill("the runtime driving the process stopped".to_owned());
-        }
-    }
-}
-
 /// The future that drives a process to its end. Built outside an `async fn` so that its
 /// arguments are not kept beside the driver that owns them: a waiting process's memory is
-/// mostly the size of this future.
+/// mostly the size of this future, so the driver is one flat loop over a small state.
 pub(crate) fn drive<P: Process>(
     process: P,
     ctx: Context,
     start: Start,
     saver: Option<Saver<P>>,
-) -> impl Future<Output = ProcessOutcome> + Send {
+) -> impl Future<Output = ()> + Send {
     let first = match start {
         Start::Step(step) | Start::Wait(_, SavedWait::Future { rerun: step }) => {
             Ok(Next::Step(step))
         }
         Start::Wait(then, saved) => Armed::rearm(saved, &ctx).map(|armed| Next::Wait(then, armed)),
     };
-    let driver = Driver {
-        shared: ctx.shared().clone(),
+    let shared = ctx.shared().clone();
+    let (next, failed) = match first {
+        Ok(next) => (next, None),
+        Err(error) => (Next::Step(String::new()), Some(error)),
+    };
+    let mut driver = Driver {
+        shared,
         process,
         ctx,
         saver,
+        next,
     };
-    driver.run_to_end(first)
+    // An `async` block, not an `async fn` taking the driver: a block uses what it captured in
+    // place, where a function's future would hold its argument twice (before and after the
+    // first poll), and that would double what every waiting process occupies.
+    async move {
+        let outcome = match failed {
+            Some(error) => driver.shared.except(error),
+            None => driver.run().await,
+        };
+        driver.after_end(&outcome);
+    }
+}
+
+/// A driver dropped before the end (its runtime stopped, or refused it) marks the process
+/// killed and abandoned. Nothing is saved then: the last checkpoint stays as it was, as after
+/// a crash.
+impl<P> Drop for Driver<P> {
+    fn drop(&mut self) {
+        if !self.shared.state().is_terminal() {
+            self.shared.abandon();
+        }
+    }
 }
 
 struct Driver<P> {
@@ -216,41 +234,60 @@ struct Driver<P> {
     process: P,
     ctx: Context,
     saver: Option<Saver<P>>,
+    /// What comes next: a step to run, or a wait in progress (it survives pauses).
+    next: Next,
 }
 
 impl<P: Process> Driver<P> {
-    async fn run_to_end(mut self, first: Result<Next, String>) -> ProcessOutcome {
-        let _guard = DropGuard(self.shared.clone());
-        let outcome = match first {
-            Ok(next) => self.run(next).await,
-            Err(error) => self.shared.except(error),
-        };
-        self.after_end(&outcome);
-        outcome
-    }
-
-    async fn run(&mut self, mut next: Next) -> ProcessOutcome {
+    async fn run(&mut self) -> ProcessOutcome {
         loop {
-            if let Some(ended) = self.gate(&mut next).await {
-                return ended;
+            match self.gate() {
+                Err(ended) => return ended,
+                Ok(Gate::Parked) => {
+                    self.shared
+                        .until_control(|c| (c.kill.is_some() || !c.paused).then_some(()))
+                        .await;
+                    continue;
+                }
+                Ok(Gate::Open) => {}
             }
-            next = match next {
+            let advanced = match &self.next {
                 // Boxed: a step's future (the process's own, of any size) only lives while the
                 // step runs, and is not part of what a waiting process occupies.
-                Next::Step(name) => match Box::pin(self.run_step(name)).await {
-                    Ok(next) => next,
-                    Err(ended) => return ended,
-                },
-                Next::Wait(then, armed) => match self.wait(then, armed).await {
-                    Ok(next) => next,
-                    Err(ended) => return ended,
-                },
+                Next::Step(_) => Box::pin(self.run_step()).await,
+                Next::Wait(_, Armed::Resume) => self.wait_for_resume().await,
+                // Boxed, so that the common wait (for a resume) stays small.
+                Next::Wait(..) => Box::pin(self.wait_armed()).await,
             };
+            if let Err(ended) = advanced {
+                return ended;
+            }
         }
     }
 
-    /// Runs one step; `Err` carries the outcome when the process ended.
-    async fn run_step(&mut self, name: String) -> Result<Next, ProcessOutcome> {
+    /// Between steps, and whenever a wait is interrupted: a kill ends the process now; a pause
+    /// parks it (once, with a checkpoint) until it is played, which unparks it (likewise).
+    /// The status's pause flag says whether it is parked, so a process loaded paused starts
+    /// parked even if `play` came before this first look.
+    fn gate(&mut self) -> Result<Gate, ProcessOutcome> {
+        let (kill, paused) = self.shared.read_control(|c| (c.kill.clone(), c.paused));
+        if let Some(kill) = kill {
+            return Err(self.shared.kill(kill.message));
+        }
+        let parked = self.shared.paused();
+        if paused != parked {
+            let text = paused.then(|| "paused".to_owned());
+            self.shared.set_paused(paused, text);
+            self.save(self.position())?;
+        }
+        Ok(if paused { Gate::Parked } else { Gate::Open })
+    }
+
+    /// Runs the step in `next`; `Err` carries the outcome when the process ended.
+    async fn run_step(&mut self) -> Result<(), ProcessOutcome> {
+        let Next::Step(name) = std::mem::replace(&mut self.next, Next::Step(String::new())) else {
+            return Ok(());
+        };
         let shared = self.shared.clone();
         shared.transition(ProcessState::Running);
         self.save(Position::Step { step: name.clone() })?;
@@ -279,7 +316,10 @@ impl<P: Process> Driver<P> {
                 Err(shared.except(format!("a step panicked: {}", panic_message(&*payload))))
             }
             Ok(Err(error)) => Err(shared.except(error.0)),
-            Ok(Ok(Command::Continue(step))) => Ok(Next::Step(step)),
+            Ok(Ok(Command::Continue(step))) => {
+                self.next = Next::Step(step);
+                Ok(())
+            }
             Ok(Ok(Command::Stop(code))) => {
                 let outputs = std::mem::take(&mut self.ctx.outputs);
                 Err(finish::<P>(&shared, code, outputs))
@@ -288,82 +328,62 @@ impl<P: Process> Driver<P> {
             Ok(Ok(Command::Wait { then, on })) => {
                 // Arm first: whoever sees `Waiting` must find a resume wait ready.
                 let armed = Armed::arm(on, &name, &self.ctx).map_err(|e| shared.except(e))?;
-                let next = Next::Wait(then, armed);
+                self.next = Next::Wait(then, armed);
                 // Saved before it shows: whoever sees `Waiting` finds the wait in the store.
-                self.save_in(ProcessState::Waiting, self.position(&next))?;
+                self.save_in(ProcessState::Waiting, self.position())?;
                 shared.transition(ProcessState::Waiting);
-                Ok(next)
+                Ok(())
             }
         }
     }
 
-    async fn wait(&mut self, then: String, mut armed: Armed) -> Result<Next, ProcessOutcome> {
-        let interrupted = |c: &mut Control| c.paused || c.kill.is_some();
-        let woke = if let Armed::Resume = armed {
-            // One wait for all three: a resume, a pause or a kill (the smallest waiting state).
-            self.shared
-                .until_control(|c| match interrupted(c) {
-                    true => Some(None),
-                    false => c.resume.take().map(|value| Some(Ok(value))),
-                })
-                .await
-        } else {
-            // Boxed, so that the common wait (for a resume) stays small.
-            Box::pin(async {
-                tokio::select! {
-                    biased;
-                    _ = self.shared.until_control(|c| interrupted(c).then_some(())) => None,
-                    value = armed.ready(&self.shared) => Some(value),
-                }
+    /// Waits for a resume, a pause or a kill: one wait on the control requests, the smallest
+    /// state a process can wait in.
+    async fn wait_for_resume(&mut self) -> Result<(), ProcessOutcome> {
+        let resumed = self
+            .shared
+            .until_control(|c| match c.paused || c.kill.is_some() {
+                true => Some(None),
+                false => c.resume.take().map(Some),
             })
-            .await
+            .await;
+        self.woke(resumed.map(Ok))
+    }
+
+    /// Waits for a timer, a future or children, or a pause or a kill.
+    async fn wait_armed(&mut self) -> Result<(), ProcessOutcome> {
+        let Next::Wait(_, armed) = &mut self.next else {
+            return Ok(());
         };
+        let shared = &self.shared;
+        let woke = tokio::select! {
+            biased;
+            _ = shared.until_control(|c| (c.paused || c.kill.is_some()).then_some(())) => None,
+            value = armed.ready(shared) => Some(value),
+        };
+        self.woke(woke)
+    }
+
+    /// After a wait: interrupted (`None`, the gate deals with it and the wait stays armed), or
+    /// over, and the next step gets the value.
+    fn woke(&mut self, woke: Option<Result<Value, String>>) -> Result<(), ProcessOutcome> {
         match woke {
-            // Paused or killed: the gate deals with it; the wait stays armed.
-            None => Ok(Next::Wait(then, armed)),
+            None => Ok(()),
             Some(Ok(value)) => {
+                let then = match std::mem::replace(&mut self.next, Next::Step(String::new())) {
+                    Next::Wait(then, _) | Next::Step(then) => then,
+                };
                 self.shared.set_awaiting_resume(false);
                 self.ctx.resumed = Some(value);
-                Ok(Next::Step(then))
+                self.next = Next::Step(then);
+                Ok(())
             }
             Some(Err(error)) => Err(self.shared.except(error)),
         }
     }
 
-    /// Between steps: a kill ends the process now; a pause parks it until played (or killed).
-    /// (`next` is taken as `&mut` only because a shared reference to it would not be `Send`.)
-    async fn gate(&mut self, next: &mut Next) -> Option<ProcessOutcome> {
-        // A process loaded paused starts parked, even if `play` came before this first look.
-        let mut parked = self.shared.paused();
-        loop {
-            let (kill, paused) = self.shared.read_control(|c| (c.kill.clone(), c.paused));
-            if let Some(kill) = kill {
-                return Some(self.shared.kill(kill.message));
-            }
-            if !paused {
-                if parked {
-                    self.shared.set_paused(false, None);
-                    if let Err(ended) = self.save(self.position(next)) {
-                        return Some(ended);
-                    }
-                }
-                return None;
-            }
-            if !parked {
-                parked = true;
-                self.shared.set_paused(true, Some("paused".to_owned()));
-                if let Err(ended) = self.save(self.position(next)) {
-                    return Some(ended);
-                }
-            }
-            self.shared
-                .until_control(|c| (c.kill.is_some() || !c.paused).then_some(()))
-                .await;
-        }
-    }
-
-    fn position(&self, next: &Next) -> Position {
-        match next {
+    fn position(&self) -> Position {
+        match &self.next {
             Next::Step(step) => Position::Step { step: step.clone() },
             Next::Wait(then, armed) => Position::Waiting {
                 then: then.clone(),
@@ -501,9 +521,9 @@ pub(crate) const MISSING_OUTPUT: u32 = 11;
 #[cfg(test)]
 mod size_probe {
     use super::*;
+    use crate::engine::StepError;
     use crate::engine::runner::Runner;
     use crate::engine::shared::{Identity, Restored};
-    use crate::engine::StepError;
     struct W;
     impl Process for W {
         async fn step(&mut self, _: &str, _: &mut Context) -> Result<Command, StepError> {
@@ -513,18 +533,47 @@ mod size_probe {
     #[test]
     fn sizes() {
         let runner = Runner::start().unwrap();
-        let shared = Arc::new(ProcessShared::new(Identity::new("w", None), Restored::FRESH, Vec::new()));
-        let ctx = Context::new(shared.clone(), runner.clone(), W::spec(), None);
-        let mut d = Driver { shared: shared.clone(), process: W, ctx, saver: None };
-        eprintln!("Driver {}", std::mem::size_of_val(&d));
-        { let f = d.run_step("run".into()); eprintln!("run_step {}", std::mem::size_of_val(&f)); }
-        { let mut n = Next::Step("x".into()); let f = d.gate(&mut n); eprintln!("gate {}", std::mem::size_of_val(&f)); }
-        { let f = d.wait("x".into(), Armed::Resume); eprintln!("wait {}", std::mem::size_of_val(&f)); }
-        { let mut a = Armed::Resume; let f = a.ready(&shared); eprintln!("ready {}", std::mem::size_of_val(&f)); }
-        eprintln!("Armed {} Next {}", std::mem::size_of::<Armed>(), std::mem::size_of::<Next>());
-        { let f = d.run(Next::Step("run".into())); eprintln!("run {}", std::mem::size_of_val(&f)); }
-        let f = drive(W, Context::new(shared.clone(), runner.clone(), W::spec(), None), Start::Step("run".into()), None);
+        let shared = Arc::new(ProcessShared::new(
+            Identity::new("w", None),
+            Restored::FRESH,
+            Vec::new(),
+        ));
+        let f = drive(
+            W,
+            Context::new(shared.clone(), runner.clone(), W::spec(), None),
+            Start::Step("run".into()),
+            None,
+        );
         eprintln!("drive {}", std::mem::size_of_val(&f));
         eprintln!("ProcessShared {}", std::mem::size_of::<ProcessShared>());
+        eprintln!("Context {}", std::mem::size_of::<Context>());
+        let mut d = Driver {
+            shared: shared.clone(),
+            process: W,
+            ctx: Context::new(shared.clone(), runner.clone(), W::spec(), None),
+            saver: None,
+            next: Next::Step(String::new()),
+        };
+        eprintln!("Driver {}", std::mem::size_of_val(&d));
+        {
+            let f = d.run();
+            eprintln!("run {}", std::mem::size_of_val(&f));
+        }
+        {
+            let f = d.wait_for_resume();
+            eprintln!("wait_for_resume {}", std::mem::size_of_val(&f));
+        }
+        {
+            let f = d.run_step();
+            eprintln!("run_step {}", std::mem::size_of_val(&f));
+        }
+        {
+            let f = d.wait_armed();
+            eprintln!("wait_armed {}", std::mem::size_of_val(&f));
+        }
+        let u = shared.until_control(|c| c.resume.take());
+        eprintln!("until_control {}", std::mem::size_of_val(&u));
+        let n = shared.outcome();
+        eprintln!("outcome {}", std::mem::size_of_val(&n));
     }
 }

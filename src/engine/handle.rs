@@ -15,7 +15,6 @@ use super::process::Outputs;
 use super::runner::Runner;
 use super::shared::{KillRequest, ProcessShared};
 use super::state::ProcessState;
-use crate::thread::TaskHandle;
 
 /// How a process ended.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -128,10 +127,10 @@ impl ProcessController {
     pub fn kill(&self, message: impl Into<String>) -> bool {
         let message = message.into();
         self.request(|c| {
-            c.kill = Some(KillRequest {
+            c.kill = Some(Box::new(KillRequest {
                 message,
                 force: false,
-            })
+            }))
         })
     }
 
@@ -139,10 +138,10 @@ impl ProcessController {
     pub fn force_kill(&self, message: impl Into<String>) -> bool {
         let message = message.into();
         self.request(|c| {
-            c.kill = Some(KillRequest {
+            c.kill = Some(Box::new(KillRequest {
                 message,
                 force: true,
-            })
+            }))
         })
     }
 
@@ -172,22 +171,26 @@ impl ProcessController {
 
 /// A submitted process: wait for its outcome (blocking, bounded, or `.await` from any executor)
 /// and control it. Dropping the handle does not stop the process.
+///
+/// The handle reads the outcome from the process's own shared state, so a process costs no
+/// separate completion cell: most of what a waiting process occupies is its driver.
 pub struct ProcessHandle {
     controller: ProcessController,
-    outcome: TaskHandle<ProcessOutcome>,
     runner: Runner,
+    /// Made on the first poll as a future.
+    awaiting: Option<futures::future::BoxFuture<'static, ProcessOutcome>>,
+}
+
+fn settled(outcome: Result<ProcessOutcome, ()>) -> Result<ProcessOutcome, EngineError> {
+    outcome.map_err(|()| EngineError::Thread(crate::thread::Error::Stopped))
 }
 
 impl ProcessHandle {
-    pub(crate) fn new(
-        shared: Arc<ProcessShared>,
-        outcome: TaskHandle<ProcessOutcome>,
-        runner: Runner,
-    ) -> Self {
+    pub(crate) fn new(shared: Arc<ProcessShared>, runner: Runner) -> Self {
         ProcessHandle {
             controller: ProcessController { shared },
-            outcome,
             runner,
+            awaiting: None,
         }
     }
 
@@ -205,40 +208,81 @@ impl ProcessHandle {
         self.controller.force_kill("cancelled through its handle")
     }
 
-    /// Calls `callback` once with the outcome, when the process ends (at once if it has). It
-    /// runs on the thread that ends the process; one that panics is logged, never fatal.
+    /// True once the process has ended.
+    pub fn is_finished(&self) -> bool {
+        self.shared().try_outcome().is_some()
+    }
+
+    /// Calls `callback` once with the outcome when the process ends: at once, on this thread,
+    /// if it has; otherwise on the runner's thread. A callback that panics is logged, never
+    /// fatal.
     pub fn on_finish<F>(self, callback: F)
     where
         F: FnOnce(Result<ProcessOutcome, EngineError>) + Send + 'static,
     {
-        self.outcome
-            .on_done(move |outcome| callback(outcome.map_err(EngineError::from)));
+        match self.shared().try_outcome() {
+            Some(outcome) => {
+                let call = std::panic::AssertUnwindSafe(|| callback(settled(outcome)));
+                if std::panic::catch_unwind(call).is_err() {
+                    tracing::error!("an on-finish callback panicked");
+                }
+            }
+            None => self.on_finish_async(move |outcome| {
+                callback(outcome);
+                std::future::ready(())
+            }),
+        }
     }
 
     /// Like [`on_finish`](Self::on_finish), for an async callback: the future it returns runs
-    /// on the runner's thread (tracked, so a stop gives it the grace period). A spawn refused
-    /// because the thread stopped is logged.
+    /// on the runner's thread (tracked, so a stop gives it the grace period). If that thread
+    /// has stopped, the refusal is logged.
     pub fn on_finish_async<F, Fut>(self, callback: F)
     where
         F: FnOnce(Result<ProcessOutcome, EngineError>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let runner = self.runner.clone();
-        self.on_finish(move |outcome| {
-            if let Err(error) = runner.thread().spawn_threadsafe(callback(outcome)) {
-                tracing::error!(%error, "an async on-finish callback could not be started");
+        let shared = self.shared().clone();
+        let watcher = async move {
+            let outcome = shared.outcome().await;
+            let outcome = settled(shared.try_outcome().unwrap_or(Ok(outcome)));
+            let call = std::panic::AssertUnwindSafe(async move { callback(outcome).await });
+            if futures::FutureExt::catch_unwind(call).await.is_err() {
+                tracing::error!("an on-finish callback panicked");
             }
-        });
+        };
+        if let Err(error) = self.runner.thread().spawn_threadsafe(watcher) {
+            tracing::error!(%error, "an on-finish callback could not be started");
+        }
     }
 
-    /// Blocks until the process ends.
+    /// Blocks until the process ends. On the runner's own thread (inside a step) it refuses
+    /// with [`crate::Error::WouldDeadlock`]: await the handle there instead.
     pub fn wait(self) -> Result<ProcessOutcome, EngineError> {
-        Ok(self.outcome.wait()?)
+        self.wait_until(None)
+            .unwrap_or(Err(EngineError::Thread(crate::thread::Error::ResultTaken)))
     }
 
     /// Blocks up to `timeout`; the handle stays usable after a time-out.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<ProcessOutcome, EngineError> {
-        Ok(self.outcome.wait_timeout(timeout)?)
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        self.wait_until(deadline).unwrap_or(Err(EngineError::Thread(
+            crate::thread::Error::TimedOut(timeout),
+        )))
+    }
+
+    fn wait_until(
+        &self,
+        deadline: Option<std::time::Instant>,
+    ) -> Option<Result<ProcessOutcome, EngineError>> {
+        let shared = self.shared();
+        if let Some(outcome) = shared.try_outcome() {
+            return Some(settled(outcome));
+        }
+        match crate::thread::block_safely(|| shared.wait_outcome(deadline)) {
+            Ok(outcome) => outcome.map(settled),
+            Err(refused) => Some(Err(EngineError::Thread(refused))),
+        }
     }
 }
 
@@ -270,8 +314,16 @@ impl Future for ProcessHandle {
     type Output = Result<ProcessOutcome, EngineError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.outcome)
-            .poll(cx)
-            .map(|outcome| Ok(outcome?))
+        let shared = self.shared().clone();
+        let awaiting = self
+            .awaiting
+            .get_or_insert_with(|| Box::pin(async move { shared.outcome().await }));
+        match awaiting.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(outcome) => {
+                let settled_now = self.shared().try_outcome().unwrap_or(Ok(outcome));
+                Poll::Ready(settled(settled_now))
+            }
+        }
     }
 }

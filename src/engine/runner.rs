@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::checkpoint::{Checkpoint, Persistent, Position, SavedWait};
 use super::driver::{Saver, Start, checkpoint_of, drive};
 use super::error::EngineError;
-use super::handle::{ProcessHandle, ProcessOutcome};
+use super::handle::ProcessHandle;
 use super::listener::ProcessListener;
 use super::persist::{PersistError, Persister};
 use super::process::{Context, Outputs, Process};
@@ -312,17 +312,18 @@ impl Runner {
         saver: Option<Saver<P>>,
     ) -> ProcessHandle {
         let shared = ctx.shared().clone();
-        let outcome = self
+        // A refusal (the thread stopped) drops the driver, which marks the process abandoned.
+        let _refused = self
             .inner
             .thread
-            .run_threadsafe(drive(process, ctx, start, saver));
-        ProcessHandle::new(shared, outcome, self.clone())
+            .spawn_job(drive(process, ctx, start, saver));
+        ProcessHandle::new(shared, self.clone())
     }
 
-    /// A handle for a process that had already ended when it was loaded.
-    fn ended(&self, shared: Arc<ProcessShared>, outcome: ProcessOutcome) -> ProcessHandle {
-        let outcome = self.inner.thread.run_threadsafe(async move { outcome });
-        ProcessHandle::new(shared, outcome, self.clone())
+    /// A handle for a process that had already ended when it was loaded (its shared state
+    /// holds the outcome).
+    fn ended(&self, shared: Arc<ProcessShared>) -> ProcessHandle {
+        ProcessHandle::new(shared, self.clone())
     }
 
     fn track(&self, shared: &Arc<ProcessShared>) {
@@ -426,14 +427,12 @@ fn prepare<P: Persistent>(checkpoint: Checkpoint) -> Result<Prepared, EngineErro
                 (Some(start), _, Some(store)) => {
                     runner.spawn(process, ctx, start, Some(saver(store.clone())))
                 }
-                (_, Some(outcome), _) => runner.ended(started, outcome),
+                (_, Some(_), _) => runner.ended(started),
                 // Loading needs a store, so a loaded live process always has one.
-                (_, None, _) => runner.ended(
-                    started,
-                    ProcessOutcome::Excepted {
-                        message: "loaded without a checkpoint store".to_owned(),
-                    },
-                ),
+                (_, None, _) => {
+                    started.except("loaded without a checkpoint store".to_owned());
+                    runner.ended(started)
+                }
             }
         }),
     })

@@ -4,7 +4,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use serde_json::Value;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -20,7 +20,8 @@ use super::state::ProcessState;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Control {
     pub(crate) paused: bool,
-    pub(crate) kill: Option<KillRequest>,
+    /// Boxed: rare, and the control requests are part of every process.
+    pub(crate) kill: Option<Box<KillRequest>>,
     pub(crate) resume: Option<Value>,
 }
 
@@ -36,10 +37,12 @@ struct Status {
     text: Option<String>,
     /// Waiting for an external resume (not for a timer or a future).
     awaiting_resume: bool,
-    /// Set once, when the process ends.
-    outcome: Option<ProcessOutcome>,
+    /// Set once, when the process ends (boxed: most of a process's life is without it).
+    outcome: Option<Box<ProcessOutcome>>,
     /// The children it launched (for waits on them, and for passing a kill on).
     children: Vec<Arc<ProcessShared>>,
+    /// Its driver was dropped before the end (the runtime stopped, or refused it).
+    abandoned: bool,
 }
 
 /// Who a process is: fixed at creation and kept across checkpoints.
@@ -91,7 +94,8 @@ pub(crate) struct ProcessShared {
     control: Mutex<Control>,
     changed: Notify,
     status: Mutex<Status>,
-    ended: Notify,
+    /// Signalled (under `status`) when the process ends, for blocking waits.
+    ended: Condvar,
     listeners: Vec<Arc<dyn ProcessListener>>,
 }
 
@@ -116,10 +120,11 @@ impl ProcessShared {
                 paused: from.paused,
                 text: from.text,
                 awaiting_resume: from.awaiting_resume,
-                outcome: from.outcome,
+                outcome: from.outcome.map(Box::new),
                 children: Vec::new(),
+                abandoned: false,
             }),
-            ended: Notify::new(),
+            ended: Condvar::new(),
             listeners,
         };
         let state = from.state;
@@ -140,7 +145,10 @@ impl ProcessShared {
     }
 
     /// Waits until `check` finds what it looks for in the control requests (it may take it).
-    pub(crate) async fn until_control<T>(&self, mut check: impl FnMut(&mut Control) -> Option<T>) -> T {
+    pub(crate) async fn until_control<T>(
+        &self,
+        mut check: impl FnMut(&mut Control) -> Option<T>,
+    ) -> T {
         loop {
             let notified = self.changed.notified();
             let mut notified = std::pin::pin!(notified);
@@ -180,13 +188,56 @@ impl ProcessShared {
 
     /// How the process ended, once it has.
     pub(crate) fn outcome_now(&self) -> Option<ProcessOutcome> {
-        self.status.lock().outcome.clone()
+        self.status.lock().outcome.as_deref().cloned()
+    }
+
+    /// Marks a process whose driver is gone before the end: killed, and its waiters told that
+    /// the runtime stopped.
+    pub(crate) fn abandon(&self) {
+        self.status.lock().abandoned = true;
+        self.kill("the runtime driving the process stopped".to_owned());
+    }
+
+    /// How it ended: `Err(())` if its driver was abandoned.
+    fn settled(status: &Status) -> Option<Result<ProcessOutcome, ()>> {
+        let outcome = status.outcome.as_deref()?.clone();
+        Some(if status.abandoned {
+            Err(())
+        } else {
+            Ok(outcome)
+        })
+    }
+
+    /// The outcome if the process has ended (`Err(())`: abandoned).
+    pub(crate) fn try_outcome(&self) -> Option<Result<ProcessOutcome, ()>> {
+        Self::settled(&self.status.lock())
+    }
+
+    /// Blocks until the process ends or `deadline` passes (`None` then).
+    pub(crate) fn wait_outcome(
+        &self,
+        deadline: Option<std::time::Instant>,
+    ) -> Option<Result<ProcessOutcome, ()>> {
+        let mut status = self.status.lock();
+        loop {
+            if let Some(settled) = Self::settled(&status) {
+                return Some(settled);
+            }
+            match deadline {
+                None => self.ended.wait(&mut status),
+                Some(deadline) => {
+                    if self.ended.wait_until(&mut status, deadline).timed_out() {
+                        return Self::settled(&status);
+                    }
+                }
+            }
+        }
     }
 
     /// Waits until the process ends.
     pub(crate) async fn outcome(&self) -> ProcessOutcome {
         loop {
-            let notified = self.ended.notified();
+            let notified = self.changed.notified();
             let mut notified = std::pin::pin!(notified);
             // Registered before the check, so an end between the check and the await still wakes us.
             notified.as_mut().enable();
@@ -294,8 +345,10 @@ impl ProcessShared {
         self.status
             .lock()
             .outcome
-            .get_or_insert_with(|| outcome.clone());
-        self.ended.notify_waiters();
+            .get_or_insert_with(|| Box::new(outcome.clone()));
+        self.ended.notify_all();
+        // The same `Notify` as for control changes: one fewer per process; waiters re-check.
+        self.changed.notify_waiters();
         outcome
     }
 
@@ -305,10 +358,10 @@ impl ProcessShared {
     pub(crate) fn request_kill(&self, message: String) {
         if !self.state().is_terminal() {
             self.update_control(|c| {
-                c.kill.get_or_insert(KillRequest {
+                c.kill.get_or_insert(Box::new(KillRequest {
                     message,
                     force: false,
-                });
+                }));
             });
         }
     }

@@ -77,16 +77,8 @@ impl<T: Send + 'static> TaskHandle<T> {
         if let Some(outcome) = self.completion.try_take() {
             return Some(outcome);
         }
-        if context::on_a_scheduler_thread() {
-            return Some(Err(Error::WouldDeadlock));
-        }
-        let wait = || self.completion.wait(self.spin, deadline);
-        match Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(wait)
-            }
-            _ => wait(),
-        }
+        block_safely(|| self.completion.wait(self.spin, deadline))
+            .unwrap_or_else(|refused| Some(Err(refused)))
     }
 
     /// True once the work has finished (with any outcome), been cancelled, or been abandoned.
@@ -175,4 +167,19 @@ impl fmt::Debug for AbortHandle {
             .field("finished", &self.completion.is_resolved())
             .finish()
     }
+}
+
+/// Runs a blocking `wait` where blocking is safe: refused with [`Error::WouldDeadlock`] on a
+/// current-thread runtime's own thread (the work could never run), through `block_in_place`
+/// on a multi-thread runtime's worker, and as it is anywhere else.
+pub(crate) fn block_safely<R>(wait: impl FnOnce() -> R) -> Result<R, Error> {
+    if context::on_a_scheduler_thread() {
+        return Err(Error::WouldDeadlock);
+    }
+    Ok(match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    })
 }

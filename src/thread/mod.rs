@@ -40,6 +40,8 @@ pub use error::Error;
 #[cfg(not(loom))]
 pub(crate) use error::panic_message;
 #[cfg(not(loom))]
+pub(crate) use handle::block_safely;
+#[cfg(not(loom))]
 pub use handle::{AbortHandle, TaskHandle};
 #[cfg(not(loom))]
 pub use report::{StartupOutcome, StartupTaskReport, Stats, StopCause, StopReport};

@@ -218,6 +218,20 @@ impl RuntimeThread {
         Ok(AbortHandle::new(completion))
     }
 
+    /// Hands `job` to the runtime thread without a handle: the leanest submission, for layers
+    /// above that keep their own completion state (the engine's processes). Refused, the job is
+    /// dropped here, at once.
+    pub(crate) fn spawn_job(
+        &self,
+        job: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        if let Some(refusal) = self.shared.handoff.refusal() {
+            return Err(refusal);
+        }
+        self.shared.enqueue(Box::pin(job));
+        Ok(())
+    }
+
     fn submit<F>(&self, future: F, completion: Arc<Completion<F::Output>>, detached: bool)
     where
         F: Future + Send + 'static,
