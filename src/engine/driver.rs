@@ -23,7 +23,7 @@ use super::checkpoint::{CHECKPOINT_VERSION, Checkpoint, ChildRef, Position, Save
 use super::exit_code::ExitCode;
 use super::handle::ProcessOutcome;
 use super::persist::Persister;
-use super::process::{Command, Context, Outputs, Process, WaitOn};
+use super::process::{Command, Context, Outputs, Process, StepName, WaitOn};
 use super::shared::ProcessShared;
 use super::state::ProcessState;
 use crate::thread::panic_message;
@@ -42,8 +42,8 @@ pub(crate) enum Start {
 }
 
 enum Next {
-    Step(String),
-    Wait(String, Armed),
+    Step(StepName),
+    Wait(StepName, Armed),
 }
 
 enum Gate {
@@ -90,7 +90,8 @@ impl Armed {
             SavedWait::Resume { value } => {
                 // A resume sent between the load and now must not be overwritten.
                 if value.is_some() {
-                    ctx.shared().update_control(|c| c.resume = value);
+                    ctx.shared()
+                        .update_control(|c| c.resume = value.map(Box::new));
                 }
                 ctx.shared().set_awaiting_resume(true);
                 Armed::Resume
@@ -116,7 +117,7 @@ impl Armed {
 
     fn arm_resume(shared: &ProcessShared, value: Option<Value>) -> Self {
         // A value left over from an earlier wait must not end this one.
-        shared.update_control(|c| c.resume = value);
+        shared.update_control(|c| c.resume = value.map(Box::new));
         shared.set_awaiting_resume(true);
         Armed::Resume
     }
@@ -139,7 +140,7 @@ impl Armed {
 
     async fn ready(&mut self, shared: &ProcessShared) -> Result<Value, String> {
         match self {
-            Armed::Resume => Ok(shared.until_control(|c| c.resume.take()).await),
+            Armed::Resume => Ok(*shared.until_control(|c| c.resume.take()).await),
             Armed::Timer { sleep, left, .. } => {
                 sleep
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(*left)))
@@ -164,7 +165,7 @@ impl Armed {
     fn saved(&self, shared: &ProcessShared) -> SavedWait {
         match self {
             Armed::Resume => SavedWait::Resume {
-                value: shared.read_control(|c| c.resume.clone()),
+                value: shared.read_control(|c| c.resume.as_deref().cloned()),
             },
             Armed::Timer { deadline, .. } => SavedWait::Timer {
                 deadline: *deadline,
@@ -190,14 +191,16 @@ pub(crate) fn drive<P: Process>(
 ) -> impl Future<Output = ()> + Send {
     let first = match start {
         Start::Step(step) | Start::Wait(_, SavedWait::Future { rerun: step }) => {
-            Ok(Next::Step(step))
+            Ok(Next::Step(step.into()))
         }
-        Start::Wait(then, saved) => Armed::rearm(saved, &ctx).map(|armed| Next::Wait(then, armed)),
+        Start::Wait(then, saved) => {
+            Armed::rearm(saved, &ctx).map(|armed| Next::Wait(then.into(), armed))
+        }
     };
     let shared = ctx.shared().clone();
     let (next, failed) = match first {
         Ok(next) => (next, None),
-        Err(error) => (Next::Step(String::new()), Some(error)),
+        Err(error) => (Next::Step(StepName::Borrowed("")), Some(error)),
     };
     let mut driver = Driver {
         shared,
@@ -215,6 +218,7 @@ pub(crate) fn drive<P: Process>(
             None => driver.run().await,
         };
         driver.after_end(&outcome);
+        driver.shared.publish(outcome);
     }
 }
 
@@ -223,7 +227,8 @@ pub(crate) fn drive<P: Process>(
 /// a crash.
 impl<P> Drop for Driver<P> {
     fn drop(&mut self) {
-        if !self.shared.state().is_terminal() {
+        // Also covers a driver that failed between ending and publishing (a panicking store).
+        if self.shared.try_outcome().is_none() {
             self.shared.abandon();
         }
     }
@@ -285,12 +290,16 @@ impl<P: Process> Driver<P> {
 
     /// Runs the step in `next`; `Err` carries the outcome when the process ended.
     async fn run_step(&mut self) -> Result<(), ProcessOutcome> {
-        let Next::Step(name) = std::mem::replace(&mut self.next, Next::Step(String::new())) else {
+        let Next::Step(name) =
+            std::mem::replace(&mut self.next, Next::Step(StepName::Borrowed("")))
+        else {
             return Ok(());
         };
         let shared = self.shared.clone();
         shared.transition(ProcessState::Running);
-        self.save(Position::Step { step: name.clone() })?;
+        self.save(Position::Step {
+            step: name.to_string(),
+        })?;
         let step = AssertUnwindSafe(self.process.step(&name, &mut self.ctx)).catch_unwind();
         let force_kill = shared.until_control(|c| {
             c.kill
@@ -344,7 +353,7 @@ impl<P: Process> Driver<P> {
             .shared
             .until_control(|c| match c.paused || c.kill.is_some() {
                 true => Some(None),
-                false => c.resume.take().map(Some),
+                false => c.resume.take().map(|value| Some(*value)),
             })
             .await;
         self.woke(resumed.map(Ok))
@@ -370,11 +379,12 @@ impl<P: Process> Driver<P> {
         match woke {
             None => Ok(()),
             Some(Ok(value)) => {
-                let then = match std::mem::replace(&mut self.next, Next::Step(String::new())) {
-                    Next::Wait(then, _) | Next::Step(then) => then,
-                };
+                let then =
+                    match std::mem::replace(&mut self.next, Next::Step(StepName::Borrowed(""))) {
+                        Next::Wait(then, _) | Next::Step(then) => then,
+                    };
                 self.shared.set_awaiting_resume(false);
-                self.ctx.resumed = Some(value);
+                self.ctx.resumed = Some(Box::new(value));
                 self.next = Next::Step(then);
                 Ok(())
             }
@@ -384,9 +394,11 @@ impl<P: Process> Driver<P> {
 
     fn position(&self) -> Position {
         match &self.next {
-            Next::Step(step) => Position::Step { step: step.clone() },
+            Next::Step(step) => Position::Step {
+                step: step.to_string(),
+            },
             Next::Wait(then, armed) => Position::Waiting {
-                then: then.clone(),
+                then: then.to_string(),
                 on: armed.saved(&self.shared),
             },
         }
@@ -491,7 +503,7 @@ pub(crate) fn checkpoint_of(
         outputs: ctx.outputs.clone(),
         process,
         position,
-        resumed: ctx.resumed.clone(),
+        resumed: ctx.resumed.as_deref().cloned(),
         children: shared.children().iter().map(|c| c.pid).collect(),
         outcome,
     }
@@ -552,9 +564,16 @@ mod size_probe {
             process: W,
             ctx: Context::new(shared.clone(), runner.clone(), W::spec(), None),
             saver: None,
-            next: Next::Step(String::new()),
+            next: Next::Step(StepName::Borrowed("")),
         };
         eprintln!("Driver {}", std::mem::size_of_val(&d));
+        eprintln!(
+            "Next {} Armed {} Saver {} Status? Ctx {}",
+            std::mem::size_of::<Next>(),
+            std::mem::size_of::<Armed>(),
+            std::mem::size_of::<Option<Saver<W>>>(),
+            std::mem::size_of::<Context>()
+        );
         {
             let f = d.run();
             eprintln!("run {}", std::mem::size_of_val(&f));

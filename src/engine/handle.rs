@@ -156,7 +156,8 @@ impl ProcessController {
                 action: "be resumed (only a process waiting for a resume can)",
             });
         }
-        self.shared.update_control(|c| c.resume = Some(value));
+        self.shared
+            .update_control(|c| c.resume = Some(Box::new(value)));
         Ok(())
     }
 

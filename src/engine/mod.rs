@@ -61,7 +61,7 @@ pub use error::EngineError;
 pub use exit_code::ExitCode;
 pub use handle::{ProcessController, ProcessHandle, ProcessOutcome, ProcessStatus};
 pub use listener::ProcessListener;
-pub use process::{Command, Context, Outputs, Process, StepError, WaitOn};
+pub use process::{Command, Context, Outputs, Process, StepError, StepName, WaitOn};
 pub use runner::Runner;
 pub use spec::{Namespace, Port, PortError, ProcessSpec, Validator, ValueType};
 pub use state::ProcessState;

@@ -18,18 +18,22 @@ use super::runner::Runner;
 use super::shared::ProcessShared;
 use super::spec::{PortError, ProcessSpec};
 
+/// A step's name: usually a `&'static str` (no allocation, which matters for the memory of a
+/// waiting process), or a `String` built at run time.
+pub type StepName = std::borrow::Cow<'static, str>;
+
 /// The outputs a process emitted, by name.
 pub type Outputs = BTreeMap<String, Value>;
 
 /// What a step tells the engine to do next.
 pub enum Command {
     /// Run this step next.
-    Continue(String),
+    Continue(StepName),
     /// Wait, then run step `then` (the value that ended the wait is in
     /// [`Context::take_resume_value`]).
     Wait {
         /// The step to run after the wait.
-        then: String,
+        then: StepName,
         /// What to wait for.
         on: WaitOn,
     },
@@ -56,7 +60,7 @@ pub enum WaitOn {
 
 impl Command {
     /// Run `step` next.
-    pub fn next(step: impl Into<String>) -> Self {
+    pub fn next(step: impl Into<StepName>) -> Self {
         Command::Continue(step.into())
     }
 
@@ -71,7 +75,7 @@ impl Command {
     }
 
     /// Wait for an external resume, then run `then`.
-    pub fn wait_for_resume(then: impl Into<String>) -> Self {
+    pub fn wait_for_resume(then: impl Into<StepName>) -> Self {
         Command::Wait {
             then: then.into(),
             on: WaitOn::Resume,
@@ -79,7 +83,7 @@ impl Command {
     }
 
     /// Wait for `delay`, then run `then`.
-    pub fn sleep(then: impl Into<String>, delay: Duration) -> Self {
+    pub fn sleep(then: impl Into<StepName>, delay: Duration) -> Self {
         Command::Wait {
             then: then.into(),
             on: WaitOn::Timer(delay),
@@ -87,7 +91,7 @@ impl Command {
     }
 
     /// Wait for `future`, then run `then` with its value.
-    pub fn wait_on<F>(then: impl Into<String>, future: F) -> Self
+    pub fn wait_on<F>(then: impl Into<StepName>, future: F) -> Self
     where
         F: Future<Output = Result<Value, String>> + Send + 'static,
     {
@@ -102,7 +106,7 @@ impl Command {
     /// Wait until every child in `children` (`(key, pid)` pairs, children launched by this
     /// process) has ended, then run `then`.
     pub fn wait_for_children<K: Into<String>>(
-        then: impl Into<String>,
+        then: impl Into<StepName>,
         children: impl IntoIterator<Item = (K, Uuid)>,
     ) -> Self {
         Command::Wait {
@@ -221,9 +225,10 @@ pub struct Context {
     shared: Arc<ProcessShared>,
     runner: Runner,
     spec: &'static ProcessSpec,
-    inputs: Option<Value>,
+    // Boxed, like `resumed`: a waiting process carries its context, and these are often empty.
+    inputs: Option<Box<Value>>,
     pub(crate) outputs: Outputs,
-    pub(crate) resumed: Option<Value>,
+    pub(crate) resumed: Option<Box<Value>>,
     /// The first output that failed its port's checks; the step then ends the process excepted.
     pub(crate) invalid_output: Option<Box<PortError>>,
 }
@@ -239,7 +244,7 @@ impl Context {
             shared,
             runner,
             spec,
-            inputs,
+            inputs: inputs.map(Box::new),
             outputs: Outputs::new(),
             resumed: None,
             invalid_output: None,
@@ -253,7 +258,7 @@ impl Context {
     /// The validated inputs (with defaults filled in) of a process started with
     /// [`Runner::launch`]; `None` for one submitted as a value.
     pub fn inputs(&self) -> Option<&Value> {
-        self.inputs.as_ref()
+        self.inputs.as_deref()
     }
 
     /// This process's id.
@@ -281,7 +286,7 @@ impl Context {
 
     /// The value that ended the last wait, once.
     pub fn take_resume_value(&mut self) -> Option<Value> {
-        self.resumed.take()
+        self.resumed.take().map(|value| *value)
     }
 
     /// The outcomes of the children a [`WaitOn::Children`] wait was for, by key (taken once).
@@ -290,7 +295,7 @@ impl Context {
             .resumed
             .take()
             .ok_or_else(|| StepError::msg("no children were awaited before this step"))?;
-        serde_json::from_value(value)
+        serde_json::from_value(*value)
             .map_err(|e| StepError::msg(format!("the children's outcomes do not decode: {e}")))
     }
 

@@ -421,7 +421,7 @@ fn prepare<P: Persistent>(checkpoint: Checkpoint) -> Result<Prepared, EngineErro
         start: Box::new(move |runner, children| {
             let mut ctx = Context::new(started.clone(), runner.clone(), P::spec(), inputs);
             ctx.outputs = outputs;
-            ctx.resumed = resumed;
+            ctx.resumed = resumed.map(Box::new);
             started.set_children(children);
             match (start, outcome, runner.persister()) {
                 (Some(start), _, Some(store)) => {
@@ -430,7 +430,8 @@ fn prepare<P: Persistent>(checkpoint: Checkpoint) -> Result<Prepared, EngineErro
                 (_, Some(_), _) => runner.ended(started),
                 // Loading needs a store, so a loaded live process always has one.
                 (_, None, _) => {
-                    started.except("loaded without a checkpoint store".to_owned());
+                    let outcome = started.except("loaded without a checkpoint store".to_owned());
+                    started.publish(outcome);
                     runner.ended(started)
                 }
             }

@@ -22,7 +22,7 @@ pub(crate) struct Control {
     pub(crate) paused: bool,
     /// Boxed: rare, and the control requests are part of every process.
     pub(crate) kill: Option<Box<KillRequest>>,
-    pub(crate) resume: Option<Value>,
+    pub(crate) resume: Option<Box<Value>>,
 }
 
 #[derive(Debug, Clone)]
@@ -195,7 +195,13 @@ impl ProcessShared {
     /// the runtime stopped.
     pub(crate) fn abandon(&self) {
         self.status.lock().abandoned = true;
-        self.kill("the runtime driving the process stopped".to_owned());
+        let message = "the runtime driving the process stopped".to_owned();
+        let outcome = if self.state().is_terminal() {
+            ProcessOutcome::Killed { message }
+        } else {
+            self.kill(message)
+        };
+        self.publish(outcome);
     }
 
     /// How it ended: `Err(())` if its driver was abandoned.
@@ -342,14 +348,20 @@ impl ProcessShared {
             status.text = text;
         }
         self.transition(outcome.state());
+        outcome
+    }
+
+    /// Makes the outcome of an ended process visible to its waiters. The driver does this last,
+    /// after passing a kill on and settling checkpoints, so that whoever sees the outcome also
+    /// sees those done.
+    pub(crate) fn publish(&self, outcome: ProcessOutcome) {
         self.status
             .lock()
             .outcome
-            .get_or_insert_with(|| Box::new(outcome.clone()));
+            .get_or_insert_with(|| Box::new(outcome));
         self.ended.notify_all();
         // The same `Notify` as for control changes: one fewer per process; waiters re-check.
         self.changed.notify_waiters();
-        outcome
     }
 
     /// Asks a live process to stop gracefully (as [`ProcessController::kill`] does).

@@ -245,7 +245,7 @@ impl<W: WorkChain> Chain<W> {
             Flow::Return(code) => Command::Stop(code),
             Flow::Next if awaiting.is_empty() => Command::next(ADVANCE),
             Flow::Next => Command::Wait {
-                then: ADVANCE.to_owned(),
+                then: ADVANCE.into(),
                 on: WaitOn::Children(awaiting),
             },
         })
