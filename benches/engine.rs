@@ -178,6 +178,9 @@ fn trivial_processes(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    group.bench_function("run_without_inputs_sequential", |b| {
+        b.iter(|| runner.run(OneOutput { x: 1 }).unwrap())
+    });
     group.bench_function("nested_execute_sequential", |b| {
         b.iter(|| runner.run(NestedParent).unwrap())
     });

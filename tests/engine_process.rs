@@ -597,3 +597,60 @@ fn a_panicking_listener_is_not_fatal() {
         assert!(handle.wait().unwrap().into_outputs().is_ok());
     });
 }
+
+#[test]
+fn on_finish_callbacks_run_once_sync_or_async_and_a_panicking_one_is_not_fatal() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+
+        // Registered before the end: runs on the runner's thread when the process ends.
+        let waiting = runner.submit(WaitsForResume);
+        let controller = waiting.controller();
+        let sync_tx = tx.clone();
+        waiting.on_finish(move |outcome| {
+            let _ = sync_tx.send(("sync", outcome.map(|o| o.state()).ok()));
+        });
+        until_state(&controller, ProcessState::Waiting);
+        controller.resume(json!(1)).unwrap();
+        assert_eq!(
+            rx.recv_timeout(QUICK).unwrap(),
+            ("sync", Some(ProcessState::Finished))
+        );
+
+        // An async callback, registered after the end: still runs, once.
+        let ended = runner.submit(WaitsForResume);
+        let controller = ended.controller();
+        until_state(&controller, ProcessState::Waiting);
+        controller.kill("enough");
+        until_state(&controller, ProcessState::Killed);
+        let async_tx = tx.clone();
+        ended.on_finish_async(move |outcome| async move {
+            tokio::task::yield_now().await;
+            let _ = async_tx.send(("async", outcome.map(|o| o.state()).ok()));
+        });
+        assert_eq!(
+            rx.recv_timeout(QUICK).unwrap(),
+            ("async", Some(ProcessState::Killed))
+        );
+
+        // A panicking callback is contained; the runner keeps working.
+        let panicky = runner.submit(WaitsForResume);
+        let controller = panicky.controller();
+        panicky.on_finish(|_| panic!("a callback that fails"));
+        until_state(&controller, ProcessState::Waiting);
+        controller.resume(json!(2)).unwrap();
+        until_state(&controller, ProcessState::Finished);
+        assert!(runner.run(FinishesAtOnce).is_ok());
+        assert!(rx.try_recv().is_err(), "each callback ran exactly once");
+    });
+}
+
+/// Finishes at once.
+struct FinishesAtOnce;
+
+impl Process for FinishesAtOnce {
+    async fn step(&mut self, _: &str, _: &mut Context) -> Result<Command, StepError> {
+        Ok(Command::finish())
+    }
+}

@@ -280,7 +280,8 @@ impl ProcessHandle {
         if let Some(outcome) = shared.try_outcome() {
             return Some(settled(outcome));
         }
-        match crate::thread::block_safely(|| shared.wait_outcome(deadline)) {
+        let spin = self.runner.thread().wait_spin();
+        match crate::thread::block_safely(|| shared.wait_outcome(spin, deadline)) {
             Ok(outcome) => outcome.map(settled),
             Err(refused) => Some(Err(EngineError::Thread(refused))),
         }

@@ -6,7 +6,7 @@
 //!            +---------+     +---------+  step returns Wait   +---------+
 //!  submit -> | Created | --> | Running | -------------------> | Waiting |
 //!            +---------+     +---------+ <------------------- +---------+
-//!                 |            |  |  ^ Continue    resume / timer / future
+//!                 |            |  |  ^ Continue    resume / timer / future / children
 //!                 |            |  +--+
 //!                 |            | Stop(exit code)
 //!                 |            v

@@ -2,6 +2,8 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Acquire, Release};
 use std::time::SystemTime;
 
 use parking_lot::{Condvar, Mutex};
@@ -96,6 +98,8 @@ pub(crate) struct ProcessShared {
     status: Mutex<Status>,
     /// Signalled (under `status`) when the process ends, for blocking waits.
     ended: Condvar,
+    /// Set once the outcome is published: what a blocking waiter spins on before it sleeps.
+    published: AtomicBool,
     listeners: Vec<Arc<dyn ProcessListener>>,
 }
 
@@ -125,6 +129,7 @@ impl ProcessShared {
                 abandoned: false,
             }),
             ended: Condvar::new(),
+            published: AtomicBool::new(false),
             listeners,
         };
         let state = from.state;
@@ -222,8 +227,10 @@ impl ProcessShared {
     /// Blocks until the process ends or `deadline` passes (`None` then).
     pub(crate) fn wait_outcome(
         &self,
+        spin: std::time::Duration,
         deadline: Option<std::time::Instant>,
     ) -> Option<Result<ProcessOutcome, ()>> {
+        crate::thread::spin_until(spin, deadline, || self.published.load(Acquire));
         let mut status = self.status.lock();
         loop {
             if let Some(settled) = Self::settled(&status) {
@@ -359,6 +366,7 @@ impl ProcessShared {
             .lock()
             .outcome
             .get_or_insert_with(|| Box::new(outcome));
+        self.published.store(true, Release);
         self.ended.notify_all();
         // The same `Notify` as for control changes: one fewer per process; waiters re-check.
         self.changed.notify_waiters();

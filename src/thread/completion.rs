@@ -138,28 +138,7 @@ impl<T> Completion<T> {
 
     #[cfg(not(loom))]
     fn spin_until_resolved(&self, spin: Duration, deadline: Option<Instant>) {
-        if spin.is_zero() {
-            return;
-        }
-        let start = Instant::now();
-        let limit = deadline.map_or(start + spin, |d| d.min(start + spin));
-        let mut rounds: u32 = 0;
-        while self.state.load(Acquire) == PENDING {
-            rounds = rounds.wrapping_add(1);
-            // Checking the clock costs more than a spin hint, so only look every few rounds; and
-            // yield after the first burst so that a spinning waiter never starves the thread that
-            // is about to resolve it on an oversubscribed machine.
-            if rounds.is_multiple_of(32) {
-                if Instant::now() >= limit {
-                    return;
-                }
-                if rounds > 256 {
-                    std::thread::yield_now();
-                    continue;
-                }
-            }
-            std::hint::spin_loop();
-        }
+        spin_until(spin, deadline, || self.state.load(Acquire) != PENDING);
     }
 
     #[cfg(loom)]
@@ -248,6 +227,35 @@ impl<T: Send> Resolve for Completion<T> {
     }
     fn is_resolved(&self) -> bool {
         Completion::is_resolved(self)
+    }
+}
+
+/// Spins (then yields) until `done` holds, for at most `spin` and never past `deadline`: the
+/// waiting side of a hand-off that usually completes within microseconds, so that a blocking
+/// waiter does not pay a thread wake-up for it.
+#[cfg(not(loom))]
+pub(crate) fn spin_until(spin: Duration, deadline: Option<Instant>, done: impl Fn() -> bool) {
+    if spin.is_zero() {
+        return;
+    }
+    let start = Instant::now();
+    let limit = deadline.map_or(start + spin, |d| d.min(start + spin));
+    let mut rounds: u32 = 0;
+    while !done() {
+        rounds = rounds.wrapping_add(1);
+        // Checking the clock costs more than a spin hint, so only look every few rounds; and
+        // yield after the first burst so that a spinning waiter never starves the thread that
+        // is about to finish the work on an oversubscribed machine.
+        if rounds.is_multiple_of(32) {
+            if Instant::now() >= limit {
+                return;
+            }
+            if rounds > 256 {
+                std::thread::yield_now();
+                continue;
+            }
+        }
+        std::hint::spin_loop();
     }
 }
 

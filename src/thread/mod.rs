@@ -36,6 +36,8 @@ mod task;
 
 #[cfg(not(loom))]
 pub use builder::{Builder, Flavor};
+#[cfg(not(loom))]
+pub(crate) use completion::spin_until;
 pub use error::Error;
 #[cfg(not(loom))]
 pub(crate) use error::panic_message;

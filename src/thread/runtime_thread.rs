@@ -218,6 +218,11 @@ impl RuntimeThread {
         Ok(AbortHandle::new(completion))
     }
 
+    /// How long a blocking waiter spins before it sleeps (the builder's `wait_spin`).
+    pub(crate) fn wait_spin(&self) -> Duration {
+        self.shared.config.wait_spin
+    }
+
     /// Hands `job` to the runtime thread without a handle: the leanest submission, for layers
     /// above that keep their own completion state (the engine's processes). Refused, the job is
     /// dropped here, at once.
