@@ -273,7 +273,12 @@ fn a_chain_waiting_on_children_is_checkpointed_reloaded_in_a_new_runner_and_comp
         // One child finishes before the crash: its result must survive in its own checkpoint.
         let children = parent.children();
         children[0].resume(10.into()).unwrap();
-        until(|| children[0].status().state == ProcessState::Finished);
+        // Its final checkpoint is written after it shows `Finished`: wait for that one.
+        until(|| {
+            store
+                .load(children[0].pid())
+                .is_ok_and(|c| c.state == ProcessState::Finished)
+        });
 
         let saved = store.load(parent.pid()).unwrap();
         assert_eq!(saved.state, ProcessState::Waiting);
