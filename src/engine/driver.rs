@@ -24,7 +24,7 @@ use super::exit_code::ExitCode;
 use super::handle::ProcessOutcome;
 use super::persist::Persister;
 use super::process::{Command, Context, Outputs, Process, StepName, WaitOn};
-use super::shared::ProcessShared;
+use super::shared::{Control, Parked, ProcessShared};
 use super::state::ProcessState;
 use crate::thread::panic_message;
 use std::future::Future;
@@ -202,23 +202,93 @@ pub(crate) fn drive<P: Process>(
         Ok(next) => (next, None),
         Err(error) => (Next::Step(StepName::Borrowed("")), Some(error)),
     };
-    let mut driver = Driver {
+    let driver = Driver {
         shared,
         process,
         ctx,
         saver,
         next,
     };
-    // An `async` block, not an `async fn` taking the driver: a block uses what it captured in
-    // place, where a function's future would hold its argument twice (before and after the
-    // first poll), and that would double what every waiting process occupies.
+    drive_loop(Some(driver), failed)
+}
+
+/// Runs a driver until its process ends or it parks. An `async` block, not an `async fn` taking
+/// the driver: a block uses what it captured in place, where a function's future would hold its
+/// argument twice (before and after the first poll).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its argument twice in every waiting process"
+)]
+fn drive_loop<P: Process>(
+    mut slot: Option<Driver<P>>,
+    failed: Option<String>,
+) -> impl Future<Output = ()> + Send {
     async move {
-        let outcome = match failed {
-            Some(error) => driver.shared.except(error),
-            None => driver.run().await,
-        };
-        driver.after_end(&outcome);
-        driver.shared.publish(outcome);
+        if let (Some(error), Some(driver)) = (failed, slot.as_mut()) {
+            let outcome = driver.shared.except(error);
+            driver.after_end(&outcome);
+            driver.shared.publish(outcome);
+            return;
+        }
+        loop {
+            let Some(driver) = slot.as_mut() else {
+                return;
+            };
+            let idle = match driver.run().await {
+                Ran::Ended(outcome) => {
+                    driver.after_end(&outcome);
+                    driver.shared.publish(outcome);
+                    return;
+                }
+                Ran::Idle(idle) => idle,
+            };
+            // Waiting only on control requests: park the driver as data, and end this task.
+            let (shared, runner) = (driver.shared.clone(), driver.ctx.runner().clone());
+            if runner.park(&shared, |c| idle.stays(c), &mut slot) {
+                return;
+            }
+            // Not parked: the requests changed meanwhile (then this returns at once), or the
+            // runtime is stopping (then the process waits here, as a task the stop will drop).
+            shared
+                .until_control(|c| (!idle.stays(c)).then_some(()))
+                .await;
+        }
+    }
+}
+
+/// What a driver's run came to.
+enum Ran {
+    Ended(ProcessOutcome),
+    /// Nothing to do until the control requests change.
+    Idle(Idle),
+}
+
+/// What an idle process waits for.
+#[derive(Clone, Copy)]
+enum Idle {
+    /// `play` (or a kill), while paused.
+    Play,
+    /// A resume (or a pause or a kill), while waiting for one.
+    Resume,
+}
+
+impl Idle {
+    /// Whether the process still has nothing to do with these requests.
+    fn stays(self, c: &Control) -> bool {
+        match self {
+            Idle::Play => c.paused && c.kill.is_none(),
+            Idle::Resume => !(c.paused || c.kill.is_some() || c.resume.is_some()),
+        }
+    }
+}
+
+/// A parked driver wakes by going back onto its runtime; refused there (the runtime stopped),
+/// it is dropped, which marks its process abandoned.
+impl<P: Process> Parked for Driver<P> {
+    fn wake(self: Box<Self>) {
+        let runner = self.ctx.runner().clone();
+        runner.unpark(self.shared.pid);
+        let _refused = runner.thread().spawn_job(drive_loop(Some(*self), None));
     }
 }
 
@@ -244,28 +314,34 @@ struct Driver<P> {
 }
 
 impl<P: Process> Driver<P> {
-    async fn run(&mut self) -> ProcessOutcome {
+    async fn run(&mut self) -> Ran {
         loop {
             match self.gate() {
-                Err(ended) => return ended,
-                Ok(Gate::Parked) => {
-                    self.shared
-                        .until_control(|c| (c.kill.is_some() || !c.paused).then_some(()))
-                        .await;
-                    continue;
-                }
+                Err(ended) => return Ran::Ended(ended),
+                Ok(Gate::Parked) => return Ran::Idle(Idle::Play),
                 Ok(Gate::Open) => {}
             }
             let advanced = match &self.next {
                 // Boxed: a step's future (the process's own, of any size) only lives while the
                 // step runs, and is not part of what a waiting process occupies.
                 Next::Step(_) => Box::pin(self.run_step()).await,
-                Next::Wait(_, Armed::Resume) => self.wait_for_resume().await,
-                // Boxed, so that the common wait (for a resume) stays small.
+                Next::Wait(_, Armed::Resume) => {
+                    let taken = self.shared.with_control(|c| {
+                        let interrupted = c.paused || c.kill.is_some();
+                        (!interrupted).then(|| c.resume.take())
+                    });
+                    match taken {
+                        // Paused or killed: the gate deals with it; the wait stays armed.
+                        None => continue,
+                        Some(None) => return Ran::Idle(Idle::Resume),
+                        Some(Some(value)) => self.woke(Some(Ok(*value))),
+                    }
+                }
+                // Boxed, so that a waiting process's state stays small.
                 Next::Wait(..) => Box::pin(self.wait_armed()).await,
             };
             if let Err(ended) = advanced {
-                return ended;
+                return Ran::Ended(ended);
             }
         }
     }
@@ -344,19 +420,6 @@ impl<P: Process> Driver<P> {
                 Ok(())
             }
         }
-    }
-
-    /// Waits for a resume, a pause or a kill: one wait on the control requests, the smallest
-    /// state a process can wait in.
-    async fn wait_for_resume(&mut self) -> Result<(), ProcessOutcome> {
-        let resumed = self
-            .shared
-            .until_control(|c| match c.paused || c.kill.is_some() {
-                true => Some(None),
-                false => c.resume.take().map(|value| Some(*value)),
-            })
-            .await;
-        self.woke(resumed.map(Ok))
     }
 
     /// Waits for a timer, a future or children, or a pause or a kill.

@@ -255,6 +255,10 @@ impl Context {
         &self.shared
     }
 
+    pub(crate) fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
     /// The validated inputs (with defaults filled in) of a process started with
     /// [`Runner::launch`]; `None` for one submitted as a value.
     pub fn inputs(&self) -> Option<&Value> {

@@ -36,6 +36,16 @@ struct Inner {
     /// Persisted processes alive in this runner, so a load neither duplicates one nor misses a
     /// child that is already running.
     live: Mutex<LiveTable>,
+    /// Processes whose drivers are parked as data, so that a stopping runtime can drop them
+    /// (marking them abandoned) instead of leaving their waiters waiting.
+    parked: Mutex<ParkedSet>,
+}
+
+#[derive(Default)]
+struct ParkedSet {
+    /// Set when the runtime stops (or could not be watched): no driver parks any more.
+    closed: bool,
+    processes: HashMap<Uuid, Weak<ProcessShared>>,
 }
 
 #[derive(Default)]
@@ -76,14 +86,52 @@ impl Runner {
     }
 
     fn build(thread: Arc<RuntimeThread>, persister: Option<Arc<dyn Persister>>) -> Self {
-        Runner {
-            inner: Arc::new(Inner {
-                thread,
-                persister,
-                types: RwLock::new(HashMap::new()),
-                live: Mutex::new(LiveTable::default()),
-            }),
+        let inner = Arc::new(Inner {
+            thread,
+            persister,
+            types: RwLock::new(HashMap::new()),
+            live: Mutex::new(LiveTable::default()),
+            parked: Mutex::new(ParkedSet::default()),
+        });
+        // When the runtime shuts down, parked drivers are dropped with its tasks: their
+        // processes end abandoned, exactly as those whose tasks it drops, and nothing runs or
+        // saves any more (a stop is like a crash for checkpoints). The keeper is an untracked
+        // task that never ends, so the stop's grace period does not wait for it, and the
+        // runtime drops it only when it shuts down. It holds the runner weakly, so that
+        // dropping the last runner still stops a thread that the runner owns.
+        match inner.thread.handle() {
+            Ok(runtime) => {
+                let keeper = ParkedKeeper(Arc::downgrade(&inner));
+                runtime.spawn(async move {
+                    let _keeper = keeper;
+                    std::future::pending::<()>().await;
+                });
+            }
+            // Not running: nothing could drop parked drivers later, so none may park.
+            Err(_) => inner.parked.lock().closed = true,
         }
+        Runner { inner }
+    }
+
+    /// Parks a driver whose process waits only on its control requests, unless `stays` no
+    /// longer holds or the runtime is stopping; false hands the driver back to keep running.
+    pub(crate) fn park<D: super::shared::Parked + 'static>(
+        &self,
+        shared: &Arc<ProcessShared>,
+        stays: impl FnOnce(&super::shared::Control) -> bool,
+        driver: &mut Option<D>,
+    ) -> bool {
+        let mut set = self.inner.parked.lock();
+        if set.closed || !shared.park(stays, driver) {
+            return false;
+        }
+        set.processes.insert(shared.pid, Arc::downgrade(shared));
+        true
+    }
+
+    /// Forgets a parked process that has been woken.
+    pub(crate) fn unpark(&self, pid: Uuid) {
+        self.inner.parked.lock().processes.remove(&pid);
     }
 
     /// The runtime thread the processes run on.
@@ -344,6 +392,31 @@ impl Runner {
     fn running(&self, pid: Uuid) -> Option<Arc<ProcessShared>> {
         self.live(pid)
             .filter(|shared| !shared.state().is_terminal())
+    }
+}
+
+/// Drops the runner's parked drivers when the runtime drops it (at shutdown).
+struct ParkedKeeper(Weak<Inner>);
+
+impl Drop for ParkedKeeper {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.drop_parked();
+        }
+    }
+}
+
+impl Inner {
+    /// Drops every parked driver (each marks its process abandoned) and lets no more park.
+    fn drop_parked(&self) {
+        let parked: Vec<Weak<ProcessShared>> = {
+            let mut set = self.parked.lock();
+            set.closed = true;
+            set.processes.drain().map(|(_, shared)| shared).collect()
+        };
+        for shared in parked.iter().filter_map(Weak::upgrade) {
+            drop(shared.take_parked());
+        }
     }
 }
 

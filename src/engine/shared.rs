@@ -19,12 +19,21 @@ use super::state::ProcessState;
 
 /// Requests from handles. Kept as state, not as events, so none is lost: a resume that arrives
 /// while the process is paused is still there after `play`.
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub(crate) struct Control {
     pub(crate) paused: bool,
     /// Boxed: rare, and the control requests are part of every process.
     pub(crate) kill: Option<Box<KillRequest>>,
     pub(crate) resume: Option<Box<Value>>,
+    /// The driver of a process that waits only on these requests (a resume, or `play` while
+    /// paused), parked here as data instead of as a suspended task; the next change wakes it.
+    /// Kept under the same lock as the requests, so parking and waking never miss each other.
+    pub(crate) parked: Option<Box<dyn Parked>>,
+}
+
+/// A parked driver: [`wake`](Parked::wake) hands it back to its runtime to run again.
+pub(crate) trait Parked: Send {
+    fn wake(self: Box<Self>);
 }
 
 #[derive(Debug, Clone)]
@@ -139,9 +148,46 @@ impl ProcessShared {
 
     /// Changes the control requests and wakes whoever waits on them.
     pub(crate) fn update_control<T>(&self, change: impl FnOnce(&mut Control) -> T) -> T {
-        let result = change(&mut self.control.lock());
+        let (result, parked) = {
+            let mut control = self.control.lock();
+            let result = change(&mut control);
+            (result, control.parked.take())
+        };
         self.changed.notify_waiters();
+        if let Some(parked) = parked {
+            parked.wake();
+        }
         result
+    }
+
+    /// Parks `driver` unless `stays` no longer holds for the requests (then it is handed
+    /// back). Checked and stored under one lock, so a change cannot slip in between.
+    pub(crate) fn park<D: Parked + 'static>(
+        &self,
+        stays: impl FnOnce(&Control) -> bool,
+        driver: &mut Option<D>,
+    ) -> bool {
+        let mut control = self.control.lock();
+        if !stays(&control) {
+            return false;
+        }
+        match driver.take() {
+            Some(driver) => {
+                control.parked = Some(Box::new(driver));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes a parked driver out without waking it (to drop it when the runtime stops).
+    pub(crate) fn take_parked(&self) -> Option<Box<dyn Parked>> {
+        self.control.lock().parked.take()
+    }
+
+    /// Reads or changes the control requests without waking anyone (the driver's own use).
+    pub(crate) fn with_control<T>(&self, use_: impl FnOnce(&mut Control) -> T) -> T {
+        use_(&mut self.control.lock())
     }
 
     /// Reads the control requests.
