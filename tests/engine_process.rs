@@ -654,3 +654,48 @@ impl Process for FinishesAtOnce {
         Ok(Command::finish())
     }
 }
+
+#[test]
+fn parked_waiting_processes_wake_for_control_from_many_threads_at_once() {
+    // A process waiting for a resume is parked as data, not as a task: every control change
+    // must wake it, whichever thread sends it, and none may be lost between park and wake.
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let handles: Vec<_> = (0..2000).map(|_| runner.submit(WaitsForResume)).collect();
+        let controllers: Vec<_> = handles.iter().map(|h| h.controller()).collect();
+        for controller in &controllers {
+            until_state(controller, ProcessState::Waiting);
+        }
+        let controllers = Arc::new(controllers);
+        let senders: Vec<_> = (0..4)
+            .map(|lane| {
+                let controllers = controllers.clone();
+                std::thread::spawn(move || {
+                    for (i, controller) in controllers.iter().enumerate() {
+                        if i % 4 != lane {
+                            continue;
+                        }
+                        // Pause and play race the park of a driver woken by the previous
+                        // request; the resume sent while paused must survive the play.
+                        controller.pause();
+                        controller.resume(json!(i)).unwrap();
+                        controller.play();
+                        if i % 10 == 0 {
+                            controller.kill("chosen");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for sender in senders {
+            sender.join().unwrap();
+        }
+        for (i, handle) in handles.into_iter().enumerate() {
+            match handle.wait().unwrap() {
+                ProcessOutcome::Finished { outputs, .. } => assert_eq!(outputs["value"], i),
+                ProcessOutcome::Killed { .. } => assert_eq!(i % 10, 0, "process {i} was killed"),
+                other => panic!("process {i}: {other:?}"),
+            }
+        }
+    });
+}
