@@ -5,6 +5,11 @@
 //! step's command); a force-kill drops the step at once. In `Waiting`, pause and kill interrupt
 //! the wait at once; a paused wait stays armed and continues after `play`.
 //!
+//! A process with nothing to do until its control requests change (it waits for a resume, or
+//! is paused) parks its driver as data in its shared state and ends its task; the next request
+//! wakes it onto the runtime again. Parked drivers are dropped when the runtime shuts down, so
+//! their processes end abandoned like any other.
+//!
 //! A persisted process is saved on entering `Running` (before the step, so a crash re-runs it),
 //! on entering `Waiting` (with what it waits on, as data), when it parks paused or is played,
 //! and when it ends (a child keeps its final checkpoint for its parent; a top-level process's
