@@ -123,7 +123,7 @@ impl Checkpoint {
         serde_json::to_vec(self)
     }
 
-    /// Decodes JSON bytes, checking the format version. `what` names the source in errors.
+    /// Decodes JSON bytes, checking the format version; the error says what is wrong.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
         let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
         let version = value.get("version").and_then(Value::as_u64);

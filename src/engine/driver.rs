@@ -15,6 +15,7 @@
 //! and when it ends (a child keeps its final checkpoint for its parent; a top-level process's
 //! checkpoint is deleted, with those of its ended children).
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,7 +33,6 @@ use super::process::{Command, Context, Outputs, Process, StepName, WaitOn};
 use super::shared::{Control, Parked, ProcessShared};
 use super::state::ProcessState;
 use crate::thread::panic_message;
-use std::future::Future;
 
 /// How to save a process of type `P`, for a persisted one.
 pub(crate) struct Saver<P> {
@@ -170,7 +170,7 @@ impl Armed {
     fn saved(&self, shared: &ProcessShared) -> SavedWait {
         match self {
             Armed::Resume => SavedWait::Resume {
-                value: shared.read_control(|c| c.resume.as_deref().cloned()),
+                value: shared.with_control(|c| c.resume.as_deref().cloned()),
             },
             Armed::Timer { deadline, .. } => SavedWait::Timer {
                 deadline: *deadline,
@@ -356,7 +356,7 @@ impl<P: Process> Driver<P> {
     /// The status's pause flag says whether it is parked, so a process loaded paused starts
     /// parked even if `play` came before this first look.
     fn gate(&mut self) -> Result<Gate, ProcessOutcome> {
-        let (kill, paused) = self.shared.read_control(|c| (c.kill.clone(), c.paused));
+        let (kill, paused) = self.shared.with_control(|c| (c.kill.clone(), c.paused));
         if let Some(kill) = kill {
             return Err(self.shared.kill(kill.message));
         }
@@ -364,7 +364,7 @@ impl<P: Process> Driver<P> {
         if paused != parked {
             let text = paused.then(|| "paused".to_owned());
             self.shared.set_paused(paused, text);
-            self.save(self.position())?;
+            self.save(self.shared.state(), Self::position)?;
         }
         Ok(if paused { Gate::Parked } else { Gate::Open })
     }
@@ -378,7 +378,7 @@ impl<P: Process> Driver<P> {
         };
         let shared = self.shared.clone();
         shared.transition(ProcessState::Running);
-        self.save(Position::Step {
+        self.save(ProcessState::Running, |_| Position::Step {
             step: name.to_string(),
         })?;
         let step = AssertUnwindSafe(self.process.step(&name, &mut self.ctx)).catch_unwind();
@@ -394,7 +394,7 @@ impl<P: Process> Driver<P> {
             result = step => result,
         };
         // A kill asked for during the step wins over what the step decided.
-        if let Some(kill) = shared.read_control(|c| c.kill.clone()) {
+        if let Some(kill) = shared.with_control(|c| c.kill.clone()) {
             return Err(shared.kill(kill.message));
         }
         // An output that failed its port's checks ends the process, as a raised error would.
@@ -420,7 +420,7 @@ impl<P: Process> Driver<P> {
                 let armed = Armed::arm(on, &name, &self.ctx).map_err(|e| shared.except(e))?;
                 self.next = Next::Wait(then, armed);
                 // Saved before it shows: whoever sees `Waiting` finds the wait in the store.
-                self.save_in(ProcessState::Waiting, self.position())?;
+                self.save(ProcessState::Waiting, Self::position)?;
                 shared.transition(ProcessState::Waiting);
                 Ok(())
             }
@@ -472,22 +472,19 @@ impl<P: Process> Driver<P> {
         }
     }
 
-    /// Saves a checkpoint of a persisted process; a failure ends the process excepted.
-    fn save(&self, position: Position) -> Result<(), ProcessOutcome> {
-        self.save_in(self.shared.state(), position)
-    }
-
-    /// Saves a checkpoint as of `state` (the state about to be entered).
-    fn save_in(&self, state: ProcessState, position: Position) -> Result<(), ProcessOutcome> {
+    /// Saves a checkpoint of a persisted process in `state` (the one it is in or entering);
+    /// a failure ends the process excepted. The position is only worked out for a persisted
+    /// process: the others pay nothing here.
+    fn save(
+        &self,
+        state: ProcessState,
+        position: impl FnOnce(&Self) -> Position,
+    ) -> Result<(), ProcessOutcome> {
         let Some(saver) = &self.saver else {
             return Ok(());
         };
         let saved = self
-            .checkpoint(saver, position, None)
-            .map(|checkpoint| Checkpoint {
-                state,
-                ..checkpoint
-            })
+            .checkpoint(saver, state, position(self), None)
             .and_then(|checkpoint| {
                 saver
                     .store
@@ -500,6 +497,7 @@ impl<P: Process> Driver<P> {
     fn checkpoint(
         &self,
         saver: &Saver<P>,
+        state: ProcessState,
         position: Position,
         outcome: Option<ProcessOutcome>,
     ) -> Result<Checkpoint, String> {
@@ -508,6 +506,7 @@ impl<P: Process> Driver<P> {
         Ok(checkpoint_of(
             &self.shared,
             &self.ctx,
+            state,
             process,
             position,
             outcome,
@@ -529,8 +528,13 @@ impl<P: Process> Driver<P> {
         };
         let settled = if self.shared.parent.is_some() {
             // The parent may not have read this outcome yet (or may be reloaded before it does).
-            self.checkpoint(saver, Position::Ended, Some(outcome.clone()))
-                .and_then(|c| saver.store.save(&c).map_err(|e| e.to_string()))
+            self.checkpoint(
+                saver,
+                outcome.state(),
+                Position::Ended,
+                Some(outcome.clone()),
+            )
+            .and_then(|c| saver.store.save(&c).map_err(|e| e.to_string()))
         } else {
             saver
                 .store
@@ -554,6 +558,7 @@ impl<P: Process> Driver<P> {
 pub(crate) fn checkpoint_of(
     shared: &ProcessShared,
     ctx: &Context,
+    state: ProcessState,
     process: Value,
     position: Position,
     outcome: Option<ProcessOutcome>,
@@ -564,7 +569,7 @@ pub(crate) fn checkpoint_of(
         pid: shared.pid,
         parent: shared.parent,
         ctime: shared.ctime,
-        state: shared.state(),
+        state,
         paused: shared.paused(),
         status: shared.text(),
         inputs: ctx.inputs().cloned(),

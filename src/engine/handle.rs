@@ -179,7 +179,7 @@ pub struct ProcessHandle {
     controller: ProcessController,
     runner: Runner,
     /// Made on the first poll as a future.
-    awaiting: Option<futures::future::BoxFuture<'static, ProcessOutcome>>,
+    awaiting: Option<futures::future::BoxFuture<'static, Result<ProcessOutcome, ()>>>,
 }
 
 fn settled(outcome: Result<ProcessOutcome, ()>) -> Result<ProcessOutcome, EngineError> {
@@ -245,8 +245,7 @@ impl ProcessHandle {
     {
         let shared = self.shared().clone();
         let watcher = async move {
-            let outcome = shared.outcome().await;
-            let outcome = settled(shared.try_outcome().unwrap_or(Ok(outcome)));
+            let outcome = settled(shared.settled_outcome().await);
             let call = std::panic::AssertUnwindSafe(async move { callback(outcome).await });
             if futures::FutureExt::catch_unwind(call).await.is_err() {
                 tracing::error!("an on-finish callback panicked");
@@ -257,8 +256,10 @@ impl ProcessHandle {
         }
     }
 
-    /// Blocks until the process ends. On the runner's own thread (inside a step) it refuses
-    /// with [`crate::Error::WouldDeadlock`]: await the handle there instead.
+    /// Blocks until the process ends. On the runner's own thread (inside a step, on the
+    /// default current-thread flavour) it refuses at once with
+    /// `EngineError::Thread(Error::WouldDeadlock)`: await the handle there instead. A process
+    /// whose runtime stopped before it ended gives `EngineError::Thread(Error::Stopped)`.
     pub fn wait(self) -> Result<ProcessOutcome, EngineError> {
         self.wait_until(None)
             .unwrap_or(Err(EngineError::Thread(crate::thread::Error::ResultTaken)))
@@ -316,16 +317,13 @@ impl Future for ProcessHandle {
     type Output = Result<ProcessOutcome, EngineError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let shared = self.shared().clone();
-        let awaiting = self
-            .awaiting
-            .get_or_insert_with(|| Box::pin(async move { shared.outcome().await }));
-        match awaiting.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(outcome) => {
-                let settled_now = self.shared().try_outcome().unwrap_or(Ok(outcome));
-                Poll::Ready(settled(settled_now))
-            }
+        if self.awaiting.is_none() {
+            let shared = self.shared().clone();
+            self.awaiting = Some(Box::pin(async move { shared.settled_outcome().await }));
+        }
+        match &mut self.awaiting {
+            Some(awaiting) => awaiting.as_mut().poll(cx).map(settled),
+            None => Poll::Pending,
         }
     }
 }

@@ -17,6 +17,7 @@ use super::persist::{PersistError, Persister};
 use super::process::{Context, Outputs, Process};
 use super::shared::{Identity, ProcessShared, Restored};
 use super::spec::PortError;
+use super::state::ProcessState;
 use crate::thread::RuntimeThread;
 
 /// Runs processes on a runtime thread: thousands at once, each a task that only occupies the
@@ -57,8 +58,9 @@ struct LiveTable {
 /// Rebuilds a process of one registered type from its checkpoint (without starting it).
 type Loader = fn(Checkpoint) -> Result<Prepared, EngineError>;
 
-/// Starts a decoded process, given its children.
-type Starter = Box<dyn FnOnce(&Runner, Vec<Arc<ProcessShared>>) -> ProcessHandle + Send>;
+/// Starts a decoded process, given the store it was loaded from and its children.
+type Starter =
+    Box<dyn FnOnce(&Runner, Arc<dyn Persister>, Vec<Arc<ProcessShared>>) -> ProcessHandle + Send>;
 
 /// A decoded process, ready to start once its children are linked.
 struct Prepared {
@@ -179,7 +181,10 @@ impl Runner {
     /// Registers `P` under [`Persistent::TYPE_NAME`], so that its checkpoints can be loaded.
     /// Submitting a persisted `P` registers it too; register before loading in a new program.
     pub fn register<P: Persistent>(&self) {
-        self.inner.types.write().insert(P::TYPE_NAME, prepare::<P>);
+        // Every persisted submission registers its type: the common case is a read.
+        if !self.inner.types.read().contains_key(P::TYPE_NAME) {
+            self.inner.types.write().insert(P::TYPE_NAME, prepare::<P>);
+        }
     }
 
     /// Starts `process` as a persisted process: it is saved before it starts and at every
@@ -266,7 +271,7 @@ impl Runner {
                 .filter_map(|pid| loaded.get(pid).cloned().or_else(|| self.live(*pid)))
                 .collect();
             self.track(&process.shared);
-            handles.push((process.start)(self, children));
+            handles.push((process.start)(self, store.clone(), children));
         }
         Ok(handles)
     }
@@ -340,14 +345,17 @@ impl Runner {
         let ctx = Context::new(shared.clone(), self.clone(), P::spec(), inputs);
         let first = process.first_step().to_owned();
         // Saved before anything runs, so even a crash before the first step loses nothing.
-        let encoded = serde_json::to_value(&process).map_err(|e| EngineError::Checkpoint {
+        let encoded = encode(&process).map_err(|e| EngineError::Checkpoint {
             pid: shared.pid,
             reason: format!("cannot encode the process: {e}"),
         })?;
         let position = Position::Step {
             step: first.clone(),
         };
-        store.save(&checkpoint_of(&shared, &ctx, encoded, position, None))?;
+        let state = ProcessState::Created;
+        store.save(&checkpoint_of(
+            &shared, &ctx, state, encoded, position, None,
+        ))?;
         self.track(&shared);
         Ok(self.spawn(process, ctx, Start::Step(first), Some(saver(store))))
     }
@@ -365,12 +373,6 @@ impl Runner {
             .inner
             .thread
             .spawn_job(drive(process, ctx, start, saver));
-        ProcessHandle::new(shared, self.clone())
-    }
-
-    /// A handle for a process that had already ended when it was loaded (its shared state
-    /// holds the outcome).
-    fn ended(&self, shared: Arc<ProcessShared>) -> ProcessHandle {
         ProcessHandle::new(shared, self.clone())
     }
 
@@ -478,36 +480,24 @@ fn prepare<P: Persistent>(checkpoint: Checkpoint) -> Result<Prepared, EngineErro
         text: checkpoint.status,
         // So that a `resume` right after the load is accepted, before the driver re-arms.
         awaiting_resume: matches!(start, Some(Start::Wait(_, SavedWait::Resume { .. }))),
-        outcome: checkpoint.outcome.clone(),
+        outcome: checkpoint.outcome,
     };
     let shared = Arc::new(ProcessShared::new(identity, restored, Vec::new()));
-    let (inputs, outputs, resumed, outcome) = (
-        checkpoint.inputs,
-        checkpoint.outputs,
-        checkpoint.resumed,
-        checkpoint.outcome,
-    );
+    let (inputs, outputs, resumed) = (checkpoint.inputs, checkpoint.outputs, checkpoint.resumed);
     let started = shared.clone();
     Ok(Prepared {
         shared,
         children: checkpoint.children,
-        start: Box::new(move |runner, children| {
-            let mut ctx = Context::new(started.clone(), runner.clone(), P::spec(), inputs);
+        start: Box::new(move |runner, store, children| {
+            started.set_children(children);
+            let Some(start) = start else {
+                // Ended before it was saved: its shared state already holds the outcome.
+                return ProcessHandle::new(started, runner.clone());
+            };
+            let mut ctx = Context::new(started, runner.clone(), P::spec(), inputs);
             ctx.outputs = outputs;
             ctx.resumed = resumed.map(Box::new);
-            started.set_children(children);
-            match (start, outcome, runner.persister()) {
-                (Some(start), _, Some(store)) => {
-                    runner.spawn(process, ctx, start, Some(saver(store.clone())))
-                }
-                (_, Some(_), _) => runner.ended(started),
-                // Loading needs a store, so a loaded live process always has one.
-                (_, None, _) => {
-                    let outcome = started.except("loaded without a checkpoint store".to_owned());
-                    started.publish(outcome);
-                    runner.ended(started)
-                }
-            }
+            runner.spawn(process, ctx, start, Some(saver(store)))
         }),
     })
 }

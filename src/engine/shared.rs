@@ -190,22 +190,23 @@ impl ProcessShared {
         use_(&mut self.control.lock())
     }
 
-    /// Reads the control requests.
-    pub(crate) fn read_control<T>(&self, read: impl FnOnce(&Control) -> T) -> T {
-        read(&self.control.lock())
-    }
-
     /// Waits until `check` finds what it looks for in the control requests (it may take it).
     pub(crate) async fn until_control<T>(
         &self,
         mut check: impl FnMut(&mut Control) -> Option<T>,
     ) -> T {
+        self.wake_when(|| check(&mut self.control.lock())).await
+    }
+
+    /// Waits until `check` finds something, re-checking whenever `changed` is notified (on every
+    /// control request and when the process ends).
+    async fn wake_when<T>(&self, mut check: impl FnMut() -> Option<T>) -> T {
         loop {
             let notified = self.changed.notified();
             let mut notified = std::pin::pin!(notified);
             // Registered before the check, so a change between the check and the await wakes us.
             notified.as_mut().enable();
-            if let Some(found) = check(&mut self.control.lock()) {
+            if let Some(found) = check() {
                 return found;
             }
             notified.await;
@@ -293,18 +294,14 @@ impl ProcessShared {
         }
     }
 
-    /// Waits until the process ends.
+    /// Waits until the process ends (an abandoned process ended `Killed`).
     pub(crate) async fn outcome(&self) -> ProcessOutcome {
-        loop {
-            let notified = self.changed.notified();
-            let mut notified = std::pin::pin!(notified);
-            // Registered before the check, so an end between the check and the await still wakes us.
-            notified.as_mut().enable();
-            if let Some(outcome) = self.outcome_now() {
-                return outcome;
-            }
-            notified.await;
-        }
+        self.wake_when(|| self.outcome_now()).await
+    }
+
+    /// Waits until the process ends; `Err(())` if its driver was abandoned.
+    pub(crate) async fn settled_outcome(&self) -> Result<ProcessOutcome, ()> {
+        self.wake_when(|| self.try_outcome()).await
     }
 
     pub(crate) fn state(&self) -> ProcessState {
