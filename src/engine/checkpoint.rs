@@ -13,7 +13,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::handle::ProcessOutcome;
-use super::process::{Outputs, Process};
+use super::process::{Outputs, Process, Resumed};
 use super::state::ProcessState;
 
 /// The checkpoint format's version; a checkpoint of another version is refused with a clear error.
@@ -59,6 +59,27 @@ pub struct Checkpoint {
     pub children: Vec<Uuid>,
     /// For a terminal checkpoint: how it ended.
     pub outcome: Option<ProcessOutcome>,
+}
+
+/// A live process's checkpoint, borrowed rather than copied and encoded straight to the same
+/// JSON as [`Checkpoint`] (the fields must stay the same: a test checks it).
+#[derive(Serialize)]
+pub(crate) struct CheckpointRef<'a, P> {
+    pub(crate) version: u32,
+    pub(crate) type_name: &'a str,
+    pub(crate) pid: Uuid,
+    pub(crate) parent: Option<Uuid>,
+    pub(crate) ctime: SystemTime,
+    pub(crate) state: ProcessState,
+    pub(crate) paused: bool,
+    pub(crate) status: Option<String>,
+    pub(crate) inputs: Option<&'a Value>,
+    pub(crate) outputs: &'a Outputs,
+    pub(crate) process: &'a P,
+    pub(crate) position: &'a Position,
+    pub(crate) resumed: Option<&'a Resumed>,
+    pub(crate) children: Vec<Uuid>,
+    pub(crate) outcome: Option<&'a ProcessOutcome>,
 }
 
 /// Where a saved process is.
@@ -134,5 +155,63 @@ impl Checkpoint {
             ));
         }
         serde_json::from_value(value).map_err(|e| format!("not a checkpoint: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::exit_code::ExitCode;
+
+    /// The engine writes checkpoints through `CheckpointRef`, stores and readers use
+    /// `Checkpoint`: both must be the same JSON, field for field.
+    #[test]
+    fn a_borrowed_checkpoint_encodes_as_the_owned_one() {
+        let finished = ProcessOutcome::Finished {
+            exit_code: ExitCode::OK,
+            outputs: [("y".to_owned(), json!(1.5))].into_iter().collect(),
+        };
+        let resumed = Resumed::Children(BTreeMap::from([("child".to_owned(), finished.clone())]));
+        let (inputs, outputs) = (json!({"x": [1, "two"]}), [("z".to_owned(), json!(null))]);
+        let outputs: Outputs = outputs.into_iter().collect();
+        let process = json!({"ctx": {"a": true}, "stepper": {"frames": []}});
+        let position = Position::Waiting {
+            then: "next".into(),
+            on: SavedWait::Children {
+                children: vec![ChildRef {
+                    key: "child".into(),
+                    pid: Uuid::from_u128(7),
+                }],
+            },
+        };
+        let borrowed = CheckpointRef {
+            version: CHECKPOINT_VERSION,
+            type_name: "test.Type",
+            pid: Uuid::from_u128(1),
+            parent: Some(Uuid::from_u128(2)),
+            ctime: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_234_567),
+            state: ProcessState::Waiting,
+            paused: true,
+            status: Some("paused".into()),
+            inputs: Some(&inputs),
+            outputs: &outputs,
+            process: &process,
+            position: &position,
+            resumed: Some(&resumed),
+            children: vec![Uuid::from_u128(7)],
+            outcome: Some(&finished),
+        };
+        let bytes = serde_json::to_vec(&borrowed).unwrap();
+        let owned = Checkpoint::from_bytes(&bytes).unwrap();
+        let as_json = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).unwrap();
+        assert_eq!(as_json(&owned.to_bytes().unwrap()), as_json(&bytes));
+        assert_eq!(owned.process, process);
+        assert_eq!(owned.position, position);
+        assert_eq!(owned.outcome, Some(finished.clone()));
+        assert_eq!(owned.resumed, Some(json!({"child": finished})));
     }
 }

@@ -15,6 +15,7 @@
 //! and when it ends (a child keeps its final checkpoint for its parent; a top-level process's
 //! checkpoint is deleted, with those of its ended children).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -25,11 +26,11 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use super::checkpoint::{CHECKPOINT_VERSION, Checkpoint, ChildRef, Position, SavedWait};
+use super::checkpoint::{CHECKPOINT_VERSION, CheckpointRef, ChildRef, Position, SavedWait};
 use super::exit_code::ExitCode;
 use super::handle::ProcessOutcome;
-use super::persist::Persister;
-use super::process::{Command, Context, Outputs, Process, StepName, WaitOn};
+use super::persist::{PersistError, Persister};
+use super::process::{Command, Context, Outputs, Process, Resumed, StepName, WaitOn};
 use super::shared::{Control, Parked, ProcessShared};
 use super::state::ProcessState;
 use crate::thread::panic_message;
@@ -37,7 +38,10 @@ use crate::thread::panic_message;
 /// How to save a process of type `P`, for a persisted one.
 pub(crate) struct Saver<P> {
     pub(crate) store: Arc<dyn Persister>,
-    pub(crate) encode: fn(&P) -> Result<Value, serde_json::Error>,
+    pub(crate) encode: fn(&CheckpointRef<'_, P>) -> Result<Vec<u8>, serde_json::Error>,
+    /// The store already holds the checkpoint the next `Running` entry would write (the one
+    /// saved at submission, or the one loaded), so that entry skips its save.
+    pub(crate) current: bool,
 }
 
 /// Where the driver starts: a fresh process at its first step, a reloaded one where it was.
@@ -143,28 +147,25 @@ impl Armed {
         Ok(Armed::Children(armed))
     }
 
-    async fn ready(&mut self, shared: &ProcessShared) -> Result<Value, String> {
-        match self {
-            Armed::Resume => Ok(*shared.until_control(|c| c.resume.take()).await),
+    async fn ready(&mut self, shared: &ProcessShared) -> Result<Resumed, String> {
+        Ok(Resumed::Value(match self {
+            Armed::Resume => *shared.until_control(|c| c.resume.take()).await,
             Armed::Timer { sleep, left, .. } => {
                 sleep
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(*left)))
                     .as_mut()
                     .await;
-                Ok(Value::Null)
+                Value::Null
             }
-            Armed::Future { future, .. } => future.as_mut().await,
+            Armed::Future { future, .. } => future.as_mut().await?,
             Armed::Children(children) => {
-                let mut outcomes = serde_json::Map::new();
+                let mut outcomes = BTreeMap::new();
                 for (child, shared) in children.iter() {
-                    let outcome = shared.outcome().await;
-                    let outcome = serde_json::to_value(outcome)
-                        .map_err(|e| format!("the outcome of child '{}': {e}", child.key))?;
-                    outcomes.insert(child.key.clone(), outcome);
+                    outcomes.insert(child.key.clone(), shared.outcome().await);
                 }
-                Ok(Value::Object(outcomes))
+                return Ok(Resumed::Children(outcomes));
             }
-        }
+        }))
     }
 
     fn saved(&self, shared: &ProcessShared) -> SavedWait {
@@ -339,7 +340,7 @@ impl<P: Process> Driver<P> {
                         // Paused or killed: the gate deals with it; the wait stays armed.
                         None => continue,
                         Some(None) => return Ran::Idle(Idle::Resume),
-                        Some(Some(value)) => self.woke(Some(Ok(*value))),
+                        Some(Some(value)) => self.woke(Some(Ok(Resumed::Value(*value)))),
                     }
                 }
                 // Boxed, so that a waiting process's state stays small.
@@ -378,9 +379,12 @@ impl<P: Process> Driver<P> {
         };
         let shared = self.shared.clone();
         shared.transition(ProcessState::Running);
-        self.save(ProcessState::Running, |_| Position::Step {
-            step: name.to_string(),
-        })?;
+        let already_saved = (self.saver.as_mut()).is_some_and(|s| std::mem::take(&mut s.current));
+        if !already_saved {
+            self.save(ProcessState::Running, |_| Position::Step {
+                step: name.to_string(),
+            })?;
+        }
         let step = AssertUnwindSafe(self.process.step(&name, &mut self.ctx)).catch_unwind();
         let force_kill = shared.until_control(|c| {
             c.kill
@@ -443,7 +447,7 @@ impl<P: Process> Driver<P> {
 
     /// After a wait: interrupted (`None`, the gate deals with it and the wait stays armed), or
     /// over, and the next step gets the value.
-    fn woke(&mut self, woke: Option<Result<Value, String>>) -> Result<(), ProcessOutcome> {
+    fn woke(&mut self, woke: Option<Result<Resumed, String>>) -> Result<(), ProcessOutcome> {
         match woke {
             None => Ok(()),
             Some(Ok(value)) => {
@@ -483,34 +487,11 @@ impl<P: Process> Driver<P> {
         let Some(saver) = &self.saver else {
             return Ok(());
         };
-        let saved = self
-            .checkpoint(saver, state, position(self), None)
-            .and_then(|checkpoint| {
-                saver
-                    .store
-                    .save(&checkpoint)
-                    .map_err(|e| format!("cannot save a checkpoint: {e}"))
-            });
-        saved.map_err(|error| self.shared.except(error))
-    }
-
-    fn checkpoint(
-        &self,
-        saver: &Saver<P>,
-        state: ProcessState,
-        position: Position,
-        outcome: Option<ProcessOutcome>,
-    ) -> Result<Checkpoint, String> {
-        let process = (saver.encode)(&self.process)
-            .map_err(|e| format!("cannot encode the process for a checkpoint: {e}"))?;
-        Ok(checkpoint_of(
-            &self.shared,
-            &self.ctx,
-            state,
-            process,
-            position,
-            outcome,
-        ))
+        let position = position(self);
+        let checkpoint = checkpoint_of(&self.shared, &self.ctx, state, &self.process, &position);
+        saver
+            .save(&checkpoint)
+            .map_err(|e| self.shared.except(format!("cannot save a checkpoint: {e}")))
     }
 
     /// Passes a kill on to the children, and settles the process's checkpoints.
@@ -528,24 +509,26 @@ impl<P: Process> Driver<P> {
         };
         let settled = if self.shared.parent.is_some() {
             // The parent may not have read this outcome yet (or may be reloaded before it does).
-            self.checkpoint(
-                saver,
-                outcome.state(),
-                Position::Ended,
-                Some(outcome.clone()),
-            )
-            .and_then(|c| saver.store.save(&c).map_err(|e| e.to_string()))
+            let checkpoint = CheckpointRef {
+                outcome: Some(outcome),
+                ..checkpoint_of(
+                    &self.shared,
+                    &self.ctx,
+                    outcome.state(),
+                    &self.process,
+                    &Position::Ended,
+                )
+            };
+            saver.save(&checkpoint)
         } else {
-            saver
-                .store
-                .delete(self.shared.pid)
-                .map_err(|e| e.to_string())
+            saver.store.delete(self.shared.pid)
         };
         if let Err(error) = settled {
             tracing::error!(pid = %self.shared.pid, %error, "cannot settle an ended process's checkpoint");
         }
         for child in self.shared.children() {
-            if child.state().is_terminal()
+            if child.persisted
+                && child.state().is_terminal()
                 && let Err(error) = saver.store.delete(child.pid)
             {
                 tracing::error!(pid = %child.pid, %error, "cannot delete an ended child's checkpoint");
@@ -554,31 +537,42 @@ impl<P: Process> Driver<P> {
     }
 }
 
-/// The checkpoint of a process in its present state.
-pub(crate) fn checkpoint_of(
-    shared: &ProcessShared,
-    ctx: &Context,
+impl<P> Saver<P> {
+    /// Encodes and stores; a process that does not encode is the store's `Store` error, as
+    /// with [`Checkpoint::to_bytes`](super::checkpoint::Checkpoint::to_bytes) in the stores.
+    pub(crate) fn save(&self, checkpoint: &CheckpointRef<'_, P>) -> Result<(), PersistError> {
+        let bytes = (self.encode)(checkpoint)
+            .map_err(|e| PersistError::Store(format!("cannot encode a checkpoint: {e}")))?;
+        self.store.save_bytes(checkpoint.pid, bytes)
+    }
+}
+
+/// The checkpoint of a process in its present state (not ended: see `after_end`).
+pub(crate) fn checkpoint_of<'a, P>(
+    shared: &'a ProcessShared,
+    ctx: &'a Context,
     state: ProcessState,
-    process: Value,
-    position: Position,
-    outcome: Option<ProcessOutcome>,
-) -> Checkpoint {
-    Checkpoint {
+    process: &'a P,
+    position: &'a Position,
+) -> CheckpointRef<'a, P> {
+    CheckpointRef {
         version: CHECKPOINT_VERSION,
-        type_name: shared.type_name.to_owned(),
+        type_name: shared.type_name,
         pid: shared.pid,
         parent: shared.parent,
         ctime: shared.ctime,
         state,
         paused: shared.paused(),
         status: shared.text(),
-        inputs: ctx.inputs().cloned(),
-        outputs: ctx.outputs.clone(),
+        inputs: ctx.inputs(),
+        outputs: &ctx.outputs,
         process,
         position,
-        resumed: ctx.resumed.as_deref().cloned(),
-        children: shared.children().iter().map(|c| c.pid).collect(),
-        outcome,
+        resumed: ctx.resumed.as_deref(),
+        children: (shared.children().iter())
+            .filter_map(|c| c.persisted.then_some(c.pid))
+            .collect(),
+        outcome: None,
     }
 }
 

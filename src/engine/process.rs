@@ -220,6 +220,40 @@ pub trait Process: Send + 'static {
     ) -> impl Future<Output = Result<Command, StepError>> + Send;
 }
 
+/// What ended a wait, for the next step. Children's outcomes stay typed until a checkpoint
+/// needs them as JSON.
+#[derive(Debug)]
+pub(crate) enum Resumed {
+    /// A resume value, a future's value, or anything read back from a checkpoint.
+    Value(Value),
+    /// The outcomes of the awaited children, by key.
+    Children(BTreeMap<String, ProcessOutcome>),
+}
+
+/// As a checkpoint holds it: the value, or the children's outcomes as a map by key.
+impl serde::Serialize for Resumed {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Resumed::Value(value) => value.serialize(serializer),
+            Resumed::Children(outcomes) => outcomes.serialize(serializer),
+        }
+    }
+}
+
+impl Resumed {
+    fn into_value(self) -> Value {
+        match self {
+            Resumed::Value(value) => value,
+            Resumed::Children(outcomes) => children_to_value(&outcomes),
+        }
+    }
+}
+
+fn children_to_value(outcomes: &BTreeMap<String, ProcessOutcome>) -> Value {
+    // An outcome is plain data (strings, numbers, maps of JSON values): it always serialises.
+    serde_json::to_value(outcomes).unwrap_or(Value::Null)
+}
+
 /// What a step can see and do besides its own fields.
 pub struct Context {
     shared: Arc<ProcessShared>,
@@ -228,7 +262,7 @@ pub struct Context {
     // Boxed, like `resumed`: a waiting process carries its context, and these are often empty.
     inputs: Option<Box<Value>>,
     pub(crate) outputs: Outputs,
-    pub(crate) resumed: Option<Box<Value>>,
+    pub(crate) resumed: Option<Box<Resumed>>,
     /// The first output that failed its port's checks; the step then ends the process excepted.
     pub(crate) invalid_output: Option<Box<PortError>>,
 }
@@ -290,17 +324,18 @@ impl Context {
 
     /// The value that ended the last wait, once.
     pub fn take_resume_value(&mut self) -> Option<Value> {
-        self.resumed.take().map(|value| *value)
+        self.resumed.take().map(|resumed| resumed.into_value())
     }
 
     /// The outcomes of the children a [`WaitOn::Children`] wait was for, by key (taken once).
     pub fn take_child_outcomes(&mut self) -> Result<BTreeMap<String, ProcessOutcome>, StepError> {
-        let value = self
-            .resumed
-            .take()
-            .ok_or_else(|| StepError::msg("no children were awaited before this step"))?;
-        serde_json::from_value(*value)
-            .map_err(|e| StepError::msg(format!("the children's outcomes do not decode: {e}")))
+        match self.resumed.take().map(|resumed| *resumed) {
+            Some(Resumed::Children(outcomes)) => Ok(outcomes),
+            // Read from a checkpoint, where the outcomes are JSON.
+            Some(Resumed::Value(value)) => serde_json::from_value(value)
+                .map_err(|e| StepError::msg(format!("the children's outcomes do not decode: {e}"))),
+            None => Err(StepError::msg("no children were awaited before this step")),
+        }
     }
 
     /// Launches a child process on the same runner. Either await its handle inside the step

@@ -8,13 +8,13 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::checkpoint::{Checkpoint, Persistent, Position, SavedWait};
+use super::checkpoint::{Checkpoint, CheckpointRef, Persistent, Position, SavedWait};
 use super::driver::{Saver, Start, checkpoint_of, drive};
 use super::error::EngineError;
 use super::handle::ProcessHandle;
 use super::listener::ProcessListener;
 use super::persist::{PersistError, Persister};
-use super::process::{Context, Outputs, Process};
+use super::process::{Context, Outputs, Process, Resumed};
 use super::shared::{Identity, ProcessShared, Restored};
 use super::spec::PortError;
 use super::state::ProcessState;
@@ -325,7 +325,7 @@ impl Runner {
         parent: Option<Uuid>,
         listeners: Vec<Arc<dyn ProcessListener>>,
     ) -> ProcessHandle {
-        let identity = Identity::new(std::any::type_name::<P>(), parent);
+        let identity = Identity::new(std::any::type_name::<P>(), parent, false);
         let shared = Arc::new(ProcessShared::new(identity, Restored::FRESH, listeners));
         let ctx = Context::new(shared, self.clone(), P::spec(), inputs);
         let first = process.first_step().to_owned();
@@ -340,24 +340,18 @@ impl Runner {
     ) -> Result<ProcessHandle, EngineError> {
         let store = self.store()?;
         self.register::<P>();
-        let identity = Identity::new(P::TYPE_NAME, parent);
+        let identity = Identity::new(P::TYPE_NAME, parent, true);
         let shared = Arc::new(ProcessShared::new(identity, Restored::FRESH, Vec::new()));
         let ctx = Context::new(shared.clone(), self.clone(), P::spec(), inputs);
         let first = process.first_step().to_owned();
         // Saved before anything runs, so even a crash before the first step loses nothing.
-        let encoded = encode(&process).map_err(|e| EngineError::Checkpoint {
-            pid: shared.pid,
-            reason: format!("cannot encode the process: {e}"),
-        })?;
-        let position = Position::Step {
-            step: first.clone(),
-        };
+        let start = Start::Step(first.clone());
+        let saver = saver(store, &start);
+        let position = Position::Step { step: first };
         let state = ProcessState::Created;
-        store.save(&checkpoint_of(
-            &shared, &ctx, state, encoded, position, None,
-        ))?;
+        saver.save(&checkpoint_of(&shared, &ctx, state, &process, &position))?;
         self.track(&shared);
-        Ok(self.spawn(process, ctx, Start::Step(first), Some(saver(store))))
+        Ok(self.spawn(process, ctx, start, Some(saver)))
     }
 
     fn spawn<P: Process>(
@@ -422,15 +416,20 @@ impl Inner {
     }
 }
 
-fn saver<P: Persistent>(store: Arc<dyn Persister>) -> Saver<P> {
+/// `start` tells whether the store holds the checkpoint of the first `Running` entry already
+/// (a process saved at submission, or loaded at a step, starts exactly there).
+fn saver<P: Persistent>(store: Arc<dyn Persister>, start: &Start) -> Saver<P> {
     Saver {
         store,
         encode: encode::<P>,
+        current: matches!(start, Start::Step(_)),
     }
 }
 
-fn encode<P: serde::Serialize>(process: &P) -> Result<Value, serde_json::Error> {
-    serde_json::to_value(process)
+fn encode<P: serde::Serialize>(
+    checkpoint: &CheckpointRef<'_, P>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(checkpoint)
 }
 
 fn build_from_inputs<P>(inputs: Value) -> Result<(P, Value), EngineError>
@@ -473,6 +472,7 @@ fn prepare<P: Persistent>(checkpoint: Checkpoint) -> Result<Prepared, EngineErro
         ctime: checkpoint.ctime,
         type_name: P::TYPE_NAME,
         parent: checkpoint.parent,
+        persisted: true,
     };
     let restored = Restored {
         state: checkpoint.state,
@@ -496,8 +496,9 @@ fn prepare<P: Persistent>(checkpoint: Checkpoint) -> Result<Prepared, EngineErro
             };
             let mut ctx = Context::new(started, runner.clone(), P::spec(), inputs);
             ctx.outputs = outputs;
-            ctx.resumed = resumed.map(Box::new);
-            runner.spawn(process, ctx, start, Some(saver(store)))
+            ctx.resumed = resumed.map(|value| Box::new(Resumed::Value(value)));
+            let saver = saver(store, &start);
+            runner.spawn(process, ctx, start, Some(saver))
         }),
     })
 }

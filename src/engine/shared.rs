@@ -62,15 +62,18 @@ pub(crate) struct Identity {
     pub(crate) ctime: SystemTime,
     pub(crate) type_name: &'static str,
     pub(crate) parent: Option<Uuid>,
+    /// Whether it is checkpointed (so an ended parent knows which children's to delete).
+    pub(crate) persisted: bool,
 }
 
 impl Identity {
-    pub(crate) fn new(type_name: &'static str, parent: Option<Uuid>) -> Self {
+    pub(crate) fn new(type_name: &'static str, parent: Option<Uuid>, persisted: bool) -> Self {
         Identity {
             pid: Uuid::new_v4(),
             ctime: SystemTime::now(),
             type_name,
             parent,
+            persisted,
         }
     }
 }
@@ -99,6 +102,7 @@ pub(crate) struct ProcessShared {
     pub(crate) ctime: SystemTime,
     pub(crate) type_name: &'static str,
     pub(crate) parent: Option<Uuid>,
+    pub(crate) persisted: bool,
     /// Requests from handles; every change wakes `changed`'s waiters. (A plain mutex and one
     /// `Notify` rather than a `watch` channel: a waiting process's memory is mostly this kind
     /// of bookkeeping, and a watch channel costs several hundred bytes.)
@@ -123,6 +127,7 @@ impl ProcessShared {
             ctime: identity.ctime,
             type_name: identity.type_name,
             parent: identity.parent,
+            persisted: identity.persisted,
             control: Mutex::new(Control {
                 paused: from.paused,
                 ..Control::default()

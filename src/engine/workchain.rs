@@ -243,7 +243,17 @@ impl<W: WorkChain> Chain<W> {
         self.stepper.step_done();
         Ok(match flow {
             Flow::Return(code) => Command::Stop(code),
-            Flow::Next if awaiting.is_empty() => Command::next(ADVANCE),
+            // Look ahead now, as plumpy's stepper does: a chain whose last step has run ends
+            // with it rather than in one more step. Nothing can change the predicates' inputs
+            // before the next step, since no child is awaited.
+            Flow::Next if awaiting.is_empty() => {
+                match self.stepper.find_next(outline, &self.chain, &self.ctx) {
+                    Ok(Found::End) => Command::finish(),
+                    Ok(Found::Return(code)) => Command::Stop(code),
+                    Ok(Found::Step(_)) => Command::next(ADVANCE),
+                    Err(error) => return Err(StepError(error)),
+                }
+            }
             Flow::Next => Command::Wait {
                 then: ADVANCE.into(),
                 on: WaitOn::Children(awaiting),

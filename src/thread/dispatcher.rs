@@ -22,9 +22,16 @@ use super::task::Job;
 /// Jobs taken per poll before yielding, so other tasks and the IO driver get their turn.
 const BATCH: usize = 64;
 
+/// Empty polls between two reads of the clock while spinning: a busy runtime polls the
+/// dispatcher between its other tasks, and reading the clock each time cost more than the poll.
+const POLLS_PER_CLOCK_READ: u32 = 32;
+
 pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
-    last_work: Instant,
+    /// When the clock was first read after the last job; `None` while it has not been yet.
+    idle_since: Option<Instant>,
+    /// Empty polls since the last job.
+    idle_polls: u32,
     poll_inline: bool,
 }
 
@@ -33,12 +40,29 @@ impl Dispatcher {
         let poll_inline = shared.config.flavor == Flavor::CurrentThread;
         // No work yet, so nothing to stay hot for: start out of the idle spin.
         let now = Instant::now();
-        let last_work = now.checked_sub(shared.config.idle_spin).unwrap_or(now);
+        let idle_since = Some(now.checked_sub(shared.config.idle_spin).unwrap_or(now));
         Dispatcher {
             shared,
-            last_work,
+            idle_since,
+            idle_polls: 0,
             poll_inline,
         }
+    }
+
+    /// Whether to keep yielding after an empty poll rather than sleep on the doorbell. The
+    /// spin is counted from the first clock read after the last job, so it can run up to
+    /// `POLLS_PER_CLOCK_READ` polls longer than configured.
+    fn still_spinning(&mut self) -> bool {
+        let spin = self.shared.config.idle_spin;
+        if spin.is_zero() {
+            return false;
+        }
+        self.idle_polls = self.idle_polls.wrapping_add(1);
+        if self.idle_since.is_some() && !self.idle_polls.is_multiple_of(POLLS_PER_CLOCK_READ) {
+            return true;
+        }
+        let now = Instant::now();
+        now.duration_since(*self.idle_since.get_or_insert(now)) < spin
     }
 
     /// Takes every queued job now, so that work accepted before a stop is tracked and gets the
@@ -86,9 +110,10 @@ impl Future for Dispatcher {
         loop {
             let taken = self.run_batch();
             if taken > 0 {
-                self.last_work = Instant::now();
+                self.idle_since = None;
+                self.idle_polls = 0;
             }
-            if taken == BATCH || self.last_work.elapsed() < self.shared.config.idle_spin {
+            if taken == BATCH || self.still_spinning() {
                 // Yield rather than sleep: the scheduler runs other tasks and polls the driver,
                 // then comes straight back here.
                 cx.waker().wake_by_ref();

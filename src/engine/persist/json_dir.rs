@@ -41,9 +41,12 @@ fn io_error(path: &Path, error: std::io::Error) -> PersistError {
 
 impl Persister for JsonDirPersister {
     fn save(&self, checkpoint: &Checkpoint) -> Result<(), PersistError> {
-        let bytes = encode(checkpoint)?;
-        let target = self.path_of(checkpoint.pid);
-        let temporary = self.dir.join(format!(".{}.json.tmp", checkpoint.pid));
+        self.save_bytes(checkpoint.pid, encode(checkpoint)?)
+    }
+
+    fn save_bytes(&self, pid: Uuid, bytes: Vec<u8>) -> Result<(), PersistError> {
+        let target = self.path_of(pid);
+        let temporary = self.dir.join(format!(".{pid}.json.tmp"));
         let mut file = fs::File::create(&temporary).map_err(|e| io_error(&temporary, e))?;
         file.write_all(&bytes)
             .and_then(|()| file.sync_data())

@@ -29,8 +29,12 @@ impl InMemoryPersister {
 
 impl Persister for InMemoryPersister {
     fn save(&self, checkpoint: &Checkpoint) -> Result<(), PersistError> {
-        let bytes = encode(checkpoint)?;
-        self.saved.lock().insert(checkpoint.pid, bytes);
+        self.save_bytes(checkpoint.pid, encode(checkpoint)?)
+    }
+
+    fn save_bytes(&self, pid: Uuid, bytes: Vec<u8>) -> Result<(), PersistError> {
+        // The old bytes are dropped outside the lock.
+        let _old = self.saved.lock().insert(pid, bytes);
         Ok(())
     }
 

@@ -26,6 +26,14 @@ pub trait Persister: Send + Sync + 'static {
     fn list(&self) -> Result<Vec<Uuid>, PersistError>;
     /// Deletes a process's checkpoint; deleting one that is absent is not an error.
     fn delete(&self, pid: Uuid) -> Result<(), PersistError>;
+
+    /// Saves a checkpoint given as its encoding ([`Checkpoint::to_bytes`]): the engine saves
+    /// through this, so that a store which keeps bytes (as the built-in ones do) gets them
+    /// without the engine building a [`Checkpoint`] first. By default it decodes them and
+    /// calls [`save`](Persister::save).
+    fn save_bytes(&self, pid: Uuid, bytes: Vec<u8>) -> Result<(), PersistError> {
+        self.save(&decode(pid, &bytes)?)
+    }
 }
 
 /// A store's failure.

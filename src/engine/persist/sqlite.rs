@@ -66,6 +66,10 @@ impl Persister for SqlitePersister {
         self.put_raw(checkpoint.pid, &encode(checkpoint)?)
     }
 
+    fn save_bytes(&self, pid: Uuid, bytes: Vec<u8>) -> Result<(), PersistError> {
+        self.put_raw(pid, &bytes)
+    }
+
     fn load(&self, pid: Uuid) -> Result<Checkpoint, PersistError> {
         let body: Option<Vec<u8>> = self
             .connection
