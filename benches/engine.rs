@@ -8,7 +8,8 @@
 //! - `workchain-3`: a three-step work chain writing its ctx;
 //! - `parent-10`: a work chain launching 10 trivial children, waiting for all through ctx, then
 //!   summing them; and the same with checkpoints, of every process (`all`) or of the parent
-//!   only (`par`), in memory and in SQLite (a file in the temp directory).
+//!   only (`par`), in memory and in SQLite (a file in the temp directory), committing each save
+//!   or in groups (`batched`).
 //!
 //! The baseline in the same run is the floor under all of them: the same trivial work done
 //! with `run_threadsafe`, i.e. the core alone, without the engine's state machine.
@@ -239,9 +240,24 @@ fn parents_of_ten(c: &mut Criterion) {
     group.bench_function("sqlite_parent", |b| {
         b.iter(|| parent_of_ten(&sqlite, true, false))
     });
+    drop(sqlite);
+
+    let batched_path = path.with_extension("batched.sqlite");
+    let batched = persisted_runner(Arc::new(
+        runtime_thread::engine::SqlitePersister::open_batched(&batched_path).unwrap(),
+    ));
+    group.bench_function("sqlite_batched_all", |b| {
+        b.iter(|| parent_of_ten(&batched, true, true))
+    });
+    group.bench_function("sqlite_batched_parent", |b| {
+        b.iter(|| parent_of_ten(&batched, true, false))
+    });
     group.finish();
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    drop(batched);
+    for db in [&path, &batched_path] {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
     }
 }
 

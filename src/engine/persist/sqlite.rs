@@ -1,19 +1,49 @@
-//! Checkpoints in an SQLite database (feature `sqlite`), in WAL mode.
+//! Checkpoints in an SQLite database (feature `sqlite`), in WAL mode, committed one save at a
+//! time or in groups by a writer thread.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use super::{PersistError, Persister, decode, encode};
 use crate::engine::checkpoint::Checkpoint;
 
-/// One row per process in table `checkpoints(pid TEXT PRIMARY KEY, body BLOB)`. The database
-/// runs in WAL mode with `synchronous = NORMAL`: a save is one transaction, so a crash of the
-/// program leaves the last saved checkpoint intact (a power loss may lose the latest saves).
+/// One row per process in table `checkpoints(pid TEXT PRIMARY KEY, body BLOB)`, in WAL mode
+/// with `synchronous = NORMAL` (a power loss may lose the latest commits; a crash of the
+/// program does not).
+///
+/// Two ways to commit:
+/// - [`open`](Self::open): every save is its own transaction, done before `save` returns, so a
+///   crash of the program right after a step's checkpoint keeps it.
+/// - [`open_batched`](Self::open_batched) (group commit): saves and deletes are queued and a
+///   writer thread commits everything queued so far in one transaction, over and over. The
+///   store is always the result of a prefix of the operations, never a mix, so a crash is like
+///   a crash a moment earlier: at most the last uncommitted group is lost, and the processes
+///   continue from their checkpoints before it (their steps run again, as the at-least-once
+///   rule allows). Reads see queued operations at once. [`flush`](Self::flush) waits until
+///   everything queued is committed; dropping the store flushes too. A failed commit makes
+///   every later save fail with its error, so processes stop rather than run unsaved.
+///
+/// ```
+/// use runtime_thread::engine::{Persister, SqlitePersister};
+///
+/// let dir = std::env::temp_dir().join(format!("doc-sqlite-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let store = SqlitePersister::open_batched(dir.join("checkpoints.sqlite"))?;
+/// assert!(store.list()?.is_empty());
+/// store.flush()?;
+/// # drop(store);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct SqlitePersister {
-    connection: Mutex<Connection>,
+    db: Arc<Db>,
+    batcher: Option<Batcher>,
 }
 
 fn store_error(error: rusqlite::Error) -> PersistError {
@@ -21,15 +51,101 @@ fn store_error(error: rusqlite::Error) -> PersistError {
 }
 
 impl SqlitePersister {
-    /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the database at `path`; each save is committed before it returns.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, PersistError> {
-        let connection = Connection::open(path).map_err(store_error)?;
-        Self::set_up(connection)
+        Ok(SqlitePersister {
+            db: Arc::new(Db::open(path)?),
+            batcher: None,
+        })
+    }
+
+    /// Opens (or creates) the database at `path` with group commit (see the type's docs).
+    pub fn open_batched(path: impl AsRef<Path>) -> Result<Self, PersistError> {
+        let db = Arc::new(Db::open(path)?);
+        let batcher = Batcher::start(db.clone())?;
+        Ok(SqlitePersister {
+            db,
+            batcher: Some(batcher),
+        })
     }
 
     /// A private in-memory database (tests, benchmarks).
     pub fn in_memory() -> Result<Self, PersistError> {
-        Self::set_up(Connection::open_in_memory().map_err(store_error)?)
+        Ok(SqlitePersister {
+            db: Arc::new(Db::set_up(
+                Connection::open_in_memory().map_err(store_error)?,
+            )?),
+            batcher: None,
+        })
+    }
+
+    /// Replaces the stored bytes of `pid` (to test how corrupt checkpoints are handled).
+    pub fn put_raw(&self, pid: Uuid, bytes: &[u8]) -> Result<(), PersistError> {
+        self.write(pid, Some(bytes.to_vec()))
+    }
+
+    /// Waits until every save and delete made so far is committed (at once without group
+    /// commit). Returns the error of a failed commit.
+    pub fn flush(&self) -> Result<(), PersistError> {
+        match &self.batcher {
+            Some(batcher) => batcher.flush(),
+            None => Ok(()),
+        }
+    }
+
+    fn write(&self, pid: Uuid, body: Option<Vec<u8>>) -> Result<(), PersistError> {
+        match &self.batcher {
+            Some(batcher) => batcher.queue(pid, body),
+            None => self.db.apply([(&pid, body.as_deref())]),
+        }
+    }
+}
+
+impl Persister for SqlitePersister {
+    fn save(&self, checkpoint: &Checkpoint) -> Result<(), PersistError> {
+        self.write(checkpoint.pid, Some(encode(checkpoint)?))
+    }
+
+    fn save_bytes(&self, pid: Uuid, bytes: Vec<u8>) -> Result<(), PersistError> {
+        self.write(pid, Some(bytes))
+    }
+
+    fn load(&self, pid: Uuid) -> Result<Checkpoint, PersistError> {
+        let body = match self.batcher.as_ref().and_then(|b| b.queued(pid)) {
+            Some(queued) => queued,
+            None => self.db.get(pid)?,
+        };
+        decode(pid, &body.ok_or(PersistError::NotFound { pid })?)
+    }
+
+    fn list(&self) -> Result<Vec<Uuid>, PersistError> {
+        // The queued operations first: what is queued now is committed, or still queued, when
+        // the table is read after.
+        let overlay = self.batcher.as_ref().map(Batcher::overlay);
+        let mut pids: HashSet<Uuid> = self.db.pids()?.into_iter().collect();
+        for (pid, saved) in overlay.into_iter().flatten() {
+            if saved {
+                pids.insert(pid);
+            } else {
+                pids.remove(&pid);
+            }
+        }
+        Ok(pids.into_iter().collect())
+    }
+
+    fn delete(&self, pid: Uuid) -> Result<(), PersistError> {
+        self.write(pid, None)
+    }
+}
+
+/// The database: one connection, used by one caller at a time.
+struct Db {
+    connection: Mutex<Connection>,
+}
+
+impl Db {
+    fn open(path: impl AsRef<Path>) -> Result<Self, PersistError> {
+        Self::set_up(Connection::open(path).map_err(store_error)?)
     }
 
     fn set_up(connection: Connection) -> Result<Self, PersistError> {
@@ -40,51 +156,53 @@ impl SqlitePersister {
         connection
             .execute_batch(
                 "PRAGMA synchronous = NORMAL;
-                 CREATE TABLE IF NOT EXISTS checkpoints (pid TEXT PRIMARY KEY, body BLOB NOT NULL);",
+                 CREATE TABLE IF NOT EXISTS checkpoints (pid TEXT PRIMARY KEY, body BLOB NOT NULL)
+                     WITHOUT ROWID;",
             )
             .map_err(store_error)?;
-        Ok(SqlitePersister {
+        Ok(Db {
             connection: Mutex::new(connection),
         })
     }
 
-    /// Replaces the stored bytes of `pid` (to test how corrupt checkpoints are handled).
-    pub fn put_raw(&self, pid: Uuid, bytes: &[u8]) -> Result<(), PersistError> {
-        self.connection
-            .lock()
-            .execute(
-                "INSERT OR REPLACE INTO checkpoints (pid, body) VALUES (?1, ?2)",
-                params![pid.to_string(), bytes],
-            )
-            .map(|_| ())
+    /// Saves (`Some`) and deletes (`None`) in one transaction.
+    fn apply<'a>(
+        &self,
+        writes: impl IntoIterator<Item = (&'a Uuid, Option<&'a [u8]>)>,
+    ) -> Result<(), PersistError> {
+        let mut connection = self.connection.lock();
+        let transaction = connection.transaction().map_err(store_error)?;
+        {
+            let mut save = transaction
+                .prepare_cached("INSERT OR REPLACE INTO checkpoints (pid, body) VALUES (?1, ?2)")
+                .map_err(store_error)?;
+            let mut delete = transaction
+                .prepare_cached("DELETE FROM checkpoints WHERE pid = ?1")
+                .map_err(store_error)?;
+            for (pid, body) in writes {
+                let pid = pid.to_string();
+                match body {
+                    Some(body) => save.execute(params![pid, body]),
+                    None => delete.execute(params![pid]),
+                }
+                .map_err(store_error)?;
+            }
+        }
+        transaction.commit().map_err(store_error)
+    }
+
+    fn get(&self, pid: Uuid) -> Result<Option<Vec<u8>>, PersistError> {
+        let connection = self.connection.lock();
+        let mut statement = connection
+            .prepare_cached("SELECT body FROM checkpoints WHERE pid = ?1")
+            .map_err(store_error)?;
+        statement
+            .query_row(params![pid.to_string()], |row| row.get(0))
+            .optional()
             .map_err(store_error)
     }
-}
 
-impl Persister for SqlitePersister {
-    fn save(&self, checkpoint: &Checkpoint) -> Result<(), PersistError> {
-        self.put_raw(checkpoint.pid, &encode(checkpoint)?)
-    }
-
-    fn save_bytes(&self, pid: Uuid, bytes: Vec<u8>) -> Result<(), PersistError> {
-        self.put_raw(pid, &bytes)
-    }
-
-    fn load(&self, pid: Uuid) -> Result<Checkpoint, PersistError> {
-        let body: Option<Vec<u8>> = self
-            .connection
-            .lock()
-            .query_row(
-                "SELECT body FROM checkpoints WHERE pid = ?1",
-                params![pid.to_string()],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(store_error)?;
-        decode(pid, &body.ok_or(PersistError::NotFound { pid })?)
-    }
-
-    fn list(&self) -> Result<Vec<Uuid>, PersistError> {
+    fn pids(&self) -> Result<Vec<Uuid>, PersistError> {
         let connection = self.connection.lock();
         let mut statement = connection
             .prepare("SELECT pid FROM checkpoints")
@@ -101,15 +219,229 @@ impl Persister for SqlitePersister {
         }
         Ok(pids)
     }
+}
 
-    fn delete(&self, pid: Uuid) -> Result<(), PersistError> {
-        self.connection
-            .lock()
-            .execute(
-                "DELETE FROM checkpoints WHERE pid = ?1",
-                params![pid.to_string()],
-            )
-            .map(|_| ())
-            .map_err(store_error)
+/// Writes by pid: the latest body, or `None` for a delete.
+type Writes = HashMap<Uuid, Option<Vec<u8>>>;
+
+/// Group commit: a queue of writes (the latest per pid wins) and the thread that commits it.
+struct Batcher {
+    shared: Arc<Queue>,
+    writer: Option<JoinHandle<()>>,
+}
+
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Signalled when writes are queued or the store closes.
+    work: Condvar,
+    /// Signalled after each commit (or failed commit).
+    committed: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    queued: Writes,
+    /// The group being committed: still what reads must see until the commit is done.
+    in_flight: Arc<Writes>,
+    /// Writes queued since the start, and how many of them are committed.
+    queued_count: u64,
+    committed_count: u64,
+    failure: Option<PersistError>,
+    closing: bool,
+}
+
+impl Batcher {
+    fn start(db: Arc<Db>) -> Result<Self, PersistError> {
+        let shared = Arc::new(Queue {
+            state: Mutex::new(QueueState::default()),
+            work: Condvar::new(),
+            committed: Condvar::new(),
+        });
+        let queue = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || commit_groups(&db, &queue))
+            .map_err(|e| PersistError::Store(format!("cannot start the writer thread: {e}")))?;
+        Ok(Batcher {
+            shared,
+            writer: Some(writer),
+        })
+    }
+
+    fn queue(&self, pid: Uuid, body: Option<Vec<u8>>) -> Result<(), PersistError> {
+        let mut state = self.shared.state.lock();
+        if let Some(failure) = &state.failure {
+            return Err(failure.clone());
+        }
+        state.queued.insert(pid, body);
+        state.queued_count += 1;
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    /// A queued or in-flight write of `pid`: `Some(None)` if it is being deleted.
+    fn queued(&self, pid: Uuid) -> Option<Option<Vec<u8>>> {
+        let state = self.shared.state.lock();
+        (state.queued.get(&pid))
+            .or_else(|| state.in_flight.get(&pid))
+            .cloned()
+    }
+
+    /// Every queued or in-flight pid, and whether it is being saved (or deleted).
+    fn overlay(&self) -> Vec<(Uuid, bool)> {
+        let state = self.shared.state.lock();
+        let in_flight = state
+            .in_flight
+            .iter()
+            .filter(|(pid, _)| !state.queued.contains_key(pid));
+        (state.queued.iter().chain(in_flight))
+            .map(|(pid, body)| (*pid, body.is_some()))
+            .collect()
+    }
+
+    fn flush(&self) -> Result<(), PersistError> {
+        let mut state = self.shared.state.lock();
+        let target = state.queued_count;
+        while state.committed_count < target && state.failure.is_none() {
+            self.shared.committed.wait(&mut state);
+        }
+        state.failure.clone().map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.shared.state.lock().closing = true;
+        self.shared.work.notify_one();
+        // The writer commits what is queued, then ends.
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer thread: takes everything queued, commits it in one transaction, repeats.
+fn commit_groups(db: &Db, queue: &Queue) {
+    loop {
+        let (group, upto) = {
+            let mut state = queue.state.lock();
+            while state.queued.is_empty() && !state.closing {
+                queue.work.wait(&mut state);
+            }
+            if state.queued.is_empty() {
+                return;
+            }
+            let group = Arc::new(std::mem::take(&mut state.queued));
+            state.in_flight = group.clone();
+            (group, state.queued_count)
+        };
+        let result = db.apply(group.iter().map(|(pid, body)| (pid, body.as_deref())));
+        let mut state = queue.state.lock();
+        state.in_flight = Arc::default();
+        match result {
+            Ok(()) => state.committed_count = upto,
+            Err(error) => {
+                tracing::error!(%error, "a group of checkpoints could not be committed");
+                state.failure = Some(error);
+            }
+        }
+        drop(state);
+        queue.committed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl Batcher {
+        /// A crash: the writer stops without committing what is still queued.
+        fn crash(mut self) {
+            let mut state = self.shared.state.lock();
+            state.queued.clear();
+            state.closing = true;
+            drop(state);
+            self.shared.work.notify_one();
+            if let Some(writer) = self.writer.take() {
+                let _ = writer.join();
+            }
+        }
+    }
+
+    fn table(db: &Db) -> HashMap<Uuid, Vec<u8>> {
+        db.pids()
+            .unwrap()
+            .into_iter()
+            .map(|pid| (pid, db.get(pid).unwrap().unwrap()))
+            .collect()
+    }
+
+    /// After a crash, the table holds exactly the result of some prefix of the writes.
+    #[test]
+    fn group_commit_leaves_a_prefix_of_the_writes_after_a_crash() {
+        let dir = std::env::temp_dir().join(format!("sqlite-prefix-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pids: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..20 {
+            let path = dir.join(format!("{round}.sqlite"));
+            let db = Arc::new(Db::open(&path).unwrap());
+            let batcher = Batcher::start(db.clone()).unwrap();
+            let mut states = vec![HashMap::new()];
+            for n in 0..(200 + next() % 400) {
+                let pid = pids[(next() % 8) as usize];
+                let body = (next() % 4 != 0).then(|| format!("{round}-{n}").into_bytes());
+                batcher.queue(pid, body.clone()).unwrap();
+                let mut state = states.last().cloned().unwrap_or_default();
+                match body {
+                    Some(body) => state.insert(pid, body),
+                    None => state.remove(&pid),
+                };
+                states.push(state);
+                if next() % 50 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+            batcher.crash();
+            let after = table(&Db::open(&path).unwrap());
+            assert!(
+                states.contains(&after),
+                "round {round}: the table is not the result of a prefix of the writes"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn queued_writes_are_read_back_at_once_and_committed_by_flush() {
+        let dir = std::env::temp_dir().join(format!("sqlite-batched-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.sqlite");
+        let store = SqlitePersister::open_batched(&path).unwrap();
+        let (kept, gone) = (Uuid::new_v4(), Uuid::new_v4());
+        store.put_raw(kept, b"not a checkpoint").unwrap();
+        store.put_raw(gone, b"x").unwrap();
+        store.delete(gone).unwrap();
+        assert_eq!(store.list().unwrap(), vec![kept]);
+        assert!(matches!(
+            store.load(kept),
+            Err(PersistError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            store.load(gone),
+            Err(PersistError::NotFound { .. })
+        ));
+        store.flush().unwrap();
+        let other = SqlitePersister::open(&path).unwrap();
+        assert_eq!(other.list().unwrap(), vec![kept]);
+        drop((store, other));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
