@@ -21,9 +21,10 @@ use crate::engine::checkpoint::Checkpoint;
 /// - [`open`](Self::open): every save is its own transaction, done before `save` returns, so a
 ///   crash of the program right after a step's checkpoint keeps it.
 /// - [`open_batched`](Self::open_batched) (group commit): saves and deletes are queued and a
-///   writer thread commits everything queued so far in one transaction, over and over. The
-///   store is always the result of a prefix of the operations, never a mix, so a crash is like
-///   a crash a moment earlier: at most the last uncommitted group is lost, and the processes
+///   writer thread commits everything queued in one transaction, about once a millisecond while
+///   writes come. The store is always the result of a prefix of the operations, never a mix,
+///   so a crash is like a crash a moment earlier: at most the writes of the last millisecond or
+///   so (and the group being committed) are lost, and the processes
 ///   continue from their checkpoints before it (their steps run again, as the at-least-once
 ///   rule allows). Reads see queued operations at once. [`flush`](Self::flush) waits until
 ///   everything queued is committed; dropping the store flushes too. A failed commit makes
@@ -221,6 +222,10 @@ impl Db {
     }
 }
 
+/// How long the writer lets writes gather after the first one of a group: the most a crash
+/// can lose beyond the group being committed.
+const GROUP_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Writes by pid: the latest body, or `None` for a delete.
 type Writes = HashMap<Uuid, Option<Vec<u8>>>;
 
@@ -331,6 +336,12 @@ fn commit_groups(db: &Db, queue: &Queue) {
             }
             if state.queued.is_empty() {
                 return;
+            }
+            if !state.closing {
+                // Let a group gather: one commit per few writes costs a core's worth of commits.
+                drop(state);
+                std::thread::sleep(GROUP_LINGER);
+                state = queue.state.lock();
             }
             let group = Arc::new(std::mem::take(&mut state.queued));
             state.in_flight = group.clone();
