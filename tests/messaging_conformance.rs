@@ -18,6 +18,8 @@ use runtime_thread::messaging::{
 use serde_json::json;
 use tokio::sync::mpsc;
 
+mod common;
+
 const LIMIT: Duration = Duration::from_secs(20);
 const PREFETCH_1: TaskSubscriberOptions = TaskSubscriberOptions { prefetch: 1 };
 
@@ -59,7 +61,62 @@ macro_rules! conformance {
                 }
             )*
         }
+        /// RabbitMQ (`scripts/rabbitmq start`), used from async code.
+        #[cfg(feature = "amqp")]
+        mod amqp {
+            $( #[test] fn $check() { super::broker::run_async(super::$check) } )*
+        }
+        /// RabbitMQ through the synchronous communicator (`amqp::connect`).
+        #[cfg(feature = "amqp")]
+        mod amqp_through_sync_communicator {
+            $( #[test] fn $check() { super::broker::run_sync(super::$check) } )*
+        }
     };
+}
+
+/// The RabbitMQ side of the suite: each test gets exchanges and task queues of its own names,
+/// in kiwipy's testing mode (nothing is left on the broker).
+#[cfg(feature = "amqp")]
+mod broker {
+    use std::future::Future;
+
+    use runtime_thread::messaging::amqp::{self, AmqpCommunicator, AmqpConfig};
+    use runtime_thread::messaging::{Communicator, SyncCommunicator};
+
+    fn config() -> Option<AmqpConfig> {
+        super::common::broker::config()
+    }
+
+    pub fn run_async<F, Fut>(check: F)
+    where
+        F: FnOnce(AmqpCommunicator) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let Some(config) = config() else { return };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let comm = AmqpCommunicator::connect(config).await.unwrap();
+            tokio::time::timeout(super::LIMIT, check(comm.clone()))
+                .await
+                .expect("the check hangs");
+            comm.close().await;
+        });
+    }
+
+    pub fn run_sync<F, Fut>(check: F)
+    where
+        F: FnOnce(SyncCommunicator<AmqpCommunicator>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let Some(config) = config() else { return };
+        let sync = amqp::connect_with(config).unwrap();
+        let owner = sync.clone();
+        super::run(move || sync, check);
+        owner.close();
+    }
 }
 
 conformance!(

@@ -57,6 +57,25 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// A message is larger than the transport's limit.
+    #[error("the message is {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// Its encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The broker, or the connection to it, failed (it cannot be reached, refused a
+    /// declaration, closed a channel ...). The message says what was being done.
+    #[error("broker: {reason}")]
+    Broker {
+        /// What failed, and why.
+        reason: String,
+    },
+    /// The connection to the broker dropped while this operation waited for its answer. The
+    /// request may or may not have been processed; the communicator reconnects by itself.
+    #[error("the connection to the broker was lost while waiting for the answer")]
+    ConnectionLost,
     /// The runtime thread hosting a [`SyncCommunicator`](super::SyncCommunicator) failed.
     #[error("the communicator's runtime thread: {0}")]
     Thread(#[from] crate::thread::Error),

@@ -4,6 +4,8 @@
 //!
 //! Messages are JSON-like [`Value`]s; [`to_value`] and [`from_value`] convert typed data.
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 mod communicator;
 mod error;
 mod filter;

@@ -62,6 +62,15 @@ impl<C: Communicator> SyncCommunicator<C> {
         }
     }
 
+    /// Drives `inner` on `thread`, which [`close`](Self::close) stops.
+    pub(crate) fn owning(inner: C, thread: Arc<RuntimeThread>) -> Self {
+        SyncCommunicator {
+            inner,
+            thread,
+            owns_thread: true,
+        }
+    }
+
     /// The async communicator underneath, for use inside handlers and async code.
     pub fn inner(&self) -> &C {
         &self.inner

@@ -1,0 +1,1180 @@
+//! [`AmqpCommunicator`]: the [`Communicator`] over RabbitMQ, speaking kiwipy's protocol.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
+    BasicPublishOptions, BasicRejectOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Acker, BasicProperties, Channel, Confirmation, Consumer};
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::codec;
+use super::config::AmqpConfig;
+use super::link::{self, Link, broker_error};
+use super::wire::{self, BROADCAST_TOPIC, RPC_TOPIC, Reply};
+use crate::messaging::task::{IncomingTask, Settle};
+use crate::messaging::{
+    Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Error, Handler, Response,
+    SubscriberId, TaskSubscriberOptions,
+};
+
+/// A [`Communicator`] over RabbitMQ, wire-compatible with kiwipy: a kiwipy program can call its
+/// RPC subscribers, send its workers tasks and hear its broadcasts, and the other way round.
+///
+/// Every send waits for the broker's publisher confirm; RPCs and tasks are published
+/// `mandatory`, so a recipient nobody serves is [`Error::Unroutable`] at once. Answers have a
+/// timeout (kiwipy's have none). A task is acknowledged only once its handler has answered, and
+/// goes back to its queue if the handler rejects it or the worker's connection drops
+/// (at-least-once). When the connection drops, callers waiting for answers get
+/// [`Error::ConnectionLost`]; the communicator reconnects with backoff, declares its queues
+/// again and resumes its subscriptions. [`close`](Communicator::close) is bounded.
+///
+/// ```no_run
+/// use runtime_thread::messaging::amqp::{AmqpCommunicator, AmqpConfig};
+/// use runtime_thread::messaging::{Communicator, Handler, Value};
+///
+/// # async fn demo() -> Result<(), runtime_thread::messaging::Error> {
+/// let comm = AmqpCommunicator::connect(AmqpConfig::new()).await?;
+/// comm.add_rpc_subscriber("echo", Handler::sync(|v: Value| v)).await?;
+/// assert_eq!(comm.rpc_send("echo", "hi".into()).await?, "hi");
+/// comm.close().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct AmqpCommunicator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: AmqpConfig,
+    /// kiwipy's `host` of task replies.
+    host: Value,
+    /// The live connection; `None` while (re)connecting.
+    link: watch::Sender<Option<Arc<Link>>>,
+    closed: CancellationToken,
+    /// Held while the broker's topology is changed (subscriptions added or removed, or all of
+    /// them declared again after a reconnection), so that the two never interleave.
+    topology: tokio::sync::Mutex<()>,
+    subscriptions: Mutex<Subscriptions>,
+    /// Callers waiting for replies, by correlation id.
+    waiters: Mutex<HashMap<String, mpsc::UnboundedSender<Result<Reply, Error>>>>,
+    /// Task queues declared on the current connection.
+    task_queues: Mutex<HashSet<String>>,
+    /// Wakes subscribers holding tasks they refused before, when a new subscriber arrives.
+    new_subscriber: Notify,
+    next_id: AtomicU64,
+    /// Connections opened so far (the first, then one per reconnection).
+    connections: AtomicU64,
+}
+
+#[derive(Default)]
+struct Subscriptions {
+    rpc: HashMap<String, RpcSubscription>,
+    broadcast: BTreeMap<u64, BroadcastSubscription>,
+    /// The broadcast queue and consumer tag on the current connection, while consuming.
+    broadcast_queue: Option<(String, String)>,
+    tasks: BTreeMap<u64, TaskSubscription>,
+}
+
+struct RpcSubscription {
+    handler: Handler,
+    /// Its queue on the current connection.
+    queue: Option<String>,
+}
+
+struct BroadcastSubscription {
+    filter: BroadcastFilter,
+    inbox: mpsc::UnboundedSender<Broadcast>,
+}
+
+struct TaskSubscription {
+    queue: String,
+    handler: Handler,
+    prefetch: usize,
+    /// Its channel on the current connection: closing it gives its tasks in hand back.
+    channel: Option<Channel>,
+    refused: Arc<Refusals>,
+}
+
+/// The tasks one subscriber refused, by id, and how often it was offered them since.
+#[derive(Default)]
+struct Refusals(Mutex<HashMap<String, u32>>);
+
+/// Remembered refusals per subscriber (a bound, not a working set: refused tasks are rare).
+const MAX_REFUSALS: usize = 10_000;
+
+impl AmqpCommunicator {
+    /// Connects to the broker and declares the exchanges and this communicator's reply queue.
+    /// Fails with [`Error::Broker`] if the broker cannot be reached within the connect timeout.
+    pub async fn connect(config: AmqpConfig) -> Result<Self, Error> {
+        let (link, _) = watch::channel(None);
+        let inner = Arc::new(Inner {
+            config,
+            host: wire::host(),
+            link,
+            closed: CancellationToken::new(),
+            topology: tokio::sync::Mutex::new(()),
+            subscriptions: Mutex::new(Subscriptions::default()),
+            waiters: Mutex::new(HashMap::new()),
+            task_queues: Mutex::new(HashSet::new()),
+            new_subscriber: Notify::new(),
+            next_id: AtomicU64::new(1),
+            connections: AtomicU64::new(0),
+        });
+        let comm = AmqpCommunicator { inner };
+        let first = comm.establish().await?;
+        tokio::spawn(comm.clone().supervise(first));
+        Ok(comm)
+    }
+
+    /// The configuration it was connected with.
+    pub fn config(&self) -> &AmqpConfig {
+        &self.inner.config
+    }
+
+    /// How many connections it has opened: 1, plus one per reconnection.
+    pub fn connections(&self) -> u64 {
+        self.inner.connections.load(Relaxed)
+    }
+
+    /// Whether a connection is up now (false while reconnecting).
+    pub fn is_connected(&self) -> bool {
+        self.inner.link.borrow().is_some()
+    }
+
+    /// Deletes task queue `queue` (named as in [`Communicator::task_send_with`]) with the tasks
+    /// in it; returns how many it held. kiwipy has no such call; tests and administration do.
+    pub async fn delete_task_queue(&self, queue: &str) -> Result<u32, Error> {
+        self.check_open()?;
+        let name = self.inner.config.task_queue_name(queue);
+        self.bounded(async {
+            let link = self.link().await?;
+            let dropped = link
+                .publisher
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(|e| broker_error(&format!("cannot delete the task queue {name}"), e))?;
+            self.inner.task_queues.lock().remove(&name);
+            Ok(dropped)
+        })
+        .await
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.inner.closed.is_cancelled() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The live connection, waiting for a reconnection if there is none.
+    async fn link(&self) -> Result<Arc<Link>, Error> {
+        let mut updates = self.inner.link.subscribe();
+        loop {
+            self.check_open()?;
+            if let Some(link) = updates.borrow_and_update().clone() {
+                return Ok(link);
+            }
+            tokio::select! {
+                _ = updates.changed() => {}
+                () = self.inner.closed.cancelled() => return Err(Error::Closed),
+            }
+        }
+    }
+
+    /// Opens a connection and declares every subscription on it; then it is the live one.
+    async fn establish(&self) -> Result<Arc<Link>, Error> {
+        let _topology = self.inner.topology.lock().await;
+        let link = Arc::new(Link::open(&self.inner.config).await?);
+        self.inner.task_queues.lock().clear();
+        let replies = link.consume_replies().await?;
+        tokio::spawn(self.clone().dispatch_replies(replies));
+        let (rpc, broadcast, tasks) = {
+            let subscriptions = self.inner.subscriptions.lock();
+            let rpc: Vec<(String, Handler)> = (subscriptions.rpc.iter())
+                .map(|(id, s)| (id.clone(), s.handler.clone()))
+                .collect();
+            let tasks: Vec<u64> = subscriptions.tasks.keys().copied().collect();
+            (rpc, !subscriptions.broadcast.is_empty(), tasks)
+        };
+        for (identifier, handler) in rpc {
+            let queue = self.serve_rpc(&link, &identifier, handler).await?;
+            if let Some(s) = self.inner.subscriptions.lock().rpc.get_mut(&identifier) {
+                s.queue = Some(queue);
+            }
+        }
+        if broadcast {
+            let consuming = self.consume_broadcasts(&link).await?;
+            self.inner.subscriptions.lock().broadcast_queue = Some(consuming);
+        }
+        for id in tasks {
+            self.consume_tasks(&link, id).await?;
+        }
+        self.inner.connections.fetch_add(1, Relaxed);
+        self.inner.link.send_replace(Some(link.clone()));
+        Ok(link)
+    }
+
+    /// Watches the live connection; when it drops, fails the callers waiting on it and
+    /// reconnects with backoff until it succeeds or the communicator is closed.
+    async fn supervise(self, mut link: Arc<Link>) {
+        loop {
+            tokio::select! {
+                () = self.inner.closed.cancelled() => return,
+                () = connection_lost(&link) => {}
+            }
+            tracing::warn!(
+                broker = %self.inner.config.redacted_url(),
+                "the connection to the broker dropped; reconnecting"
+            );
+            self.inner.link.send_replace(None);
+            self.fail_waiters(|| Error::ConnectionLost);
+            let mut delay = self.inner.config.reconnect_initial;
+            link = loop {
+                tokio::select! {
+                    () = self.inner.closed.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                match self.establish().await {
+                    Ok(link) => break link,
+                    Err(error) => {
+                        tracing::warn!(%error, ?delay, "reconnection failed; retrying");
+                        delay = (delay * 2).min(self.inner.config.reconnect_max);
+                    }
+                }
+            };
+            tracing::info!("reconnected to the broker");
+        }
+    }
+
+    fn fail_waiters(&self, error: impl Fn() -> Error) {
+        let waiters = std::mem::take(&mut *self.inner.waiters.lock());
+        for (_, waiter) in waiters {
+            let _ = waiter.send(Err(error()));
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Relaxed)
+    }
+
+    // ---- publishing --------------------------------------------------------------------------
+
+    /// Encodes, publishes and waits for the broker's confirm. `Ok(false)` if the message was
+    /// returned as unroutable (only `mandatory` messages are).
+    async fn publish(
+        &self,
+        link: &Link,
+        exchange: &str,
+        routing_key: &str,
+        body: &Value,
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<bool, Error> {
+        let bytes = codec::encode(body);
+        let limit = self.inner.config.max_message_size;
+        if bytes.len() > limit {
+            return Err(Error::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        let options = BasicPublishOptions {
+            mandatory,
+            ..BasicPublishOptions::default()
+        };
+        let confirm = link
+            .publisher
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                options,
+                &bytes,
+                properties,
+            )
+            .await
+            .map_err(|_| Error::ConnectionLost)?
+            .await
+            .map_err(|_| Error::ConnectionLost)?;
+        match confirm {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(true),
+            Confirmation::Ack(Some(_)) => Ok(false),
+            Confirmation::Nack(_) => Err(Error::Broker {
+                reason: format!("the broker refused a message to {exchange} / {routing_key}"),
+            }),
+        }
+    }
+
+    /// Sends a request and follows its replies (pending ones included) to the final answer.
+    async fn request(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: Value,
+        persistent: bool,
+        recipient: &str,
+    ) -> Result<Value, Error> {
+        let link = self.link().await?;
+        let correlation_id = Uuid::new_v4().to_string();
+        let mut replies = self.await_replies(&correlation_id);
+        let properties = properties(Some(&correlation_id), Some(&link.reply_queue), persistent);
+        let routed = self
+            .publish(&link, exchange, routing_key, &body, properties, true)
+            .await?;
+        if !routed {
+            return Err(Error::Unroutable {
+                recipient: recipient.to_owned(),
+            });
+        }
+        loop {
+            match replies.next().await {
+                Ok(Reply::Pending) => continue,
+                Ok(Reply::Result(value)) => return Ok(value),
+                Ok(Reply::Exception(message)) => return Err(Error::Remote { message }),
+                Ok(Reply::Cancelled) => return Err(Error::Cancelled),
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Registers a caller for the replies to `correlation_id`; unregistered when dropped.
+    fn await_replies(&self, correlation_id: &str) -> Replies {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        (self.inner.waiters.lock()).insert(correlation_id.to_owned(), sender);
+        Replies {
+            comm: self.clone(),
+            correlation_id: correlation_id.to_owned(),
+            receiver,
+        }
+    }
+
+    /// Publishes a reply (on the exchange the request came through, as kiwipy does).
+    async fn reply(&self, exchange: &str, reply_to: &str, correlation_id: &str, body: Value) {
+        let Ok(link) = self.link().await else {
+            return;
+        };
+        let properties = properties(Some(correlation_id), None, false);
+        if let Err(error) = self
+            .publish(&link, exchange, reply_to, &body, properties, false)
+            .await
+        {
+            tracing::warn!(%error, "a reply could not be sent");
+        }
+    }
+
+    /// Consumes this connection's reply queue and hands each reply to its caller.
+    async fn dispatch_replies(self, mut replies: Consumer) {
+        while let Some(Ok(delivery)) = replies.next().await {
+            let Some(correlation_id) = delivery.properties.correlation_id() else {
+                tracing::debug!("a reply without a correlation id was dropped");
+                continue;
+            };
+            let waiter = self
+                .inner
+                .waiters
+                .lock()
+                .get(correlation_id.as_str())
+                .cloned();
+            let Some(waiter) = waiter else {
+                tracing::debug!(%correlation_id, "a reply for nobody waiting was dropped");
+                continue;
+            };
+            let reply = codec::decode(&delivery.data, self.inner.config.max_message_size)
+                .map_err(|e| e.to_string())
+                .and_then(Reply::parse)
+                .map_err(|reason| Error::Decode {
+                    what: "a reply".to_owned(),
+                    reason,
+                });
+            let _ = waiter.send(reply);
+        }
+    }
+
+    // ---- RPC ---------------------------------------------------------------------------------
+
+    /// Declares an RPC queue for `identifier` on `link` and serves it; returns the queue's name.
+    async fn serve_rpc(
+        &self,
+        link: &Link,
+        identifier: &str,
+        handler: Handler,
+    ) -> Result<String, Error> {
+        let config = &self.inner.config;
+        let queue = format!("rpc-{identifier}-{}", Uuid::new_v4().simple());
+        let arguments = link::table(&[
+            ("x-message-ttl", config.message_ttl_ms),
+            ("x-expires", config.queue_expires_ms),
+        ]);
+        link::declare_exclusive(&link.consumer, &queue, arguments).await?;
+        // The identifier is the consumer tag, as in kiwipy.
+        let consumer = link
+            .consumer
+            .basic_consume(
+                queue.as_str().into(),
+                identifier.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| broker_error(&format!("cannot consume {queue}"), e))?;
+        let key = format!("{RPC_TOPIC}.{identifier}");
+        link::bind(&link.consumer, &queue, &config.message_exchange, &key).await?;
+        tokio::spawn(self.clone().serve_requests(consumer, handler));
+        Ok(queue)
+    }
+
+    async fn serve_requests(self, mut requests: Consumer, handler: Handler) {
+        while let Some(Ok(delivery)) = requests.next().await {
+            // Acknowledged on receipt, as kiwipy (an RPC is at most once).
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            let comm = self.clone();
+            let handler = handler.clone();
+            tokio::spawn(async move { comm.answer_request(delivery, handler).await });
+        }
+    }
+
+    async fn answer_request(&self, delivery: Delivery, handler: Handler) {
+        let (Some(reply_to), Some(correlation_id)) = (
+            delivery
+                .properties
+                .reply_to()
+                .as_ref()
+                .map(|s| s.to_string()),
+            (delivery.properties.correlation_id().as_ref()).map(|s| s.to_string()),
+        ) else {
+            tracing::warn!("an RPC request without reply_to or correlation_id was dropped");
+            return;
+        };
+        let exchange = self.inner.config.message_exchange.clone();
+        let response = match codec::decode(&delivery.data, self.inner.config.max_message_size) {
+            Ok(message) => handler.call(message).await,
+            Err(error) => {
+                tracing::warn!(%error, "an RPC request could not be decoded");
+                Response::Failed(format!("the request could not be decoded: {error}"))
+            }
+        };
+        let mut send = |reply: Reply| {
+            let body = reply.to_body(None);
+            let (exchange, reply_to, correlation_id) = (&exchange, &reply_to, &correlation_id);
+            async move { self.reply(exchange, reply_to, correlation_id, body).await }
+        };
+        let reply = follow(response, true, &mut send).await;
+        send(reply).await;
+    }
+
+    // ---- broadcasts --------------------------------------------------------------------------
+
+    /// Declares this connection's broadcast queue and consumes it; returns (queue, tag).
+    async fn consume_broadcasts(&self, link: &Link) -> Result<(String, String), Error> {
+        let config = &self.inner.config;
+        let queue = format!("broadcast-{}", Uuid::new_v4().simple());
+        let arguments = link::table(&[("x-message-ttl", config.message_ttl_ms)]);
+        link::declare_exclusive(&link.consumer, &queue, arguments).await?;
+        link::bind(
+            &link.consumer,
+            &queue,
+            &config.message_exchange,
+            BROADCAST_TOPIC,
+        )
+        .await?;
+        let consumer = link
+            .consumer
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| broker_error(&format!("cannot consume {queue}"), e))?;
+        let tag = consumer.tag().to_string();
+        tokio::spawn(self.clone().dispatch_broadcasts(consumer));
+        Ok((queue, tag))
+    }
+
+    async fn dispatch_broadcasts(self, mut broadcasts: Consumer) {
+        let limit = self.inner.config.max_message_size;
+        while let Some(Ok(delivery)) = broadcasts.next().await {
+            let message = codec::decode(&delivery.data, limit)
+                .map_err(|e| e.to_string())
+                .and_then(wire::parse_broadcast);
+            match message {
+                Ok(message) => {
+                    self.deliver_broadcast(&message);
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "a broadcast could not be decoded; rejected");
+                    let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+                }
+            }
+        }
+    }
+
+    /// Hands a broadcast to every subscriber whose filter it passes (each one's own task
+    /// calls its handler, in order).
+    fn deliver_broadcast(&self, message: &Broadcast) {
+        let subscriptions = self.inner.subscriptions.lock();
+        for subscription in subscriptions.broadcast.values() {
+            if subscription.filter.matches(message) {
+                let _ = subscription.inbox.send(message.clone());
+            }
+        }
+    }
+
+    // ---- tasks -------------------------------------------------------------------------------
+
+    async fn ensure_task_queue(&self, link: &Link, queue: &str) -> Result<(), Error> {
+        if self.inner.task_queues.lock().contains(queue) {
+            return Ok(());
+        }
+        link::declare_task_queue(&link.publisher, &self.inner.config, queue).await?;
+        self.inner.task_queues.lock().insert(queue.to_owned());
+        Ok(())
+    }
+
+    /// Opens the channel of task subscription `id` on `link` and consumes its queue.
+    async fn consume_tasks(&self, link: &Link, id: u64) -> Result<(), Error> {
+        let Some((queue, prefetch, handler, refused)) = ({
+            let subscriptions = self.inner.subscriptions.lock();
+            (subscriptions.tasks.get(&id)).map(|s| {
+                (
+                    s.queue.clone(),
+                    s.prefetch,
+                    s.handler.clone(),
+                    s.refused.clone(),
+                )
+            })
+        }) else {
+            return Ok(());
+        };
+        self.ensure_task_queue(link, &queue).await?;
+        let channel = link::task_channel(link, prefetch).await?;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| broker_error(&format!("cannot consume the task queue {queue}"), e))?;
+        if let Some(s) = self.inner.subscriptions.lock().tasks.get_mut(&id) {
+            s.channel = Some(channel);
+        }
+        tokio::spawn(self.clone().work(consumer, handler, refused));
+        Ok(())
+    }
+
+    async fn work(self, mut tasks: Consumer, handler: Handler, refused: Arc<Refusals>) {
+        while let Some(Ok(delivery)) = tasks.next().await {
+            let comm = self.clone();
+            let (handler, refused) = (handler.clone(), refused.clone());
+            tokio::spawn(async move { comm.do_task(delivery, handler, refused).await });
+        }
+    }
+
+    async fn do_task(&self, delivery: Delivery, handler: Handler, refused: Arc<Refusals>) {
+        let id = task_id(&delivery);
+        if let Some(times) = refused.seen_again(&id) {
+            // Refused here before: give it back after a while, or as soon as another subscriber
+            // arrives, without asking the handler again (kiwipy redelivers in a hot loop).
+            let hold = Duration::from_millis(100 << times.min(6)).min(Duration::from_secs(5));
+            tokio::select! {
+                () = tokio::time::sleep(hold) => {}
+                () = self.inner.new_subscriber.notified() => {}
+                () = self.inner.closed.cancelled() => {}
+            }
+            let _ = delivery.nack(requeue()).await;
+            return;
+        }
+        let reply_to = delivery
+            .properties
+            .reply_to()
+            .as_ref()
+            .map(|s| s.to_string());
+        let correlation_id = (delivery.properties.correlation_id().as_ref()).map(|s| s.to_string());
+        let decoded = codec::decode(&delivery.data, self.inner.config.max_message_size)
+            .map_err(|e| e.to_string())
+            .and_then(wire::parse_task);
+        let (task, no_reply) = match decoded {
+            Ok(task) => task,
+            Err(reason) => {
+                tracing::warn!(%reason, "a task could not be decoded; rejected");
+                let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+                let exception =
+                    Reply::Exception(format!("the task could not be decoded: {reason}"));
+                self.task_reply(&reply_to, &correlation_id, exception).await;
+                return;
+            }
+        };
+        let response = handler.call(task).await;
+        if matches!(response, Response::Rejected) {
+            refused.remember(id);
+            let _ = delivery.nack(requeue()).await;
+            return;
+        }
+        let mut send = |reply: Reply| {
+            let (reply_to, correlation_id) = (&reply_to, &correlation_id);
+            async move { self.task_reply(reply_to, correlation_id, reply).await }
+        };
+        let reply = follow(response, !no_reply, &mut send).await;
+        // Acknowledged once answered, then the reply (kiwipy's order).
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        if !no_reply {
+            send(reply).await;
+        }
+    }
+
+    async fn task_reply(
+        &self,
+        reply_to: &Option<String>,
+        correlation_id: &Option<String>,
+        reply: Reply,
+    ) {
+        if let (Some(reply_to), Some(correlation_id)) = (reply_to, correlation_id) {
+            let body = reply.to_body(Some(&self.inner.host));
+            let exchange = &self.inner.config.task_exchange;
+            self.reply(exchange, reply_to, correlation_id, body).await;
+        }
+    }
+
+    /// Bounds a topology change by the default timeout.
+    async fn bounded<T>(&self, change: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        self.within(self.inner.config.default_timeout, change, || {
+            Error::Timeout(self.inner.config.default_timeout)
+        })
+        .await
+    }
+
+    /// Runs an operation for at most `timeout` (then `expired()`), and ends it with
+    /// [`Error::Closed`] as soon as the communicator is closed, whatever it was doing.
+    async fn within<T>(
+        &self,
+        timeout: Duration,
+        operation: impl Future<Output = Result<T, Error>>,
+        expired: impl FnOnce() -> Error,
+    ) -> Result<T, Error> {
+        tokio::select! {
+            biased;
+            () = self.inner.closed.cancelled() => Err(Error::Closed),
+            result = tokio::time::timeout(timeout, operation) => result.unwrap_or_else(|_| Err(expired())),
+        }
+    }
+}
+
+/// Follows pending answers to the final one, sending kiwipy's `{pending: null}` for each level
+/// when `announce` says so; a rejection after a pending answer is an exception.
+async fn follow<F, Fut>(mut response: Response, announce: bool, send: &mut F) -> Reply
+where
+    F: FnMut(Reply) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    loop {
+        response = match response {
+            Response::Value(value) => return Reply::Result(value),
+            Response::Failed(message) => return Reply::Exception(message),
+            Response::Cancelled => return Reply::Cancelled,
+            Response::Rejected => {
+                return Reply::Exception(Error::TaskRejected.to_string());
+            }
+            Response::Pending(later) => {
+                if announce {
+                    send(Reply::Pending).await;
+                }
+                later.await
+            }
+        };
+    }
+}
+
+fn requeue() -> BasicNackOptions {
+    BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    }
+}
+
+/// kiwipy's message properties: priority 0, a random message id, empty headers, delivery mode
+/// 2 for tasks and 1 otherwise.
+fn properties(
+    correlation_id: Option<&str>,
+    reply_to: Option<&str>,
+    persistent: bool,
+) -> BasicProperties {
+    let mut properties = BasicProperties::default()
+        .with_priority(0)
+        .with_delivery_mode(if persistent { 2 } else { 1 })
+        .with_message_id(Uuid::new_v4().simple().to_string().into())
+        .with_headers(FieldTable::default());
+    if let Some(correlation_id) = correlation_id {
+        properties = properties.with_correlation_id(correlation_id.into());
+    }
+    if let Some(reply_to) = reply_to {
+        properties = properties.with_reply_to(reply_to.into());
+    }
+    properties
+}
+
+/// What identifies a task across redeliveries: its correlation id (kiwipy always sets one),
+/// else its message id, else its body.
+fn task_id(delivery: &Delivery) -> String {
+    if let Some(id) = delivery.properties.correlation_id() {
+        return id.to_string();
+    }
+    if let Some(id) = delivery.properties.message_id() {
+        return id.to_string();
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    delivery.data.hash(&mut hasher);
+    format!("body-{:016x}", hasher.finish())
+}
+
+impl Refusals {
+    fn remember(&self, id: String) {
+        let mut refused = self.0.lock();
+        if refused.len() >= MAX_REFUSALS {
+            refused.clear();
+        }
+        refused.insert(id, 0);
+    }
+
+    /// How often a task refused before was offered again, counting this time.
+    fn seen_again(&self, id: &str) -> Option<u32> {
+        let mut refused = self.0.lock();
+        let times = refused.get_mut(id)?;
+        *times = times.saturating_add(1);
+        Some(*times)
+    }
+}
+
+/// Waits until the connection is no longer usable.
+async fn connection_lost(link: &Link) {
+    let mut events = link.connection.events_listener();
+    let mut check = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(lapin::Event::Error(error)) => {
+                    tracing::debug!(%error, "connection error");
+                    return;
+                }
+                None => return,
+                Some(_) => {}
+            },
+            _ = check.tick() => {}
+        }
+        if !link.connection.status().connected() {
+            return;
+        }
+    }
+}
+
+/// The replies to one request, until dropped.
+struct Replies {
+    comm: AmqpCommunicator,
+    correlation_id: String,
+    receiver: mpsc::UnboundedReceiver<Result<Reply, Error>>,
+}
+
+impl Replies {
+    async fn next(&mut self) -> Result<Reply, Error> {
+        self.receiver
+            .recv()
+            .await
+            .unwrap_or(Err(Error::ConnectionLost))
+    }
+}
+
+impl Drop for Replies {
+    fn drop(&mut self) {
+        self.comm.inner.waiters.lock().remove(&self.correlation_id);
+    }
+}
+
+/// A pulled task: answered or given back through its delivery.
+struct Pulled {
+    comm: AmqpCommunicator,
+    acker: Acker,
+    reply_to: Option<String>,
+    correlation_id: Option<String>,
+    no_reply: bool,
+}
+
+impl Settle for Pulled {
+    fn answer(&mut self, outcome: Result<Value, Error>) {
+        let reply = match outcome {
+            Ok(value) => Reply::Result(value),
+            Err(Error::Cancelled) => Reply::Cancelled,
+            Err(Error::Remote { message }) => Reply::Exception(message),
+            Err(other) => Reply::Exception(other.to_string()),
+        };
+        let comm = self.comm.clone();
+        let acker = self.acker.clone();
+        let (reply_to, correlation_id) = (self.reply_to.take(), self.correlation_id.take());
+        let no_reply = self.no_reply;
+        tokio::spawn(async move {
+            let _ = acker.ack(BasicAckOptions::default()).await;
+            if !no_reply {
+                comm.task_reply(&reply_to, &correlation_id, reply).await;
+            }
+        });
+    }
+
+    fn requeue(&mut self) {
+        let acker = self.acker.clone();
+        tokio::spawn(async move {
+            let _ = acker.nack(requeue()).await;
+        });
+    }
+}
+
+impl Communicator for AmqpCommunicator {
+    async fn add_rpc_subscriber(&self, identifier: &str, handler: Handler) -> Result<(), Error> {
+        self.check_open()?;
+        self.bounded(async {
+            let _topology = self.inner.topology.lock().await;
+            {
+                let mut subscriptions = self.inner.subscriptions.lock();
+                if subscriptions.rpc.contains_key(identifier) {
+                    return Err(Error::DuplicateSubscriber {
+                        identifier: identifier.to_owned(),
+                    });
+                }
+                let subscription = RpcSubscription {
+                    handler: handler.clone(),
+                    queue: None,
+                };
+                subscriptions
+                    .rpc
+                    .insert(identifier.to_owned(), subscription);
+            }
+            let served = match self.link().await {
+                Ok(link) => self.serve_rpc(&link, identifier, handler).await,
+                Err(error) => Err(error),
+            };
+            let mut subscriptions = self.inner.subscriptions.lock();
+            match served {
+                Ok(queue) => {
+                    if let Some(s) = subscriptions.rpc.get_mut(identifier) {
+                        s.queue = Some(queue);
+                    }
+                    Ok(())
+                }
+                Err(error) => {
+                    subscriptions.rpc.remove(identifier);
+                    Err(error)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn remove_rpc_subscriber(&self, identifier: &str) -> Result<(), Error> {
+        self.check_open()?;
+        self.bounded(async {
+            let _topology = self.inner.topology.lock().await;
+            let removed = self.inner.subscriptions.lock().rpc.remove(identifier);
+            let Some(removed) = removed else {
+                return Err(Error::UnknownSubscriber {
+                    identifier: identifier.to_owned(),
+                });
+            };
+            let link = self.inner.link.borrow().clone();
+            if let (Some(link), Some(queue)) = (link, removed.queue) {
+                let _ = (link.consumer)
+                    .basic_cancel(identifier.into(), BasicCancelOptions::default())
+                    .await;
+                let _ = (link.consumer)
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rpc_send_with(
+        &self,
+        recipient: &str,
+        message: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value, Error> {
+        self.check_open()?;
+        let timeout = timeout.unwrap_or(self.inner.config.default_timeout);
+        let exchange = &self.inner.config.message_exchange;
+        let key = format!("{RPC_TOPIC}.{recipient}");
+        let call = self.request(exchange, &key, message, false, recipient);
+        self.within(timeout, call, || Error::Timeout(timeout)).await
+    }
+
+    async fn add_broadcast_subscriber(
+        &self,
+        filter: BroadcastFilter,
+        handler: BroadcastHandler,
+    ) -> Result<SubscriberId, Error> {
+        self.check_open()?;
+        self.bounded(async {
+            let _topology = self.inner.topology.lock().await;
+            let id = self.next_id();
+            let (inbox, mut messages) = mpsc::unbounded_channel::<Broadcast>();
+            tokio::spawn(async move {
+                while let Some(message) = messages.recv().await {
+                    handler.call(message).await;
+                }
+            });
+            let start = {
+                let mut subscriptions = self.inner.subscriptions.lock();
+                subscriptions
+                    .broadcast
+                    .insert(id, BroadcastSubscription { filter, inbox });
+                subscriptions.broadcast_queue.is_none()
+            };
+            if start {
+                let consuming = match self.link().await {
+                    Ok(link) => self.consume_broadcasts(&link).await,
+                    Err(error) => Err(error),
+                };
+                let mut subscriptions = self.inner.subscriptions.lock();
+                match consuming {
+                    Ok(consuming) => subscriptions.broadcast_queue = Some(consuming),
+                    Err(error) => {
+                        subscriptions.broadcast.remove(&id);
+                        return Err(error);
+                    }
+                }
+            }
+            Ok(SubscriberId(id))
+        })
+        .await
+    }
+
+    async fn remove_broadcast_subscriber(&self, id: SubscriberId) -> Result<(), Error> {
+        self.check_open()?;
+        self.bounded(async {
+            let _topology = self.inner.topology.lock().await;
+            let stop = {
+                let mut subscriptions = self.inner.subscriptions.lock();
+                if subscriptions.broadcast.remove(&id.0).is_none() {
+                    return Err(Error::UnknownSubscriber {
+                        identifier: id.to_string(),
+                    });
+                }
+                if subscriptions.broadcast.is_empty() {
+                    subscriptions.broadcast_queue.take()
+                } else {
+                    None
+                }
+            };
+            // The last one gone: the queue goes too, so that no old broadcasts pile up for a
+            // later subscriber (kiwipy keeps it, and replays up to 66 s of them).
+            let link = self.inner.link.borrow().clone();
+            if let (Some(link), Some((queue, tag))) = (link, stop) {
+                let _ = (link.consumer)
+                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                    .await;
+                let _ = (link.consumer)
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn broadcast_send(&self, message: Broadcast) -> Result<(), Error> {
+        self.check_open()?;
+        self.bounded(async {
+            let link = self.link().await?;
+            let body = wire::broadcast_body(&message);
+            let exchange = &self.inner.config.message_exchange;
+            self.publish(
+                &link,
+                exchange,
+                BROADCAST_TOPIC,
+                &body,
+                properties(None, None, false),
+                false,
+            )
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn add_task_subscriber(
+        &self,
+        queue: &str,
+        handler: Handler,
+        options: TaskSubscriberOptions,
+    ) -> Result<SubscriberId, Error> {
+        self.check_open()?;
+        self.bounded(async {
+            let _topology = self.inner.topology.lock().await;
+            let id = self.next_id();
+            let subscription = TaskSubscription {
+                queue: self.inner.config.task_queue_name(queue),
+                handler,
+                prefetch: options.prefetch,
+                channel: None,
+                refused: Arc::default(),
+            };
+            self.inner
+                .subscriptions
+                .lock()
+                .tasks
+                .insert(id, subscription);
+            let consuming = match self.link().await {
+                Ok(link) => self.consume_tasks(&link, id).await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = consuming {
+                self.inner.subscriptions.lock().tasks.remove(&id);
+                return Err(error);
+            }
+            self.inner.new_subscriber.notify_waiters();
+            Ok(SubscriberId(id))
+        })
+        .await
+    }
+
+    async fn remove_task_subscriber(&self, id: SubscriberId) -> Result<(), Error> {
+        self.check_open()?;
+        self.bounded(async {
+            let _topology = self.inner.topology.lock().await;
+            let removed = self.inner.subscriptions.lock().tasks.remove(&id.0);
+            let Some(removed) = removed else {
+                return Err(Error::UnknownSubscriber {
+                    identifier: id.to_string(),
+                });
+            };
+            // Closing its channel gives its unacknowledged tasks back to the queue.
+            if let Some(channel) = removed.channel {
+                let _ = channel.close(200, "subscriber removed".into()).await;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn task_send_with(
+        &self,
+        queue: &str,
+        task: Value,
+        no_reply: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Value>, Error> {
+        self.check_open()?;
+        let timeout = timeout.unwrap_or(self.inner.config.default_timeout);
+        let queue = &self.inner.config.task_queue_name(queue);
+        let send = async {
+            let link = self.link().await?;
+            // kiwipy's publisher declares its queue before sending; so does this one.
+            self.ensure_task_queue(&link, queue).await?;
+            drop(link);
+            let body = wire::task_body(&task, no_reply);
+            let exchange = &self.inner.config.task_exchange;
+            if no_reply {
+                let link = self.link().await?;
+                let correlation_id = Uuid::new_v4().to_string();
+                let properties = properties(Some(&correlation_id), Some(&link.reply_queue), true);
+                let routed = self
+                    .publish(&link, exchange, queue, &body, properties, true)
+                    .await?;
+                return if routed {
+                    Ok(None)
+                } else {
+                    Err(Error::Unroutable {
+                        recipient: queue.to_owned(),
+                    })
+                };
+            }
+            self.request(exchange, queue, body, true, queue)
+                .await
+                .map(Some)
+        };
+        self.within(timeout, send, || Error::Timeout(timeout)).await
+    }
+
+    async fn next_task(&self, queue: &str, timeout: Duration) -> Result<IncomingTask, Error> {
+        self.check_open()?;
+        let named = queue;
+        let queue = &self.inner.config.task_queue_name(queue);
+        let pull = async {
+            loop {
+                let link = self.link().await?;
+                self.ensure_task_queue(&link, queue).await?;
+                let got = link
+                    .publisher
+                    .basic_get(queue.as_str().into(), BasicGetOptions::default())
+                    .await
+                    .map_err(|e| broker_error(&format!("cannot pull from {queue}"), e))?;
+                let Some(message) = got else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let delivery = message.delivery;
+                let decoded = codec::decode(&delivery.data, self.inner.config.max_message_size)
+                    .map_err(|e| e.to_string())
+                    .and_then(wire::parse_task);
+                let (task, no_reply) = match decoded {
+                    Ok(task) => task,
+                    Err(reason) => {
+                        tracing::warn!(%reason, "a pulled task could not be decoded; rejected");
+                        let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+                        continue;
+                    }
+                };
+                let settle = Pulled {
+                    comm: self.clone(),
+                    acker: delivery.acker.clone(),
+                    reply_to: delivery
+                        .properties
+                        .reply_to()
+                        .as_ref()
+                        .map(|s| s.to_string()),
+                    correlation_id: (delivery.properties.correlation_id().as_ref())
+                        .map(|s| s.to_string()),
+                    no_reply,
+                };
+                return Ok(IncomingTask::new(task, no_reply, Box::new(settle)));
+            }
+        };
+        let empty = || Error::QueueEmpty {
+            queue: named.to_owned(),
+        };
+        self.within(timeout, pull, empty).await
+    }
+
+    async fn close(&self) {
+        if self.inner.closed.is_cancelled() {
+            return;
+        }
+        self.inner.closed.cancel();
+        self.fail_waiters(|| Error::Closed);
+        let link = self.inner.link.send_replace(None);
+        if let Some(link) = link {
+            let closing = link.connection.close(200, "closed".into());
+            let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+}

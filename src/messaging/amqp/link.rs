@@ -1,0 +1,209 @@
+//! One live connection to the broker and the channels on it, and the declarations kiwipy makes.
+
+use lapin::options::{
+    BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+
+use super::config::AmqpConfig;
+use crate::messaging::Error;
+
+pub(crate) fn broker_error(what: &str, error: impl std::fmt::Display) -> Error {
+    Error::Broker {
+        reason: format!("{what}: {error}"),
+    }
+}
+
+/// A connection, its publishing channel (with publisher confirms) and its consuming channel
+/// (RPC, broadcast and reply queues). Task subscribers get channels of their own, for their
+/// prefetch limits.
+pub(crate) struct Link {
+    pub(crate) connection: Connection,
+    pub(crate) publisher: Channel,
+    pub(crate) consumer: Channel,
+    /// This connection's reply queue (exclusive, so a new name for each connection).
+    pub(crate) reply_queue: String,
+}
+
+impl Link {
+    pub(crate) async fn open(config: &AmqpConfig) -> Result<Link, Error> {
+        let url = config.connection_url();
+        let connecting = Connection::connect(&url, ConnectionProperties::default());
+        let connection = tokio::time::timeout(config.connect_timeout, connecting)
+            .await
+            .map_err(|_| Error::Broker {
+                reason: format!(
+                    "no connection to {} within {:?}",
+                    config.redacted_url(),
+                    config.connect_timeout
+                ),
+            })?
+            .map_err(|e| {
+                broker_error(&format!("cannot connect to {}", config.redacted_url()), e)
+            })?;
+        let publisher = connection
+            .create_channel()
+            .await
+            .map_err(|e| broker_error("cannot open a channel", e))?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| broker_error("cannot enable publisher confirms", e))?;
+        let consumer = connection
+            .create_channel()
+            .await
+            .map_err(|e| broker_error("cannot open a channel", e))?;
+        for exchange in [&config.message_exchange, &config.task_exchange] {
+            declare_exchange(&publisher, exchange, config.testing_mode).await?;
+        }
+        let reply_queue = format!("{}-reply-{}", config.message_exchange, uuid::Uuid::new_v4());
+        let link = Link {
+            connection,
+            publisher,
+            consumer,
+            reply_queue,
+        };
+        let arguments = table(&[("x-expires", config.queue_expires_ms)]);
+        declare_exclusive(&link.consumer, &link.reply_queue, arguments).await?;
+        // Replies to RPCs come through the message exchange, replies to tasks through the task
+        // exchange (as kiwipy sends them): one queue bound on both.
+        for exchange in [&config.message_exchange, &config.task_exchange] {
+            bind(
+                &link.consumer,
+                &link.reply_queue,
+                exchange,
+                &link.reply_queue,
+            )
+            .await?;
+        }
+        Ok(link)
+    }
+
+    /// A consumer of this connection's reply queue (no acknowledgements, as kiwipy).
+    pub(crate) async fn consume_replies(&self) -> Result<Consumer, Error> {
+        let options = BasicConsumeOptions {
+            no_ack: true,
+            ..BasicConsumeOptions::default()
+        };
+        self.consumer
+            .basic_consume(
+                self.reply_queue.as_str().into(),
+                "".into(),
+                options,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| broker_error("cannot consume the reply queue", e))
+    }
+}
+
+/// kiwipy's exchanges: topic, not durable, not auto-deleted (except in testing mode), no
+/// arguments.
+async fn declare_exchange(channel: &Channel, name: &str, testing: bool) -> Result<(), Error> {
+    let options = ExchangeDeclareOptions {
+        durable: false,
+        auto_delete: testing,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Topic,
+            options,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| broker_error(&format!("cannot declare the exchange {name}"), e))
+}
+
+/// An exclusive queue (RPC, broadcast and reply queues), deleted with its connection.
+pub(crate) async fn declare_exclusive(
+    channel: &Channel,
+    name: &str,
+    arguments: FieldTable,
+) -> Result<(), Error> {
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(name.into(), options, arguments)
+        .await
+        .map(|_| ())
+        .map_err(|e| broker_error(&format!("cannot declare the queue {name}"), e))
+}
+
+/// kiwipy's `x-expires` of task queues in testing mode.
+const TESTING_QUEUE_EXPIRES_MS: u32 = 10_000;
+
+/// A task queue exactly as kiwipy declares it (durable, a week's message TTL, nothing else), or
+/// RabbitMQ refuses one of the two declarations.
+pub(crate) async fn declare_task_queue(
+    channel: &Channel,
+    config: &AmqpConfig,
+    name: &str,
+) -> Result<(), Error> {
+    let options = QueueDeclareOptions {
+        durable: !config.testing_mode,
+        ..QueueDeclareOptions::default()
+    };
+    let arguments = if config.testing_mode {
+        table(&[
+            ("x-message-ttl", config.task_message_ttl_ms),
+            ("x-expires", TESTING_QUEUE_EXPIRES_MS),
+        ])
+    } else {
+        table(&[("x-message-ttl", config.task_message_ttl_ms)])
+    };
+    channel
+        .queue_declare(name.into(), options, arguments)
+        .await
+        .map_err(|e| broker_error(&format!("cannot declare the task queue {name}"), e))?;
+    bind(channel, name, &config.task_exchange, name).await
+}
+
+pub(crate) async fn bind(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+) -> Result<(), Error> {
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| broker_error(&format!("cannot bind {queue} to {exchange} as {key}"), e))
+}
+
+/// A channel for one task subscriber, with its prefetch limit (0 = unlimited, as kiwipy).
+pub(crate) async fn task_channel(link: &Link, prefetch: usize) -> Result<Channel, Error> {
+    let channel = link
+        .connection
+        .create_channel()
+        .await
+        .map_err(|e| broker_error("cannot open a channel", e))?;
+    let prefetch = u16::try_from(prefetch).unwrap_or(u16::MAX);
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| broker_error("cannot set the prefetch limit", e))?;
+    Ok(channel)
+}
+
+/// Queue arguments; the values as AMQP signed 32-bit integers (RabbitMQ compares values, not
+/// integer types, so kiwipy's declarations match).
+pub(crate) fn table(entries: &[(&str, u32)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in entries {
+        let value = i32::try_from(*value).unwrap_or(i32::MAX);
+        table.insert((*key).into(), AMQPValue::LongInt(value));
+    }
+    table
+}
