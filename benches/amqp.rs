@@ -1,0 +1,469 @@
+//! The RabbitMQ transport against the broker (`scripts/rabbitmq start`), measured as
+//! `../shared/baselines/kiwipy_bench.py` measures kiwipy: the servers run in a second process (this
+//! binary again), the client here. Figures are medians over rounds:
+//!
+//! - RPC round trips, sequential, through the synchronous communicator (kiwipy's thread API)
+//!   and the async one; with 100 in flight; client CPU per call;
+//! - tasks sent and processed (answers awaited), 100 in flight, with 1 and with 4 workers;
+//! - broadcasts: sent one after another, until the server heard them all.
+//!
+//! The baseline in the same run: the same round trip done with bare lapin (publish with a
+//! confirm, consume the reply), the floor the broker and the client library set.
+//!
+//! Run: `cargo bench --features amqp --bench amqp` (about a minute).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::join_all;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use runtime_thread::messaging::amqp::{self, AmqpCommunicator, AmqpConfig};
+use runtime_thread::messaging::{
+    Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Handler, TaskSubscriberOptions,
+    Value,
+};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const ROUNDS: usize = 5;
+const RPC_N: usize = 1_000;
+const IN_FLIGHT: usize = 100;
+const TASK_N: usize = 2_000;
+const BROADCAST_N: usize = 5_000;
+
+fn config(prefix: &str) -> AmqpConfig {
+    AmqpConfig::new()
+        .url(URL)
+        .message_exchange(format!("{prefix}.messages"))
+        .task_exchange(format!("{prefix}.tasks"))
+        .task_queue_prefix(format!("{prefix}."))
+        .testing_mode(true)
+}
+
+/// kiwipy's payload: `{'i': n, 'p': 64 * 'x'}`.
+fn payload(i: usize) -> Value {
+    json!({"i": i, "p": "x".repeat(64)})
+}
+
+fn main() {
+    if let Ok(prefix) = std::env::var("AMQP_BENCH_SERVE") {
+        return serve(&prefix);
+    }
+    if std::net::TcpStream::connect("127.0.0.1:5672").is_err() {
+        eprintln!("no RabbitMQ on 127.0.0.1:5672: start one with `scripts/rabbitmq start`");
+        return;
+    }
+    let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let mut server = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("AMQP_BENCH_SERVE", &prefix)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "READY");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut report = Vec::new();
+    runtime.block_on(async {
+        let comm = AmqpCommunicator::connect(config(&prefix)).await.unwrap();
+        let raw = RawClient::connect(&format!("{prefix}.raw")).await;
+        for i in 0..50 {
+            comm.rpc_send("echo", payload(i)).await.unwrap();
+            raw.call(payload(i)).await;
+        }
+        report.push(
+            measure(
+                "baseline: bare lapin round trip (confirm + reply)",
+                RPC_N,
+                || async {
+                    for i in 0..RPC_N {
+                        raw.call(payload(i)).await;
+                    }
+                },
+            )
+            .await,
+        );
+        report.push(
+            measure("RPC sequential, async", RPC_N, || async {
+                for i in 0..RPC_N {
+                    let answer = comm.rpc_send("echo", payload(i)).await.unwrap();
+                    assert_eq!(answer["i"], i);
+                }
+            })
+            .await,
+        );
+        report.push(
+            measure("RPC, 100 in flight", RPC_N * 5, || {
+                in_flight(RPC_N * 5, |i| {
+                    let comm = comm.clone();
+                    async move {
+                        comm.rpc_send("echo", payload(i)).await.unwrap();
+                    }
+                })
+            })
+            .await,
+        );
+        for queue in ["w1", "w4"] {
+            let name = format!(
+                "tasks sent and processed, 100 in flight, {} worker(s)",
+                &queue[1..]
+            );
+            report.push(
+                measure(&name, TASK_N, || {
+                    in_flight(TASK_N, |i| {
+                        let comm = comm.clone();
+                        async move {
+                            let task = comm.task_send_with(queue, payload(i), false, None);
+                            assert_eq!(task.await.unwrap().unwrap()["i"], i);
+                        }
+                    })
+                })
+                .await,
+            );
+        }
+        report.push(
+            measure(
+                "broadcasts, 100 in flight, until all heard",
+                BROADCAST_N,
+                || async {
+                    comm.rpc_send("reset", Value::Null).await.unwrap();
+                    in_flight(BROADCAST_N, |i| {
+                        let comm = comm.clone();
+                        async move {
+                            let message = Broadcast::new(payload(i))
+                                .sender("bench")
+                                .subject("bench.msg");
+                            comm.broadcast_send(message).await.unwrap();
+                        }
+                    })
+                    .await;
+                    while comm.rpc_send("count", Value::Null).await.unwrap() != BROADCAST_N {
+                        tokio::time::sleep(Duration::from_micros(500)).await;
+                    }
+                },
+            )
+            .await,
+        );
+        report.push(
+            measure(
+                "broadcasts, sent one after another until all heard",
+                BROADCAST_N,
+                || async {
+                    comm.rpc_send("reset", Value::Null).await.unwrap();
+                    for i in 0..BROADCAST_N {
+                        let message = Broadcast::new(payload(i))
+                            .sender("bench")
+                            .subject("bench.msg");
+                        comm.broadcast_send(message).await.unwrap();
+                    }
+                    while comm.rpc_send("count", Value::Null).await.unwrap() != BROADCAST_N {
+                        tokio::time::sleep(Duration::from_micros(500)).await;
+                    }
+                },
+            )
+            .await,
+        );
+        comm.close().await;
+    });
+
+    // The synchronous communicator, from this plain thread, as kiwipy's thread API is used.
+    let sync = amqp::connect_with(config(&prefix)).unwrap();
+    for i in 0..50 {
+        sync.rpc_send("echo", payload(i)).wait().unwrap().unwrap();
+    }
+    let mut rates = Vec::new();
+    let mut cpu = Vec::new();
+    for _ in 0..ROUNDS {
+        let (start, cpu_start) = (Instant::now(), cpu_time());
+        for i in 0..RPC_N {
+            let answer = sync.rpc_send("echo", payload(i)).wait().unwrap().unwrap();
+            assert_eq!(answer["i"], i);
+        }
+        rates.push(RPC_N as f64 / start.elapsed().as_secs_f64());
+        cpu.push((cpu_time() - cpu_start).as_secs_f64() * 1e6 / RPC_N as f64);
+    }
+    report.insert(
+        1,
+        Row::new("RPC sequential, synchronous communicator", rates, cpu),
+    );
+    sync.close();
+
+    drop(server.stdin.take());
+    let _ = server.wait();
+
+    println!(
+        "\n{:<62} {:>12} {:>20}",
+        "workload", "per second", "client CPU per unit"
+    );
+    for row in &report {
+        println!(
+            "{:<62} {:>12.0} {:>17.1} us",
+            row.name,
+            median(&row.rates),
+            median(&row.cpu_us)
+        );
+    }
+    println!("(medians of {ROUNDS} rounds; the server in a second process)");
+}
+
+struct Row {
+    name: String,
+    rates: Vec<f64>,
+    cpu_us: Vec<f64>,
+}
+
+impl Row {
+    fn new(name: &str, rates: Vec<f64>, cpu_us: Vec<f64>) -> Row {
+        Row {
+            name: name.to_owned(),
+            rates,
+            cpu_us,
+        }
+    }
+}
+
+async fn measure<F, Fut>(name: &str, units: usize, mut round: F) -> Row
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (mut rates, mut cpu) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let (start, cpu_start) = (Instant::now(), cpu_time());
+        round().await;
+        rates.push(units as f64 / start.elapsed().as_secs_f64());
+        cpu.push((cpu_time() - cpu_start).as_secs_f64() * 1e6 / units as f64);
+    }
+    Row::new(name, rates, cpu)
+}
+
+/// Runs `call(0..n)` with at most `IN_FLIGHT` at once.
+async fn in_flight<F, Fut>(n: usize, call: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let permit = permits.clone().acquire_owned().await.unwrap();
+        let call = call(i);
+        tasks.push(tokio::spawn(async move {
+            call.await;
+            drop(permit);
+        }));
+    }
+    for task in join_all(tasks).await {
+        task.unwrap();
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+/// This process's CPU time (user + system).
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+/// The server process: the communicator's subscribers, and a bare lapin echo for the baseline.
+fn serve(prefix: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let comm = AmqpCommunicator::connect(config(prefix)).await.unwrap();
+        comm.add_rpc_subscriber("echo", Handler::sync(|v: Value| v))
+            .await
+            .unwrap();
+        let heard = Arc::new(AtomicU64::new(0));
+        let count = heard.clone();
+        comm.add_rpc_subscriber("count", Handler::sync(move |_| json!(count.load(Relaxed))))
+            .await
+            .unwrap();
+        let reset = heard.clone();
+        comm.add_rpc_subscriber(
+            "reset",
+            Handler::sync(move |_| json!(reset.swap(0, Relaxed))),
+        )
+        .await
+        .unwrap();
+        let counter = heard.clone();
+        let listener = BroadcastHandler::sync(move |_| {
+            counter.fetch_add(1, Relaxed);
+        });
+        comm.add_broadcast_subscriber(BroadcastFilter::new(), listener)
+            .await
+            .unwrap();
+        let options = TaskSubscriberOptions { prefetch: 50 };
+        comm.add_task_subscriber("w1", Handler::sync(|v: Value| v), options)
+            .await
+            .unwrap();
+        for _ in 0..4 {
+            let options = TaskSubscriberOptions { prefetch: 25 };
+            comm.add_task_subscriber("w4", Handler::sync(|v: Value| v), options)
+                .await
+                .unwrap();
+        }
+        tokio::spawn(raw_echo(format!("{prefix}.raw")));
+        println!("READY");
+        tokio::task::spawn_blocking(|| {
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        comm.close().await;
+    });
+}
+
+/// Bare lapin: consume `queue` and publish each body back to its `reply_to`.
+async fn raw_echo(queue: String) {
+    let queue = queue.as_str();
+    let connection = Connection::connect(URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), exclusive, FieldTable::default())
+        .await
+        .unwrap();
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..BasicConsumeOptions::default()
+    };
+    let mut requests = channel
+        .basic_consume(queue.into(), "".into(), no_ack, FieldTable::default())
+        .await
+        .unwrap();
+    while let Some(Ok(request)) = requests.next().await {
+        let (Some(to), Some(id)) = (
+            request.properties.reply_to().clone(),
+            request.properties.correlation_id().clone(),
+        ) else {
+            continue;
+        };
+        let properties = BasicProperties::default().with_correlation_id(id);
+        let _ = channel
+            .basic_publish(
+                "".into(),
+                to,
+                BasicPublishOptions::default(),
+                &request.data,
+                properties,
+            )
+            .await;
+    }
+}
+
+/// Bare lapin on the client side: publish with a confirm, wait for the reply.
+struct RawClient {
+    _connection: Connection,
+    channel: lapin::Channel,
+    replies: tokio::sync::Mutex<lapin::Consumer>,
+    queue: String,
+    reply_queue: String,
+}
+
+impl RawClient {
+    async fn connect(queue: &str) -> RawClient {
+        let connection = Connection::connect(URL, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let exclusive = QueueDeclareOptions {
+            exclusive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let reply_queue = channel
+            .queue_declare("".into(), exclusive, FieldTable::default())
+            .await
+            .unwrap()
+            .name()
+            .to_string();
+        let no_ack = BasicConsumeOptions {
+            no_ack: true,
+            ..BasicConsumeOptions::default()
+        };
+        let replies = channel
+            .basic_consume(
+                reply_queue.as_str().into(),
+                "".into(),
+                no_ack,
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        RawClient {
+            _connection: connection,
+            channel,
+            replies: tokio::sync::Mutex::new(replies),
+            queue: queue.to_owned(),
+            reply_queue,
+        }
+    }
+
+    async fn call(&self, body: Value) {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let properties = BasicProperties::default()
+            .with_correlation_id("raw".into())
+            .with_reply_to(self.reply_queue.as_str().into());
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        self.channel
+            .basic_publish(
+                "".into(),
+                self.queue.as_str().into(),
+                options,
+                &bytes,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let reply = self.replies.lock().await.next().await.unwrap().unwrap();
+        let value: Value = serde_json::from_slice(&reply.data).unwrap();
+        assert_eq!(value["i"], body["i"]);
+    }
+}
