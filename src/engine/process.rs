@@ -45,7 +45,7 @@ pub enum Command {
 
 /// What a waiting process waits for.
 pub enum WaitOn {
-    /// An external [`ProcessHandle::resume`] with a value.
+    /// An external [`ProcessController::resume`](super::ProcessController::resume) with a value.
     Resume,
     /// A time to pass.
     Timer(Duration),
