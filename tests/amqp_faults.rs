@@ -363,3 +363,42 @@ fn garbage_truncated_and_oversized_bodies_get_clear_errors_and_consumers_keep_ru
 fn messages_exchange(request: &lapin::message::Delivery) -> lapin::types::ShortString {
     request.exchange.clone()
 }
+
+#[test]
+fn refused_credentials_and_unreachable_brokers_are_clear_errors_that_hide_the_password() {
+    if !broker::available() {
+        return;
+    }
+    bounded(Duration::from_secs(60), || {
+        runtime().block_on(async {
+            let wrong = broker::named(&broker::unique())
+                .url("amqp://guest:s3cret-pw@127.0.0.1:5672/%2f")
+                .connect_timeout(Duration::from_secs(5));
+            let shown = format!("{wrong:?}");
+            assert!(
+                !shown.contains("s3cret-pw") && shown.contains("guest:***"),
+                "{shown}"
+            );
+            let error = AmqpCommunicator::connect(wrong)
+                .await
+                .err()
+                .expect("refused");
+            let text = error.to_string();
+            assert!(matches!(error, Error::Broker { .. }), "{text}");
+            assert!(!text.contains("s3cret-pw"), "the password leaked: {text}");
+
+            let nowhere = broker::named(&broker::unique())
+                .url("amqp://bob:hunter2@127.0.0.1:1/%2f")
+                .connect_timeout(Duration::from_secs(5));
+            let error = AmqpCommunicator::connect(nowhere)
+                .await
+                .err()
+                .expect("unreachable");
+            let text = error.to_string();
+            assert!(
+                text.contains("127.0.0.1:1") && !text.contains("hunter2"),
+                "{text}"
+            );
+        });
+    });
+}
