@@ -402,3 +402,26 @@ fn refused_credentials_and_unreachable_brokers_are_clear_errors_that_hide_the_pa
         });
     });
 }
+
+#[test]
+fn heartbeats_keep_an_idle_connection_open() {
+    let Some(config) = broker::config() else {
+        return;
+    };
+    bounded(Duration::from_secs(60), move || {
+        runtime().block_on(async move {
+            // With a 1 s heartbeat, RabbitMQ closes a connection that misses two of them.
+            let comm = AmqpCommunicator::connect(config.heartbeat(1))
+                .await
+                .unwrap();
+            comm.add_rpc_subscriber("idle", Handler::sync(|v: Value| v))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            assert!(comm.is_connected());
+            assert_eq!(comm.rpc_send("idle", json!(1)).await.unwrap(), 1);
+            assert_eq!(comm.connections(), 1, "the connection dropped while idle");
+            comm.close().await;
+        })
+    });
+}

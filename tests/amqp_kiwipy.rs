@@ -90,15 +90,21 @@ fn a_kiwipy_client_calls_rust_rpcs_sends_rust_workers_tasks_and_broadcasts_to_ru
             let no_reply: Arc<Mutex<Vec<Value>>> = Arc::default();
             let record = no_reply.clone();
             let worker = Handler::sync(move |task: Value| match task {
-                Value::String(s) if s == "fail" => Err("task failed in rust".to_owned()),
-                Value::Number(n) => Ok(json!(n.as_i64().unwrap_or(0) * 2)),
-                Value::Object(mut map) if map.contains_key("noreply") => {
-                    record
-                        .lock()
-                        .push(map.remove("noreply").unwrap_or_default());
-                    Ok(Value::Null)
+                Value::String(s) if s == "fail" => {
+                    Response::Failed("task failed in rust".to_owned())
                 }
-                other => Ok(other),
+                // An answer that comes later: kiwipy's `pending` reply goes first.
+                Value::String(s) if s == "later" => Response::later(async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    json!("done later in rust")
+                }),
+                Value::Number(n) => Response::Value(json!(n.as_i64().unwrap_or(0) * 2)),
+                Value::Object(mut map) if map.contains_key("noreply") => {
+                    let id = map.remove("noreply").unwrap_or_default();
+                    record.lock().push(id);
+                    Response::Value(Value::Null)
+                }
+                other => Response::Value(other),
             });
             let options = TaskSubscriberOptions::default();
             comm.add_task_subscriber("rs-tasks", worker, options)
@@ -196,6 +202,8 @@ fn a_rust_client_calls_kiwipy_rpcs_sends_kiwipy_workers_tasks_and_broadcasts_to_
                 }
                 other => panic!("failing task: {other:?}"),
             }
+            let later = comm.task_send_with("py-tasks", json!("later"), false, None);
+            assert_eq!(later.await.unwrap(), Some(json!("done later in python")));
             let queued = comm.task_send_with("py-tasks", json!({"noreply": "rs-1"}), true, None);
             assert_eq!(queued.await.unwrap(), None);
             loop {

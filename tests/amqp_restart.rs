@@ -1,6 +1,7 @@
-//! The broker restarted while RPCs, tasks and broadcasts flow (`scripts/rabbitmq restart`):
-//! every task is processed at least once, callers get answers or clear errors, and both
-//! communicators reconnect. Alone in its test binary: the restart drops every connection.
+//! The broker goes down and comes back while RPCs, tasks and broadcasts flow
+//! (`scripts/rabbitmq stop-app`, `start-app`): every task is processed at least once, callers
+//! get answers or clear errors, connecting and closing while it is down are bounded, and both
+//! communicators reconnect. Alone in its test binary: the outage drops every connection.
 #![cfg(feature = "amqp")]
 
 use std::collections::HashMap;
@@ -46,7 +47,7 @@ fn a_broker_restart_while_rpcs_tasks_and_broadcasts_flow_loses_no_task() {
         runtime().block_on(async move {
             const TASKS: u64 = 300;
             let server = AmqpCommunicator::connect(config.clone()).await.unwrap();
-            let client = AmqpCommunicator::connect(config).await.unwrap();
+            let client = AmqpCommunicator::connect(config.clone()).await.unwrap();
 
             let processed: Arc<Mutex<HashMap<u64, usize>>> = Arc::default();
             let (progress_tx, mut progress) = mpsc::unbounded_channel();
@@ -137,9 +138,31 @@ fn a_broker_restart_while_rpcs_tasks_and_broadcasts_flow_loses_no_task() {
                 }
             });
 
-            // Restart the broker once a quarter of the tasks went through.
+            // Take the broker down once a quarter of the tasks went through.
             while progress.recv().await.unwrap() < TASKS / 4 {}
-            tokio::task::spawn_blocking(broker::restart).await.unwrap();
+            let bystander = AmqpCommunicator::connect(config.clone()).await.unwrap();
+            tokio::task::spawn_blocking(broker::stop_app).await.unwrap();
+            // While it is down: connecting fails clearly within its timeout, a call gives up
+            // within its own, and closing a communicator whose connection dropped is bounded.
+            let quick = config.clone().connect_timeout(Duration::from_secs(2));
+            let refused = AmqpCommunicator::connect(quick)
+                .await
+                .err()
+                .expect("broker is down");
+            assert!(matches!(refused, Error::Broker { .. }), "{refused}");
+            let call = bystander.rpc_send_with("echo", json!(0), Some(Duration::from_millis(500)));
+            let outcome = call.await;
+            assert!(outcome.as_ref().is_err_and(transient), "{outcome:?}");
+            let started = std::time::Instant::now();
+            bystander.close().await;
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "close took {:?}",
+                started.elapsed()
+            );
+            tokio::task::spawn_blocking(broker::start_app)
+                .await
+                .unwrap();
             sender.await.unwrap();
             done.store(true, SeqCst);
             assert!(chatter.await.unwrap() > 0, "no RPC was answered");

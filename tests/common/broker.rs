@@ -56,10 +56,24 @@ pub fn named(prefix: &str) -> AmqpConfig {
 
 /// `scripts/rabbitmq restart`: every client connection drops and the broker comes back.
 pub fn restart() {
+    rabbitmq("restart");
+}
+
+/// The broker goes down (the node stays up): every client connection drops.
+pub fn stop_app() {
+    rabbitmq("stop-app");
+}
+
+/// The broker comes back up, ready.
+pub fn start_app() {
+    rabbitmq("start-app");
+}
+
+fn rabbitmq(command: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq");
     let status = std::process::Command::new(script)
-        .arg("restart")
+        .arg(command)
         .status()
         .expect("run scripts/rabbitmq");
-    assert!(status.success(), "scripts/rabbitmq restart failed");
+    assert!(status.success(), "scripts/rabbitmq {command} failed");
 }

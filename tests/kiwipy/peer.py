@@ -56,6 +56,10 @@ def serve(url, prefix):
     def on_task(_comm, task):
         if task == 'fail':
             raise RuntimeError('task failed in python')
+        if task == 'later':
+            answer = kiwipy.Future()
+            threading.Timer(0.05, lambda: answer.set_result('done later in python')).start()
+            return answer
         if isinstance(task, dict) and 'noreply' in task:
             with lock:
                 no_reply.append(task['noreply'])
@@ -134,6 +138,10 @@ def client(url, prefix):
             raise AssertionError('the failing task did not fail')
         except kiwipy.RemoteException as error:
             assert 'task failed in rust' in str(error), str(error)
+        answer, levels = tasks.task_send('later').result(10), 0
+        while isinstance(answer, concurrent.futures.Future):
+            answer, levels = answer.result(10), levels + 1
+        assert answer == 'done later in rust' and levels == 1, (answer, levels)
         assert tasks.task_send({'noreply': 'py-1'}, no_reply=True) is None
         wait_for(lambda: 'py-1' in comm.rpc_send('rs-no-reply', None).result(10), 'the no-reply task')
         print('ok tasks', flush=True)
