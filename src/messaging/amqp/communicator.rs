@@ -298,19 +298,24 @@ impl AmqpCommunicator {
             mandatory,
             ..BasicPublishOptions::default()
         };
-        let confirm = link
-            .publisher
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                options,
-                &bytes,
-                properties,
-            )
-            .await
-            .map_err(|_| Error::ConnectionLost)?
-            .await
-            .map_err(|_| Error::ConnectionLost)?;
+        let failed = |error: lapin::Error| {
+            if link.connection.status().connected() {
+                broker_error(
+                    &format!("cannot publish to {exchange} / {routing_key}"),
+                    error,
+                )
+            } else {
+                Error::ConnectionLost
+            }
+        };
+        let publish = link.publisher.basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            options,
+            &bytes,
+            properties,
+        );
+        let confirm = publish.await.map_err(failed)?.await.map_err(failed)?;
         match confirm {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(true),
             Confirmation::Ack(Some(_)) => Ok(false),
