@@ -25,15 +25,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 mod common;
+use common::broker::runtime;
 use common::{bounded, broker};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Started by the SIGKILL test as a separate process (the test binary again): takes tasks from
 /// `held` and never answers them, printing `took <id>` for each.

@@ -19,6 +19,7 @@ use runtime_thread::messaging::{
 use serde_json::json;
 
 mod common;
+use common::broker::runtime;
 use common::{bounded, broker};
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kiwipy/peer.py");
@@ -37,14 +38,6 @@ fn python() -> Option<PathBuf> {
     }
     eprintln!("skipped: RUNTIME_THREAD_KIWIPY_PYTHON is not set (`scripts/kiwipy-venv` prints it)");
     None
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// The values both directions send: every JSON type, nesting, unicode, a 300 KB string.

@@ -19,15 +19,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 mod common;
+use common::broker::runtime;
 use common::{bounded, broker};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Errors a caller may see while the broker restarts: none of them is a hang or a panic.
 fn transient(error: &Error) -> bool {

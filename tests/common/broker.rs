@@ -77,3 +77,12 @@ fn rabbitmq(command: &str) {
         .expect("run scripts/rabbitmq");
     assert!(status.success(), "scripts/rabbitmq {command} failed");
 }
+
+/// The runtime the `amqp` tests run on: two workers, like a small service.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

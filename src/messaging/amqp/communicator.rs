@@ -25,6 +25,9 @@ use super::codec;
 use super::config::AmqpConfig;
 use super::link::{self, Link, broker_error};
 use super::wire::{self, BROADCAST_TOPIC, RPC_TOPIC, Reply};
+use serve::{Pulled, Refusals};
+
+mod serve;
 use crate::messaging::task::{IncomingTask, Settle};
 use crate::messaging::{
     Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Error, Handler, Response,
@@ -109,13 +112,6 @@ struct TaskSubscription {
     channel: Option<Channel>,
     refused: Arc<Refusals>,
 }
-
-/// The tasks one subscriber refused, by id, and how often it was offered them since.
-#[derive(Default)]
-struct Refusals(Mutex<HashMap<String, u32>>);
-
-/// Remembered refusals per subscriber (a bound, not a working set: refused tasks are rare).
-const MAX_REFUSALS: usize = 10_000;
 
 impl AmqpCommunicator {
     /// Connects to the broker and declares the exchanges and this communicator's reply queue.
@@ -410,259 +406,6 @@ impl AmqpCommunicator {
         }
     }
 
-    // ---- RPC ---------------------------------------------------------------------------------
-
-    /// Declares an RPC queue for `identifier` on `link` and serves it; returns the queue's name.
-    async fn serve_rpc(
-        &self,
-        link: &Link,
-        identifier: &str,
-        handler: Handler,
-    ) -> Result<String, Error> {
-        let config = &self.inner.config;
-        let queue = format!("rpc-{identifier}-{}", Uuid::new_v4().simple());
-        let arguments = link::table(&[
-            ("x-message-ttl", config.message_ttl_ms),
-            ("x-expires", config.queue_expires_ms),
-        ]);
-        link::declare_exclusive(&link.consumer, &queue, arguments).await?;
-        // The identifier is the consumer tag, as in kiwipy. kiwipy acknowledges a request as
-        // soon as it arrives (at most once); consuming without acknowledgements is the same on
-        // the wire to every peer, with one frame less per request.
-        let no_ack = BasicConsumeOptions {
-            no_ack: true,
-            ..BasicConsumeOptions::default()
-        };
-        let consumer = link
-            .consumer
-            .basic_consume(
-                queue.as_str().into(),
-                identifier.into(),
-                no_ack,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| broker_error(&format!("cannot consume {queue}"), e))?;
-        let key = format!("{RPC_TOPIC}.{identifier}");
-        link::bind(&link.consumer, &queue, &config.message_exchange, &key).await?;
-        tokio::spawn(self.clone().serve_requests(consumer, handler));
-        Ok(queue)
-    }
-
-    async fn serve_requests(self, mut requests: Consumer, handler: Handler) {
-        while let Some(Ok(delivery)) = requests.next().await {
-            let comm = self.clone();
-            let handler = handler.clone();
-            tokio::spawn(async move { comm.answer_request(delivery, handler).await });
-        }
-    }
-
-    async fn answer_request(&self, delivery: Delivery, handler: Handler) {
-        let (Some(reply_to), Some(correlation_id)) = (
-            delivery
-                .properties
-                .reply_to()
-                .as_ref()
-                .map(|s| s.to_string()),
-            (delivery.properties.correlation_id().as_ref()).map(|s| s.to_string()),
-        ) else {
-            tracing::warn!("an RPC request without reply_to or correlation_id was dropped");
-            return;
-        };
-        let exchange = self.inner.config.message_exchange.clone();
-        let response = match codec::decode(&delivery.data, self.inner.config.max_message_size) {
-            Ok(message) => handler.call(message).await,
-            Err(error) => {
-                tracing::warn!(%error, "an RPC request could not be decoded");
-                Response::Failed(format!("the request could not be decoded: {error}"))
-            }
-        };
-        let mut send = |reply: Reply| {
-            let body = reply.to_body(None);
-            let (exchange, reply_to, correlation_id) = (&exchange, &reply_to, &correlation_id);
-            async move { self.reply(exchange, reply_to, correlation_id, body).await }
-        };
-        let reply = follow(response, true, &mut send).await;
-        send(reply).await;
-    }
-
-    // ---- broadcasts --------------------------------------------------------------------------
-
-    /// Declares this connection's broadcast queue and consumes it; returns (queue, tag).
-    async fn consume_broadcasts(&self, link: &Link) -> Result<(String, String), Error> {
-        let config = &self.inner.config;
-        let queue = format!("broadcast-{}", Uuid::new_v4().simple());
-        let arguments = link::table(&[("x-message-ttl", config.message_ttl_ms)]);
-        link::declare_exclusive(&link.consumer, &queue, arguments).await?;
-        link::bind(
-            &link.consumer,
-            &queue,
-            &config.message_exchange,
-            BROADCAST_TOPIC,
-        )
-        .await?;
-        let consumer = link
-            .consumer
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| broker_error(&format!("cannot consume {queue}"), e))?;
-        let tag = consumer.tag().to_string();
-        tokio::spawn(self.clone().dispatch_broadcasts(consumer));
-        Ok((queue, tag))
-    }
-
-    async fn dispatch_broadcasts(self, mut broadcasts: Consumer) {
-        let limit = self.inner.config.max_message_size;
-        while let Some(Ok(delivery)) = broadcasts.next().await {
-            let message = codec::decode(&delivery.data, limit)
-                .map_err(|e| e.to_string())
-                .and_then(wire::parse_broadcast);
-            match message {
-                Ok(message) => {
-                    self.deliver_broadcast(&message);
-                    let _ = delivery.ack(BasicAckOptions::default()).await;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "a broadcast could not be decoded; rejected");
-                    let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
-                }
-            }
-        }
-    }
-
-    /// Hands a broadcast to every subscriber whose filter it passes (each one's own task
-    /// calls its handler, in order).
-    fn deliver_broadcast(&self, message: &Broadcast) {
-        let subscriptions = self.inner.subscriptions.lock();
-        for subscription in subscriptions.broadcast.values() {
-            if subscription.filter.matches(message) {
-                let _ = subscription.inbox.send(message.clone());
-            }
-        }
-    }
-
-    // ---- tasks -------------------------------------------------------------------------------
-
-    async fn ensure_task_queue(&self, link: &Link, queue: &str) -> Result<(), Error> {
-        if self.inner.task_queues.lock().contains(queue) {
-            return Ok(());
-        }
-        link::declare_task_queue(&link.publisher, &self.inner.config, queue).await?;
-        self.inner.task_queues.lock().insert(queue.to_owned());
-        Ok(())
-    }
-
-    /// Opens the channel of task subscription `id` on `link` and consumes its queue.
-    async fn consume_tasks(&self, link: &Link, id: u64) -> Result<(), Error> {
-        let Some((queue, prefetch, handler, refused)) = ({
-            let subscriptions = self.inner.subscriptions.lock();
-            (subscriptions.tasks.get(&id)).map(|s| {
-                (
-                    s.queue.clone(),
-                    s.prefetch,
-                    s.handler.clone(),
-                    s.refused.clone(),
-                )
-            })
-        }) else {
-            return Ok(());
-        };
-        self.ensure_task_queue(link, &queue).await?;
-        let channel = link::task_channel(link, prefetch).await?;
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| broker_error(&format!("cannot consume the task queue {queue}"), e))?;
-        if let Some(s) = self.inner.subscriptions.lock().tasks.get_mut(&id) {
-            s.channel = Some(channel);
-        }
-        tokio::spawn(self.clone().work(consumer, handler, refused));
-        Ok(())
-    }
-
-    async fn work(self, mut tasks: Consumer, handler: Handler, refused: Arc<Refusals>) {
-        while let Some(Ok(delivery)) = tasks.next().await {
-            let comm = self.clone();
-            let (handler, refused) = (handler.clone(), refused.clone());
-            tokio::spawn(async move { comm.do_task(delivery, handler, refused).await });
-        }
-    }
-
-    async fn do_task(&self, delivery: Delivery, handler: Handler, refused: Arc<Refusals>) {
-        let id = task_id(&delivery);
-        if let Some(times) = refused.seen_again(&id) {
-            // Refused here before: give it back after a while, or as soon as another subscriber
-            // arrives, without asking the handler again (kiwipy redelivers in a hot loop).
-            let hold = Duration::from_millis(100 << times.min(6)).min(Duration::from_secs(5));
-            tokio::select! {
-                () = tokio::time::sleep(hold) => {}
-                () = self.inner.new_subscriber.notified() => {}
-                () = self.inner.closed.cancelled() => {}
-            }
-            let _ = delivery.nack(requeue()).await;
-            return;
-        }
-        let reply_to = delivery
-            .properties
-            .reply_to()
-            .as_ref()
-            .map(|s| s.to_string());
-        let correlation_id = (delivery.properties.correlation_id().as_ref()).map(|s| s.to_string());
-        let decoded = codec::decode(&delivery.data, self.inner.config.max_message_size)
-            .map_err(|e| e.to_string())
-            .and_then(wire::parse_task);
-        let (task, no_reply) = match decoded {
-            Ok(task) => task,
-            Err(reason) => {
-                tracing::warn!(%reason, "a task could not be decoded; rejected");
-                let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
-                let exception =
-                    Reply::Exception(format!("the task could not be decoded: {reason}"));
-                self.task_reply(&reply_to, &correlation_id, exception).await;
-                return;
-            }
-        };
-        let response = handler.call(task).await;
-        if matches!(response, Response::Rejected) {
-            refused.remember(id);
-            let _ = delivery.nack(requeue()).await;
-            return;
-        }
-        let mut send = |reply: Reply| {
-            let (reply_to, correlation_id) = (&reply_to, &correlation_id);
-            async move { self.task_reply(reply_to, correlation_id, reply).await }
-        };
-        let reply = follow(response, !no_reply, &mut send).await;
-        // Acknowledged once answered, then the reply (kiwipy's order).
-        let _ = delivery.ack(BasicAckOptions::default()).await;
-        if !no_reply {
-            send(reply).await;
-        }
-    }
-
-    async fn task_reply(
-        &self,
-        reply_to: &Option<String>,
-        correlation_id: &Option<String>,
-        reply: Reply,
-    ) {
-        if let (Some(reply_to), Some(correlation_id)) = (reply_to, correlation_id) {
-            let body = reply.to_body(Some(&self.inner.host));
-            let exchange = &self.inner.config.task_exchange;
-            self.reply(exchange, reply_to, correlation_id, body).await;
-        }
-    }
-
     /// Bounds a topology change by the default timeout.
     async fn bounded<T>(&self, change: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
         self.within(self.inner.config.default_timeout, change, || {
@@ -687,38 +430,6 @@ impl AmqpCommunicator {
     }
 }
 
-/// Follows pending answers to the final one, sending kiwipy's `{pending: null}` for each level
-/// when `announce` says so; a rejection after a pending answer is an exception.
-async fn follow<F, Fut>(mut response: Response, announce: bool, send: &mut F) -> Reply
-where
-    F: FnMut(Reply) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    loop {
-        response = match response {
-            Response::Value(value) => return Reply::Result(value),
-            Response::Failed(message) => return Reply::Exception(message),
-            Response::Cancelled => return Reply::Cancelled,
-            Response::Rejected => {
-                return Reply::Exception(Error::TaskRejected.to_string());
-            }
-            Response::Pending(later) => {
-                if announce {
-                    send(Reply::Pending).await;
-                }
-                later.await
-            }
-        };
-    }
-}
-
-fn requeue() -> BasicNackOptions {
-    BasicNackOptions {
-        requeue: true,
-        ..BasicNackOptions::default()
-    }
-}
-
 /// kiwipy's message properties: priority 0, a random message id, empty headers, delivery mode
 /// 2 for tasks and 1 otherwise.
 fn properties(
@@ -738,38 +449,6 @@ fn properties(
         properties = properties.with_reply_to(reply_to.into());
     }
     properties
-}
-
-/// What identifies a task across redeliveries: its correlation id (kiwipy always sets one),
-/// else its message id, else its body.
-fn task_id(delivery: &Delivery) -> String {
-    if let Some(id) = delivery.properties.correlation_id() {
-        return id.to_string();
-    }
-    if let Some(id) = delivery.properties.message_id() {
-        return id.to_string();
-    }
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    delivery.data.hash(&mut hasher);
-    format!("body-{:016x}", hasher.finish())
-}
-
-impl Refusals {
-    fn remember(&self, id: String) {
-        let mut refused = self.0.lock();
-        if refused.len() >= MAX_REFUSALS {
-            refused.clear();
-        }
-        refused.insert(id, 0);
-    }
-
-    /// How often a task refused before was offered again, counting this time.
-    fn seen_again(&self, id: &str) -> Option<u32> {
-        let mut refused = self.0.lock();
-        let times = refused.get_mut(id)?;
-        *times = times.saturating_add(1);
-        Some(*times)
-    }
 }
 
 /// Waits until the connection is no longer usable.
@@ -813,43 +492,6 @@ impl Replies {
 impl Drop for Replies {
     fn drop(&mut self) {
         self.comm.inner.waiters.lock().remove(&self.correlation_id);
-    }
-}
-
-/// A pulled task: answered or given back through its delivery.
-struct Pulled {
-    comm: AmqpCommunicator,
-    acker: Acker,
-    reply_to: Option<String>,
-    correlation_id: Option<String>,
-    no_reply: bool,
-}
-
-impl Settle for Pulled {
-    fn answer(&mut self, outcome: Result<Value, Error>) {
-        let reply = match outcome {
-            Ok(value) => Reply::Result(value),
-            Err(Error::Cancelled) => Reply::Cancelled,
-            Err(Error::Remote { message }) => Reply::Exception(message),
-            Err(other) => Reply::Exception(other.to_string()),
-        };
-        let comm = self.comm.clone();
-        let acker = self.acker.clone();
-        let (reply_to, correlation_id) = (self.reply_to.take(), self.correlation_id.take());
-        let no_reply = self.no_reply;
-        tokio::spawn(async move {
-            let _ = acker.ack(BasicAckOptions::default()).await;
-            if !no_reply {
-                comm.task_reply(&reply_to, &correlation_id, reply).await;
-            }
-        });
-    }
-
-    fn requeue(&mut self) {
-        let acker = self.acker.clone();
-        tokio::spawn(async move {
-            let _ = acker.nack(requeue()).await;
-        });
     }
 }
 
