@@ -25,7 +25,7 @@ use super::codec;
 use super::config::AmqpConfig;
 use super::link::{self, Link, broker_error};
 use super::wire::{self, BROADCAST_TOPIC, RPC_TOPIC, Reply};
-use serve::{Pulled, Refusals};
+use serve::{Pulled, Refusals, reply_address};
 
 mod serve;
 use crate::messaging::task::{IncomingTask, Settle};
@@ -780,10 +780,7 @@ impl Communicator for AmqpCommunicator {
                     continue;
                 };
                 let delivery = message.delivery;
-                let decoded = codec::decode(&delivery.data, self.inner.config.max_message_size)
-                    .map_err(|e| e.to_string())
-                    .and_then(wire::parse_task);
-                let (task, no_reply) = match decoded {
+                let (task, no_reply) = match self.decode_task(&delivery) {
                     Ok(task) => task,
                     Err(reason) => {
                         tracing::warn!(%reason, "a pulled task could not be decoded; rejected");
@@ -791,16 +788,12 @@ impl Communicator for AmqpCommunicator {
                         continue;
                     }
                 };
+                let (reply_to, correlation_id) = reply_address(&delivery);
                 let settle = Pulled {
                     comm: self.clone(),
                     acker: delivery.acker.clone(),
-                    reply_to: delivery
-                        .properties
-                        .reply_to()
-                        .as_ref()
-                        .map(|s| s.to_string()),
-                    correlation_id: (delivery.properties.correlation_id().as_ref())
-                        .map(|s| s.to_string()),
+                    reply_to,
+                    correlation_id,
                     no_reply,
                 };
                 return Ok(IncomingTask::new(task, no_reply, Box::new(settle)));

@@ -53,14 +53,7 @@ impl AmqpCommunicator {
     }
 
     pub(super) async fn answer_request(&self, delivery: Delivery, handler: Handler) {
-        let (Some(reply_to), Some(correlation_id)) = (
-            delivery
-                .properties
-                .reply_to()
-                .as_ref()
-                .map(|s| s.to_string()),
-            (delivery.properties.correlation_id().as_ref()).map(|s| s.to_string()),
-        ) else {
+        let (Some(reply_to), Some(correlation_id)) = reply_address(&delivery) else {
             tracing::warn!("an RPC request without reply_to or correlation_id was dropped");
             return;
         };
@@ -212,16 +205,8 @@ impl AmqpCommunicator {
             let _ = delivery.nack(requeue()).await;
             return;
         }
-        let reply_to = delivery
-            .properties
-            .reply_to()
-            .as_ref()
-            .map(|s| s.to_string());
-        let correlation_id = (delivery.properties.correlation_id().as_ref()).map(|s| s.to_string());
-        let decoded = codec::decode(&delivery.data, self.inner.config.max_message_size)
-            .map_err(|e| e.to_string())
-            .and_then(wire::parse_task);
-        let (task, no_reply) = match decoded {
+        let (reply_to, correlation_id) = reply_address(&delivery);
+        let (task, no_reply) = match self.decode_task(&delivery) {
             Ok(task) => task,
             Err(reason) => {
                 tracing::warn!(%reason, "a task could not be decoded; rejected");
@@ -248,6 +233,13 @@ impl AmqpCommunicator {
         if !no_reply {
             send(reply).await;
         }
+    }
+
+    /// A task's body: the task and its no-reply flag, or why it cannot be read.
+    pub(super) fn decode_task(&self, delivery: &Delivery) -> Result<(Value, bool), String> {
+        codec::decode(&delivery.data, self.inner.config.max_message_size)
+            .map_err(|e| e.to_string())
+            .and_then(wire::parse_task)
     }
 
     pub(super) async fn task_reply(
@@ -370,4 +362,13 @@ impl Settle for Pulled {
             let _ = acker.nack(requeue()).await;
         });
     }
+}
+
+/// Where a request's answers go: its `reply_to` and `correlation_id`.
+pub(super) fn reply_address(delivery: &Delivery) -> (Option<String>, Option<String>) {
+    let text = |value: &Option<lapin::types::ShortString>| value.as_ref().map(|s| s.to_string());
+    (
+        text(delivery.properties.reply_to()),
+        text(delivery.properties.correlation_id()),
+    )
 }
