@@ -197,6 +197,17 @@ impl AmqpCommunicator {
     async fn establish(&self) -> Result<Arc<Link>, Error> {
         let _topology = self.inner.topology.lock().await;
         let link = Arc::new(Link::open(&self.inner.config).await?);
+        if let Err(error) = self.subscribe_all(&link).await {
+            link::close(&link.connection).await;
+            return Err(error);
+        }
+        self.inner.connections.fetch_add(1, Relaxed);
+        self.inner.link.send_replace(Some(link.clone()));
+        Ok(link)
+    }
+
+    /// Declares every subscription on a new connection, and consumes its reply queue.
+    async fn subscribe_all(&self, link: &Link) -> Result<(), Error> {
         self.inner.task_queues.lock().clear();
         let replies = link.consume_replies().await?;
         tokio::spawn(self.clone().dispatch_replies(replies));
@@ -209,21 +220,19 @@ impl AmqpCommunicator {
             (rpc, !subscriptions.broadcast.is_empty(), tasks)
         };
         for (identifier, handler) in rpc {
-            let queue = self.serve_rpc(&link, &identifier, handler).await?;
+            let queue = self.serve_rpc(link, &identifier, handler).await?;
             if let Some(s) = self.inner.subscriptions.lock().rpc.get_mut(&identifier) {
                 s.queue = Some(queue);
             }
         }
         if broadcast {
-            let consuming = self.consume_broadcasts(&link).await?;
+            let consuming = self.consume_broadcasts(link).await?;
             self.inner.subscriptions.lock().broadcast_queue = Some(consuming);
         }
         for id in tasks {
-            self.consume_tasks(&link, id).await?;
+            self.consume_tasks(link, id).await?;
         }
-        self.inner.connections.fetch_add(1, Relaxed);
-        self.inner.link.send_replace(Some(link.clone()));
-        Ok(link)
+        Ok(())
     }
 
     /// Watches the live connection; when it drops, fails the callers waiting on it and
@@ -811,10 +820,12 @@ impl Communicator for AmqpCommunicator {
         }
         self.inner.closed.cancel();
         self.fail_waiters(|| Error::Closed);
+        // Handlers and broadcast subscribers' tasks go now, not with the last clone.
+        let subscriptions = std::mem::take(&mut *self.inner.subscriptions.lock());
+        drop(subscriptions);
         let link = self.inner.link.send_replace(None);
         if let Some(link) = link {
-            let closing = link.connection.close(200, "closed".into());
-            let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
+            link::close(&link.connection).await;
         }
     }
 

@@ -43,6 +43,25 @@ impl Link {
             .map_err(|e| {
                 broker_error(&format!("cannot connect to {}", config.redacted_url()), e)
             })?;
+        match Self::set_up(&connection, config).await {
+            Ok((publisher, consumer, reply_queue)) => Ok(Link {
+                connection,
+                publisher,
+                consumer,
+                reply_queue,
+            }),
+            Err(error) => {
+                close(&connection).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// The channels, exchanges and reply queue of a new connection.
+    async fn set_up(
+        connection: &Connection,
+        config: &AmqpConfig,
+    ) -> Result<(Channel, Channel, String), Error> {
         let publisher = connection
             .create_channel()
             .await
@@ -59,26 +78,14 @@ impl Link {
             declare_exchange(&publisher, exchange, config.testing_mode).await?;
         }
         let reply_queue = format!("{}-reply-{}", config.message_exchange, uuid::Uuid::new_v4());
-        let link = Link {
-            connection,
-            publisher,
-            consumer,
-            reply_queue,
-        };
         let arguments = table(&[("x-expires", config.queue_expires_ms)]);
-        declare_exclusive(&link.consumer, &link.reply_queue, arguments).await?;
+        declare_exclusive(&consumer, &reply_queue, arguments).await?;
         // Replies to RPCs come through the message exchange, replies to tasks through the task
         // exchange (as kiwipy sends them): one queue bound on both.
         for exchange in [&config.message_exchange, &config.task_exchange] {
-            bind(
-                &link.consumer,
-                &link.reply_queue,
-                exchange,
-                &link.reply_queue,
-            )
-            .await?;
+            bind(&consumer, &reply_queue, exchange, &reply_queue).await?;
         }
-        Ok(link)
+        Ok((publisher, consumer, reply_queue))
     }
 
     /// A consumer of this connection's reply queue (no acknowledgements, as kiwipy).
@@ -97,6 +104,12 @@ impl Link {
             .await
             .map_err(|e| broker_error("cannot consume the reply queue", e))
     }
+}
+
+/// Closes a connection, waiting a little for the broker's answer (it may be gone).
+pub(crate) async fn close(connection: &Connection) {
+    let closing = connection.close(200, "closed".into());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), closing).await;
 }
 
 /// kiwipy's exchanges: topic, not durable, not auto-deleted (except in testing mode), no
