@@ -44,11 +44,10 @@ impl SyncCommunicator<LocalCommunicator> {
     /// An in-process broker on a runtime thread of its own, which [`close`](Self::close) stops.
     pub fn local() -> Result<Self, Error> {
         let thread = RuntimeThread::builder().name("communicator").start()?;
-        Ok(SyncCommunicator {
-            inner: LocalCommunicator::new(),
-            thread: Arc::new(thread),
-            owns_thread: true,
-        })
+        Ok(SyncCommunicator::owning(
+            LocalCommunicator::new(),
+            Arc::new(thread),
+        ))
     }
 }
 
