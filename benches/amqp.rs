@@ -8,7 +8,10 @@
 //! - broadcasts: sent one after another, until the server heard them all.
 //!
 //! The baseline in the same run: the same round trip done with bare lapin (publish with a
-//! confirm, consume the reply), the floor the broker and the client library set.
+//! confirm, consume the reply), the floor the broker and the client library set. And, to show
+//! what the client library costs, the same round trip with a lean client that has no I/O
+//! thread (`benches/lean`, a blocking socket and lapin's frame codec), against the bare-lapin
+//! echo and against a lean echo.
 //!
 //! Run: `cargo bench --features amqp --bench amqp` (about a minute).
 
@@ -31,6 +34,8 @@ use runtime_thread::messaging::{
 };
 use serde_json::json;
 use tokio::sync::Semaphore;
+
+mod lean;
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const ROUNDS: usize = 5;
@@ -206,6 +211,41 @@ fn main() {
     );
     sync.close();
 
+    for (name, server) in [
+        (
+            "lean client (no I/O thread) with the bare-lapin echo",
+            format!("{prefix}.raw"),
+        ),
+        ("lean client with a lean echo", format!("{prefix}.lean")),
+    ] {
+        let mut client = lean::Lean::connect("");
+        let (mut rates, mut cpu, mut confirms, mut sent) = (Vec::new(), Vec::new(), 0, 0);
+        let mut call = |client: &mut lean::Lean, i: usize| {
+            let properties = lapin::BasicProperties::default()
+                .with_correlation_id("lean".into())
+                .with_reply_to(client.queue.as_str().into());
+            let body = serde_json::to_vec(&payload(i)).unwrap();
+            client.publish(&server, &body, properties);
+            sent += 1;
+            let reply = client.next_delivery(&mut confirms);
+            client.await_confirms(&mut confirms, sent);
+            let value: Value = serde_json::from_slice(&reply.body).unwrap();
+            assert_eq!(value["i"], i);
+        };
+        for i in 0..50 {
+            call(&mut client, i);
+        }
+        for _ in 0..ROUNDS {
+            let (start, cpu_start) = (Instant::now(), cpu_time());
+            for i in 0..RPC_N {
+                call(&mut client, i);
+            }
+            rates.push(RPC_N as f64 / start.elapsed().as_secs_f64());
+            cpu.push((cpu_time() - cpu_start).as_secs_f64() * 1e6 / RPC_N as f64);
+        }
+        report.insert(1, Row::new(name, rates, cpu));
+    }
+
     drop(server.stdin.take());
     let _ = server.wait();
 
@@ -336,6 +376,18 @@ fn serve(prefix: &str) {
                 .unwrap();
         }
         tokio::spawn(raw_echo(format!("{prefix}.raw")));
+        let mut echo = lean::Lean::connect(&format!("{prefix}.lean"));
+        std::thread::spawn(move || {
+            let mut confirms = 0;
+            loop {
+                let request = echo.next_delivery(&mut confirms);
+                let (Some(to), Some(id)) = (request.reply_to, request.correlation_id) else {
+                    continue;
+                };
+                let properties = lapin::BasicProperties::default().with_correlation_id(id.into());
+                echo.publish(&to, &request.body, properties);
+            }
+        });
         println!("READY");
         tokio::task::spawn_blocking(|| {
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new())
