@@ -7,9 +7,9 @@ use std::sync::LazyLock;
 
 use common::{QUICK, bounded, until};
 use runtime_thread::engine::{
-    Chain, Command, Context, Ctx, EngineError, ExitCode, Flow, Outline, Process, ProcessOutcome,
-    ProcessState, Runner, StepError, WorkChain, WorkContext, if_, return_, return_code, step,
-    while_,
+    Chain, Command, Context, Ctx, EngineError, ExitCode, Flow, Namespace, Outline, Port, Process,
+    ProcessOutcome, ProcessSpec, ProcessState, Runner, StepError, ValueType, WorkChain,
+    WorkContext, if_, return_, return_code, step, while_,
 };
 use serde_json::{Value, json};
 
@@ -486,4 +486,126 @@ fn a_later_step_may_overwrite_a_ctx_key() {
         let outputs = Runner::start().unwrap().run(Chain::new(Twice)).unwrap();
         assert_eq!(outputs["y"], 4);
     });
+}
+
+/// A chain built from an inputs mapping: `n` (an integer, default 2) rounds of `add`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Counter {
+    n: i64,
+    #[serde(default)]
+    done: i64,
+}
+
+static COUNTER: LazyLock<Outline<Counter>> = LazyLock::new(|| {
+    Outline::new([
+        while_("more", |c: &Counter, _| c.done < c.n, [step("add")]),
+        step("report"),
+    ])
+});
+
+static COUNTER_SPEC: LazyLock<ProcessSpec> = LazyLock::new(|| {
+    ProcessSpec::new(
+        Namespace::new().port(
+            "n",
+            Port::new()
+                .types(&[ValueType::Integer])
+                .default_value(json!(2)),
+        ),
+        Namespace::new().port("total", Port::new().types(&[ValueType::Integer])),
+    )
+});
+
+impl WorkChain for Counter {
+    const TYPE_NAME: &'static str = "tests.Counter";
+    fn spec() -> &'static ProcessSpec {
+        &COUNTER_SPEC
+    }
+    fn outline() -> &'static Outline<Self> {
+        &COUNTER
+    }
+    async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+        if step == "add" {
+            self.done += 1;
+        } else {
+            wc.out("total", json!(self.done));
+        }
+        Ok(Flow::Next)
+    }
+}
+
+#[test]
+fn a_work_chain_launches_from_an_inputs_mapping_checked_against_its_spec() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let outputs = runner
+            .launch_chain::<Counter>(json!({"n": 3}))
+            .unwrap()
+            .wait()
+            .unwrap()
+            .into_outputs()
+            .unwrap();
+        assert_eq!(outputs["total"], 3);
+        // The default fills in a missing input; the handle's status shows the chain's type.
+        let handle = runner.launch_chain::<Counter>(json!({})).unwrap();
+        assert_eq!(handle.wait().unwrap().into_outputs().unwrap()["total"], 2);
+        // A wrong input is refused before anything runs, with its port's path.
+        let error = runner
+            .launch_chain::<Counter>(json!({"n": "three"}))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("inputs.n"), "{error}");
+        // Persisted: the inputs go into its checkpoints.
+        let store = std::sync::Arc::new(Recording::default());
+        let thread = std::sync::Arc::new(runtime_thread::RuntimeThread::builder().start().unwrap());
+        let persisted = Runner::with_persister(thread, store.clone());
+        let handle = persisted
+            .launch_chain_persisted::<Counter>(json!({"n": 1}))
+            .unwrap();
+        let first = store
+            .saved
+            .lock()
+            .first()
+            .cloned()
+            .expect("saved before it starts");
+        let first = runtime_thread::engine::Checkpoint::from_bytes(&first).unwrap();
+        assert_eq!(first.inputs, Some(json!({"n": 1})));
+        assert_eq!(first.type_name, "tests.Counter");
+        assert_eq!(handle.wait().unwrap().into_outputs().unwrap()["total"], 1);
+    });
+}
+
+/// Keeps the bytes of every save, in order (and nothing to load).
+#[derive(Default)]
+struct Recording {
+    saved: parking_lot::Mutex<Vec<Vec<u8>>>,
+}
+
+impl runtime_thread::engine::Persister for Recording {
+    fn save(
+        &self,
+        checkpoint: &runtime_thread::engine::Checkpoint,
+    ) -> Result<(), runtime_thread::engine::PersistError> {
+        self.saved.lock().push(checkpoint.to_bytes().unwrap());
+        Ok(())
+    }
+    fn save_bytes(
+        &self,
+        _pid: uuid::Uuid,
+        bytes: Vec<u8>,
+    ) -> Result<(), runtime_thread::engine::PersistError> {
+        self.saved.lock().push(bytes);
+        Ok(())
+    }
+    fn load(
+        &self,
+        pid: uuid::Uuid,
+    ) -> Result<runtime_thread::engine::Checkpoint, runtime_thread::engine::PersistError> {
+        Err(runtime_thread::engine::PersistError::NotFound { pid })
+    }
+    fn list(&self) -> Result<Vec<uuid::Uuid>, runtime_thread::engine::PersistError> {
+        Ok(Vec::new())
+    }
+    fn delete(&self, _pid: uuid::Uuid) -> Result<(), runtime_thread::engine::PersistError> {
+        Ok(())
+    }
 }

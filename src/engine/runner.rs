@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
@@ -16,8 +17,9 @@ use super::listener::ProcessListener;
 use super::persist::{PersistError, Persister};
 use super::process::{Context, Outputs, Process, Resumed};
 use super::shared::{Identity, ProcessShared, Restored};
-use super::spec::PortError;
+use super::spec::{PortError, ProcessSpec};
 use super::state::ProcessState;
+use super::workchain::{Chain, WorkChain};
 use crate::thread::RuntimeThread;
 
 /// Runs processes on a runtime thread: thousands at once, each a task that only occupies the
@@ -167,8 +169,19 @@ impl Runner {
     where
         P: Process + DeserializeOwned,
     {
-        let (process, inputs) = build_from_inputs::<P>(inputs)?;
+        let (process, inputs) = build_from_inputs::<P>(P::spec(), inputs)?;
         Ok(self.start_fresh(process, Some(inputs), None, Vec::new()))
+    }
+
+    /// [`launch`](Self::launch) for a work chain, as plumpy launches one with an inputs
+    /// mapping: the inputs are checked against `W`'s spec (defaults filled in), the chain is
+    /// built from them (its fields are its inputs) and starts at the top of its outline.
+    pub fn launch_chain<W>(&self, inputs: Value) -> Result<ProcessHandle, EngineError>
+    where
+        W: WorkChain + DeserializeOwned,
+    {
+        let (chain, inputs) = build_from_inputs::<W>(W::spec(), inputs)?;
+        Ok(self.start_fresh(Chain::new(chain), Some(inputs), None, Vec::new()))
     }
 
     /// Runs `process` to the end from synchronous code and returns its outputs; a failure exit
@@ -202,8 +215,18 @@ impl Runner {
         &self,
         inputs: Value,
     ) -> Result<ProcessHandle, EngineError> {
-        let (process, inputs) = build_from_inputs::<P>(inputs)?;
+        let (process, inputs) = build_from_inputs::<P>(P::spec(), inputs)?;
         self.start_persisted(process, Some(inputs), None)
+    }
+
+    /// [`launch_chain`](Self::launch_chain), persisted (see
+    /// [`submit_persisted`](Self::submit_persisted)).
+    pub fn launch_chain_persisted<W>(&self, inputs: Value) -> Result<ProcessHandle, EngineError>
+    where
+        W: WorkChain + Serialize + DeserializeOwned,
+    {
+        let (chain, inputs) = build_from_inputs::<W>(W::spec(), inputs)?;
+        self.start_persisted(Chain::new(chain), Some(inputs), None)
     }
 
     /// Continues the process saved under `pid` (and the children it waits for) from its
@@ -432,12 +455,13 @@ fn encode<P: serde::Serialize>(
     serde_json::to_vec(checkpoint)
 }
 
-fn build_from_inputs<P>(inputs: Value) -> Result<(P, Value), EngineError>
+/// Checks `inputs` against `spec` (filling in defaults) and builds a `P` from them.
+fn build_from_inputs<P>(spec: &ProcessSpec, inputs: Value) -> Result<(P, Value), EngineError>
 where
-    P: Process + DeserializeOwned,
+    P: DeserializeOwned,
 {
     let mut inputs = inputs;
-    P::spec().validate_inputs(&mut inputs)?;
+    spec.validate_inputs(&mut inputs)?;
     let process: P = serde_json::from_value(inputs.clone()).map_err(|e| PortError {
         path: "inputs".to_owned(),
         message: format!("cannot build {}: {e}", std::any::type_name::<P>()),
