@@ -113,35 +113,50 @@ fn tasks_held_by_a_worker_killed_with_sigkill_go_to_another_worker() {
 
 /// Publishes raw bytes as a peer that speaks AMQP but not kiwipy would.
 struct RawPeer {
+    _connection: Connection,
     channel: lapin::Channel,
     replies: lapin::Consumer,
     reply_queue: String,
 }
 
 impl RawPeer {
+    /// Connects, with a reply queue bound on both `exchanges` under its own name.
     async fn connect(exchanges: [&str; 2]) -> RawPeer {
         let connection = Connection::connect(broker::URL, ConnectionProperties::default())
             .await
             .unwrap();
         let channel = connection.create_channel().await.unwrap();
         let reply_queue = format!("raw-reply-{}", uuid::Uuid::new_v4().simple());
+        let bindings = exchanges.map(|exchange| (exchange, reply_queue.as_str()));
+        let replies = RawPeer::listen(&channel, &reply_queue, &bindings).await;
+        RawPeer {
+            _connection: connection,
+            channel,
+            replies,
+            reply_queue,
+        }
+    }
+
+    /// Declares the exclusive queue `queue`, binds it (exchange, key) and consumes it without
+    /// acknowledgements.
+    async fn listen(
+        channel: &lapin::Channel,
+        queue: &str,
+        bindings: &[(&str, &str)],
+    ) -> lapin::Consumer {
         let exclusive = QueueDeclareOptions {
             exclusive: true,
             ..QueueDeclareOptions::default()
         };
-        (channel.queue_declare(
-            reply_queue.as_str().into(),
-            exclusive,
-            FieldTable::default(),
-        ))
-        .await
-        .unwrap();
-        for exchange in exchanges {
+        (channel.queue_declare(queue.into(), exclusive, FieldTable::default()))
+            .await
+            .unwrap();
+        for (exchange, key) in bindings {
             channel
                 .queue_bind(
-                    reply_queue.as_str().into(),
-                    exchange.into(),
-                    reply_queue.as_str().into(),
+                    queue.into(),
+                    (*exchange).into(),
+                    (*key).into(),
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )
@@ -152,22 +167,10 @@ impl RawPeer {
             no_ack: true,
             ..BasicConsumeOptions::default()
         };
-        let replies = channel
-            .basic_consume(
-                reply_queue.as_str().into(),
-                "".into(),
-                no_ack,
-                FieldTable::default(),
-            )
+        channel
+            .basic_consume(queue.into(), "".into(), no_ack, FieldTable::default())
             .await
-            .unwrap();
-        // The connection lives as long as its channels are used.
-        std::mem::forget(connection);
-        RawPeer {
-            channel,
-            replies,
-            reply_queue,
-        }
+            .unwrap()
     }
 
     async fn send(&self, exchange: &str, key: &str, body: &[u8], correlation_id: &str) {
@@ -269,64 +272,34 @@ fn garbage_truncated_and_oversized_bodies_get_clear_errors_and_consumers_keep_ru
 
             // A server answering garbage: the caller gets a decode error, not a hang.
             let (requests_tx, mut requests) = mpsc::unbounded_channel::<()>();
-            let (_, bad_server) = {
-                let peer = RawPeer::connect([&messages, &tasks]).await;
-                let queue = format!("raw-rpc-{}", uuid::Uuid::new_v4().simple());
-                let exclusive = QueueDeclareOptions {
-                    exclusive: true,
-                    ..QueueDeclareOptions::default()
-                };
-                (peer.channel)
-                    .queue_declare(queue.as_str().into(), exclusive, FieldTable::default())
-                    .await
-                    .unwrap();
-                (peer.channel)
-                    .queue_bind(
-                        queue.as_str().into(),
-                        messages.as_str().into(),
-                        "[rpc].liar".into(),
-                        QueueBindOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .unwrap();
-                let no_ack = BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                };
-                let mut incoming = (peer.channel)
-                    .basic_consume(
-                        queue.as_str().into(),
-                        "".into(),
-                        no_ack,
-                        FieldTable::default(),
-                    )
-                    .await
-                    .unwrap();
-                let channel = peer.channel.clone();
-                let server = tokio::spawn(async move {
-                    while let Some(Ok(request)) = incoming.next().await {
-                        let _ = requests_tx.send(());
-                        let to = request.properties.reply_to().clone().unwrap();
-                        let id = request.properties.correlation_id().clone().unwrap();
-                        let properties = BasicProperties::default().with_correlation_id(id);
-                        let _ = channel
-                            .basic_publish(
-                                messages_exchange(&request),
-                                to,
-                                BasicPublishOptions::default(),
-                                b"{\"result\": [1,",
-                                properties,
-                            )
-                            .await;
-                    }
-                });
-                (peer, server)
-            };
+            let liar = RawPeer::connect([&messages, &tasks]).await;
+            let queue = format!("raw-rpc-{}", uuid::Uuid::new_v4().simple());
+            let bindings = [(messages.as_str(), "[rpc].liar")];
+            let mut incoming = RawPeer::listen(&liar.channel, &queue, &bindings).await;
+            let channel = liar.channel.clone();
+            let bad_server = tokio::spawn(async move {
+                while let Some(Ok(request)) = incoming.next().await {
+                    let _ = requests_tx.send(());
+                    let to = request.properties.reply_to().clone().unwrap();
+                    let id = request.properties.correlation_id().clone().unwrap();
+                    let properties = BasicProperties::default().with_correlation_id(id);
+                    // Back through the exchange the request came by, as kiwipy replies.
+                    let _ = channel
+                        .basic_publish(
+                            request.exchange,
+                            to,
+                            BasicPublishOptions::default(),
+                            b"{\"result\": [1,",
+                            properties,
+                        )
+                        .await;
+                }
+            });
             let answer = comm.rpc_send("liar", json!("question")).await;
             assert!(matches!(answer, Err(Error::Decode { .. })), "{answer:?}");
             requests.recv().await.unwrap();
             bad_server.abort();
+            drop(liar);
 
             // Everything still runs.
             assert_eq!(comm.rpc_send("victim", json!(1)).await.unwrap(), 1);
@@ -350,11 +323,6 @@ fn garbage_truncated_and_oversized_bodies_get_clear_errors_and_consumers_keep_ru
             comm.close().await;
         })
     });
-}
-
-/// The exchange a request came through, for the reply (as kiwipy replies).
-fn messages_exchange(request: &lapin::message::Delivery) -> lapin::types::ShortString {
-    request.exchange.clone()
 }
 
 #[test]

@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
-    BasicPublishOptions, BasicRejectOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicCancelOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
+    BasicRejectOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Acker, BasicProperties, Channel, Confirmation, Consumer};
@@ -333,24 +333,24 @@ impl AmqpCommunicator {
     /// Sends a request and follows its replies (pending ones included) to the final answer.
     async fn request(
         &self,
+        link: &Link,
         exchange: &str,
         routing_key: &str,
         body: Value,
         persistent: bool,
         recipient: &str,
     ) -> Result<Value, Error> {
-        let link = self.link().await?;
         let correlation_id = Uuid::new_v4().to_string();
+        // Registered first: the answer may come before the publisher confirm.
         let mut replies = self.await_replies(&correlation_id);
-        let properties = properties(Some(&correlation_id), Some(&link.reply_queue), persistent);
-        let routed = self
-            .publish(&link, exchange, routing_key, &body, properties, true)
+        let request = Request {
+            exchange,
+            routing_key,
+            persistent,
+            recipient,
+        };
+        self.send_request(link, &request, &body, &correlation_id)
             .await?;
-        if !routed {
-            return Err(Error::Unroutable {
-                recipient: recipient.to_owned(),
-            });
-        }
         loop {
             match replies.next().await {
                 Ok(Reply::Pending) => continue,
@@ -359,6 +359,39 @@ impl AmqpCommunicator {
                 Ok(Reply::Cancelled) => return Err(Error::Cancelled),
                 Err(error) => return Err(error),
             }
+        }
+    }
+
+    /// Publishes a request (mandatory, answers to this connection's reply queue);
+    /// [`Error::Unroutable`] when no queue takes it.
+    async fn send_request(
+        &self,
+        link: &Link,
+        request: &Request<'_>,
+        body: &Value,
+        correlation_id: &str,
+    ) -> Result<(), Error> {
+        let properties = properties(
+            Some(correlation_id),
+            Some(&link.reply_queue),
+            request.persistent,
+        );
+        let routed = self
+            .publish(
+                link,
+                request.exchange,
+                request.routing_key,
+                body,
+                properties,
+                true,
+            )
+            .await?;
+        if routed {
+            Ok(())
+        } else {
+            Err(Error::Unroutable {
+                recipient: request.recipient.to_owned(),
+            })
         }
     }
 
@@ -482,6 +515,15 @@ async fn connection_lost(link: &Link) {
     }
 }
 
+/// Where a request goes: exchange and routing key, whether it is persistent (tasks), and the
+/// recipient named in an [`Error::Unroutable`].
+struct Request<'a> {
+    exchange: &'a str,
+    routing_key: &'a str,
+    persistent: bool,
+    recipient: &'a str,
+}
+
 /// The replies to one request, until dropped.
 struct Replies {
     comm: AmqpCommunicator,
@@ -579,7 +621,11 @@ impl Communicator for AmqpCommunicator {
         let timeout = timeout.unwrap_or(self.inner.config.default_timeout);
         let exchange = &self.inner.config.message_exchange;
         let key = format!("{RPC_TOPIC}.{recipient}");
-        let call = self.request(exchange, &key, message, false, recipient);
+        let call = async {
+            let link = self.link().await?;
+            self.request(&link, exchange, &key, message, false, recipient)
+                .await
+        };
         self.within(timeout, call, || Error::Timeout(timeout)).await
     }
 
@@ -746,27 +792,24 @@ impl Communicator for AmqpCommunicator {
             let link = self.link().await?;
             // kiwipy's publisher declares its queue before sending; so does this one.
             self.ensure_task_queue(&link, queue).await?;
-            drop(link);
             let body = wire::task_body(&task, no_reply);
             let exchange = &self.inner.config.task_exchange;
-            if no_reply {
-                let link = self.link().await?;
-                let correlation_id = Uuid::new_v4().to_string();
-                let properties = properties(Some(&correlation_id), Some(&link.reply_queue), true);
-                let routed = self
-                    .publish(&link, exchange, queue, &body, properties, true)
-                    .await?;
-                return if routed {
-                    Ok(None)
-                } else {
-                    Err(Error::Unroutable {
-                        recipient: queue.to_owned(),
-                    })
-                };
+            if !no_reply {
+                return (self
+                    .request(&link, exchange, queue, body, true, queue)
+                    .await)
+                    .map(Some);
             }
-            self.request(exchange, queue, body, true, queue)
+            let request = Request {
+                exchange,
+                routing_key: queue,
+                persistent: true,
+                recipient: queue,
+            };
+            let correlation_id = Uuid::new_v4().to_string();
+            self.send_request(&link, &request, &body, &correlation_id)
                 .await
-                .map(Some)
+                .map(|()| None)
         };
         self.within(timeout, send, || Error::Timeout(timeout)).await
     }

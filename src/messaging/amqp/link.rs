@@ -90,20 +90,34 @@ impl Link {
 
     /// A consumer of this connection's reply queue (no acknowledgements, as kiwipy).
     pub(crate) async fn consume_replies(&self) -> Result<Consumer, Error> {
-        let options = BasicConsumeOptions {
-            no_ack: true,
-            ..BasicConsumeOptions::default()
-        };
-        self.consumer
-            .basic_consume(
-                self.reply_queue.as_str().into(),
-                "".into(),
-                options,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| broker_error("cannot consume the reply queue", e))
+        consume(&self.consumer, &self.reply_queue, "", Acks::None).await
     }
+}
+
+/// Whether a consumer acknowledges what it receives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acks {
+    /// Each delivery is acknowledged (or given back) by the consumer.
+    Manual,
+    /// Deliveries count as acknowledged when sent.
+    None,
+}
+
+/// Consumes `queue` on `channel` with consumer tag `tag` (empty: the broker picks one).
+pub(crate) async fn consume(
+    channel: &Channel,
+    queue: &str,
+    tag: &str,
+    acks: Acks,
+) -> Result<Consumer, Error> {
+    let options = BasicConsumeOptions {
+        no_ack: acks == Acks::None,
+        ..BasicConsumeOptions::default()
+    };
+    channel
+        .basic_consume(queue.into(), tag.into(), options, FieldTable::default())
+        .await
+        .map_err(|e| broker_error(&format!("cannot consume {queue}"), e))
 }
 
 /// Closes a connection, waiting a little for the broker's answer (it may be gone).

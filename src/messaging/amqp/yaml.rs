@@ -301,11 +301,10 @@ fn too_large(text: &str) -> DecodeError {
 /// PyYAML reads a plain scalar as a float only with a `.` in it (or `.inf`, `.nan`).
 fn looks_like_float(text: &str) -> bool {
     let body = text.trim_start_matches(['-', '+']);
-    body.contains('.')
-        && body
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '_' | 'e' | 'E' | '-' | '+'))
-        || matches!(body, ".inf" | ".Inf" | ".INF" | ".nan" | ".NaN" | ".NAN")
+    let decimal = body.contains('.')
+        && (body.chars())
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '_' | 'e' | 'E' | '-' | '+'));
+    decimal || matches!(body, ".inf" | ".Inf" | ".INF" | ".nan" | ".NaN" | ".NAN")
 }
 
 /// A float as JSON, or an error for one JSON cannot hold; `None` if the text is not a float.

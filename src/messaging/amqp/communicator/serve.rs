@@ -3,6 +3,7 @@
 //! redelivered in a loop), and tasks taken with the pull API.
 
 use super::*;
+use crate::messaging::amqp::link::Acks;
 
 impl AmqpCommunicator {
     // ---- RPC ---------------------------------------------------------------------------------
@@ -24,20 +25,7 @@ impl AmqpCommunicator {
         // The identifier is the consumer tag, as in kiwipy. kiwipy acknowledges a request as
         // soon as it arrives (at most once); consuming without acknowledgements is the same on
         // the wire to every peer, with one frame less per request.
-        let no_ack = BasicConsumeOptions {
-            no_ack: true,
-            ..BasicConsumeOptions::default()
-        };
-        let consumer = link
-            .consumer
-            .basic_consume(
-                queue.as_str().into(),
-                identifier.into(),
-                no_ack,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| broker_error(&format!("cannot consume {queue}"), e))?;
+        let consumer = link::consume(&link.consumer, &queue, identifier, Acks::None).await?;
         let key = format!("{RPC_TOPIC}.{identifier}");
         link::bind(&link.consumer, &queue, &config.message_exchange, &key).await?;
         tokio::spawn(self.clone().serve_requests(consumer, handler));
@@ -57,7 +45,7 @@ impl AmqpCommunicator {
             tracing::warn!("an RPC request without reply_to or correlation_id was dropped");
             return;
         };
-        let exchange = self.inner.config.message_exchange.clone();
+        let exchange = &self.inner.config.message_exchange;
         let response = match codec::decode(&delivery.data, self.inner.config.max_message_size) {
             Ok(message) => handler.call(message).await,
             Err(error) => {
@@ -67,7 +55,7 @@ impl AmqpCommunicator {
         };
         let mut send = |reply: Reply| {
             let body = reply.to_body(None);
-            let (exchange, reply_to, correlation_id) = (&exchange, &reply_to, &correlation_id);
+            let (reply_to, correlation_id) = (&reply_to, &correlation_id);
             async move { self.reply(exchange, reply_to, correlation_id, body).await }
         };
         let reply = follow(response, true, &mut send).await;
@@ -89,16 +77,7 @@ impl AmqpCommunicator {
             BROADCAST_TOPIC,
         )
         .await?;
-        let consumer = link
-            .consumer
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| broker_error(&format!("cannot consume {queue}"), e))?;
+        let consumer = link::consume(&link.consumer, &queue, "", Acks::Manual).await?;
         let tag = consumer.tag().to_string();
         tokio::spawn(self.clone().dispatch_broadcasts(consumer));
         Ok((queue, tag))
@@ -162,15 +141,7 @@ impl AmqpCommunicator {
         };
         self.ensure_task_queue(link, &queue).await?;
         let channel = link::task_channel(link, prefetch).await?;
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| broker_error(&format!("cannot consume the task queue {queue}"), e))?;
+        let consumer = link::consume(&channel, &queue, "", Acks::Manual).await?;
         if let Some(s) = self.inner.subscriptions.lock().tasks.get_mut(&id) {
             s.channel = Some(channel);
         }
