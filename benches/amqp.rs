@@ -11,7 +11,8 @@
 //! confirm, consume the reply), the floor the broker and the client library set. And, to show
 //! what the client library costs, the same round trip with a lean client that has no I/O
 //! thread (`benches/lean`, a blocking socket and lapin's frame codec), against the bare-lapin
-//! echo and against a lean echo.
+//! echo and against a lean echo; and the lean client's broadcasts one after another (each
+//! waiting for its confirm), the broker's floor for the sequential broadcast row.
 //!
 //! Run: `cargo bench --features amqp --bench amqp` (about a minute).
 
@@ -29,8 +30,8 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use runtime_thread::messaging::amqp::{self, AmqpCommunicator, AmqpConfig};
 use runtime_thread::messaging::{
-    Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Handler, TaskSubscriberOptions,
-    Value,
+    Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Handler, SyncCommunicator,
+    TaskSubscriberOptions, Value,
 };
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -209,6 +210,7 @@ fn main() {
         1,
         Row::new("RPC sequential, synchronous communicator", rates, cpu),
     );
+    report.insert(1, lean_broadcasts(&prefix, &sync));
     sync.close();
 
     for (name, server) in [
@@ -262,6 +264,41 @@ fn main() {
         );
     }
     println!("(medians of {ROUNDS} rounds; the server in a second process)");
+}
+
+/// The broker's floor for broadcasts sent one after another: the lean client publishes
+/// kiwipy broadcast envelopes to the message exchange and waits for each confirm, until the
+/// server's communicator has heard them all (`sync` asks it).
+fn lean_broadcasts(prefix: &str, sync: &SyncCommunicator<AmqpCommunicator>) -> Row {
+    let exchange = format!("{prefix}.messages");
+    let mut client = lean::Lean::connect("");
+    let (mut rates, mut cpu, mut confirms) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..ROUNDS {
+        sync.rpc_send("reset", Value::Null).wait().unwrap().unwrap();
+        let (start, cpu_start) = (Instant::now(), cpu_time());
+        for i in 0..BROADCAST_N {
+            let envelope = json!({
+                "body": payload(i), "sender": "bench", "subject": "bench.msg",
+                "correlation_id": null,
+            });
+            let body = serde_json::to_vec(&envelope).unwrap();
+            let properties = lapin::BasicProperties::default();
+            client.publish_to(&exchange, "[broadcast]", &body, properties);
+            let wanted = confirms + 1;
+            client.await_confirms(&mut confirms, wanted);
+        }
+        let heard = || sync.rpc_send("count", Value::Null).wait().unwrap().unwrap();
+        while heard() != BROADCAST_N {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        rates.push(BROADCAST_N as f64 / start.elapsed().as_secs_f64());
+        cpu.push((cpu_time() - cpu_start).as_secs_f64() * 1e6 / BROADCAST_N as f64);
+    }
+    Row::new(
+        "lean client: broadcasts one after another until all heard",
+        rates,
+        cpu,
+    )
 }
 
 struct Row {

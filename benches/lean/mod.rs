@@ -103,8 +103,19 @@ impl Lean {
 
     /// Publishes `body` to `routing_key` on the default exchange, in one write.
     pub fn publish(&mut self, routing_key: &str, body: &[u8], properties: BasicProperties) {
+        self.publish_to("", routing_key, body, properties);
+    }
+
+    /// Publishes `body` to `routing_key` on `exchange`, in one write.
+    pub fn publish_to(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) {
         let publish = basic::Publish {
-            exchange: "".into(),
+            exchange: exchange.into(),
             routing_key: routing_key.into(),
             mandatory: false,
             immediate: false,
