@@ -293,7 +293,7 @@ impl Idle {
 impl<P: Process> Parked for Driver<P> {
     fn wake(self: Box<Self>) {
         let runner = self.ctx.runner().clone();
-        runner.unpark(self.shared.pid);
+        runner.unpark(self.shared.identity.pid);
         let _refused = runner.thread().spawn_job(drive_loop(Some(*self), None));
     }
 }
@@ -499,7 +499,10 @@ impl<P: Process> Driver<P> {
         if let ProcessOutcome::Killed { message } = outcome
             && self.process.kills_children()
         {
-            let message = format!("its parent {} was killed: {message}", self.shared.pid);
+            let message = format!(
+                "its parent {} was killed: {message}",
+                self.shared.identity.pid
+            );
             for child in self.shared.children() {
                 child.request_kill(message.clone());
             }
@@ -507,7 +510,7 @@ impl<P: Process> Driver<P> {
         let Some(saver) = &self.saver else {
             return;
         };
-        let settled = if self.shared.parent.is_some() {
+        let settled = if self.shared.identity.parent.is_some() {
             // The parent may not have read this outcome yet (or may be reloaded before it does).
             let checkpoint = CheckpointRef {
                 outcome: Some(outcome),
@@ -521,17 +524,17 @@ impl<P: Process> Driver<P> {
             };
             saver.save(&checkpoint)
         } else {
-            saver.store.delete(self.shared.pid)
+            saver.store.delete(self.shared.identity.pid)
         };
         if let Err(error) = settled {
-            tracing::error!(pid = %self.shared.pid, %error, "cannot settle an ended process's checkpoint");
+            tracing::error!(pid = %self.shared.identity.pid, %error, "cannot settle an ended process's checkpoint");
         }
         for child in self.shared.children() {
-            if child.persisted
+            if child.identity.persisted
                 && child.state().is_terminal()
-                && let Err(error) = saver.store.delete(child.pid)
+                && let Err(error) = saver.store.delete(child.identity.pid)
             {
-                tracing::error!(pid = %child.pid, %error, "cannot delete an ended child's checkpoint");
+                tracing::error!(pid = %child.identity.pid, %error, "cannot delete an ended child's checkpoint");
             }
         }
     }
@@ -557,10 +560,10 @@ pub(crate) fn checkpoint_of<'a, P>(
 ) -> CheckpointRef<'a, P> {
     CheckpointRef {
         version: CHECKPOINT_VERSION,
-        type_name: shared.type_name,
-        pid: shared.pid,
-        parent: shared.parent,
-        ctime: shared.ctime,
+        type_name: shared.identity.type_name,
+        pid: shared.identity.pid,
+        parent: shared.identity.parent,
+        ctime: shared.identity.ctime,
         state,
         paused: shared.paused(),
         status: shared.text(),
@@ -570,7 +573,7 @@ pub(crate) fn checkpoint_of<'a, P>(
         position,
         resumed: ctx.resumed.as_deref(),
         children: (shared.children().iter())
-            .filter_map(|c| c.persisted.then_some(c.pid))
+            .filter_map(|c| c.identity.persisted.then_some(c.identity.pid))
             .collect(),
         outcome: None,
     }

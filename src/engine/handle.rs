@@ -94,7 +94,7 @@ pub struct ProcessController {
 impl ProcessController {
     /// The process id.
     pub fn pid(&self) -> Uuid {
-        self.shared.pid
+        self.shared.identity.pid
     }
 
     /// A status snapshot.
@@ -292,7 +292,7 @@ impl ProcessHandle {
 impl std::fmt::Debug for ProcessController {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcessController")
-            .field("pid", &self.shared.pid)
+            .field("pid", &self.shared.identity.pid)
             .field("state", &self.shared.state())
             .finish()
     }

@@ -301,7 +301,7 @@ impl Context {
 
     /// This process's id.
     pub fn pid(&self) -> Uuid {
-        self.shared.pid
+        self.shared.identity.pid
     }
 
     /// Emits an output (replacing an earlier one of the same name). It is checked against the
@@ -343,7 +343,7 @@ impl Context {
     /// [`Command::wait_for_children`] with its pid, a wait that a checkpoint can hold.
     /// Killing this process kills the child too (see [`Process::kills_children`]).
     pub fn launch<P: Process>(&mut self, child: P) -> ProcessHandle {
-        let handle = self.runner.start_child(child, self.shared.pid);
+        let handle = self.runner.start_child(child, self.shared.identity.pid);
         self.shared.add_child(handle.shared().clone());
         handle
     }
@@ -356,7 +356,7 @@ impl Context {
     ) -> Result<ProcessHandle, EngineError> {
         let handle = self
             .runner
-            .start_persisted(child, None, Some(self.shared.pid))?;
+            .start_persisted(child, None, Some(self.shared.identity.pid))?;
         self.shared.add_child(handle.shared().clone());
         Ok(handle)
     }

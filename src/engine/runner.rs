@@ -129,7 +129,8 @@ impl Runner {
         if set.closed || !shared.park(stays, driver) {
             return false;
         }
-        set.processes.insert(shared.pid, Arc::downgrade(shared));
+        set.processes
+            .insert(shared.identity.pid, Arc::downgrade(shared));
         true
     }
 
@@ -284,7 +285,7 @@ impl Runner {
         let prepared = self.discard_orphans(prepared, store.as_ref())?;
         let loaded: HashMap<Uuid, Arc<ProcessShared>> = prepared
             .iter()
-            .map(|p| (p.shared.pid, p.shared.clone()))
+            .map(|p| (p.shared.identity.pid, p.shared.clone()))
             .collect();
         let mut handles = Vec::with_capacity(prepared.len());
         for process in prepared {
@@ -307,15 +308,15 @@ impl Runner {
         prepared: Vec<Prepared>,
         store: &dyn Persister,
     ) -> Result<Vec<Prepared>, EngineError> {
-        let loaded: HashSet<Uuid> = prepared.iter().map(|p| p.shared.pid).collect();
+        let loaded: HashSet<Uuid> = prepared.iter().map(|p| p.shared.identity.pid).collect();
         let listed: HashSet<Uuid> = prepared
             .iter()
             .flat_map(|p| p.children.iter().copied())
             .collect();
         let mut kept = Vec::with_capacity(prepared.len());
         for process in prepared {
-            let pid = process.shared.pid;
-            let orphan = match process.shared.parent {
+            let pid = process.shared.identity.pid;
+            let orphan = match process.shared.identity.parent {
                 None => false,
                 Some(parent) if loaded.contains(&parent) => !listed.contains(&pid),
                 Some(parent) => match self.live(parent) {
@@ -400,7 +401,8 @@ impl Runner {
             live.processes.retain(|_, weak| weak.strong_count() > 0);
             live.prune_at = (live.processes.len() * 2).max(1024);
         }
-        live.processes.insert(shared.pid, Arc::downgrade(shared));
+        live.processes
+            .insert(shared.identity.pid, Arc::downgrade(shared));
     }
 
     fn live(&self, pid: Uuid) -> Option<Arc<ProcessShared>> {

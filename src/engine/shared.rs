@@ -98,11 +98,7 @@ impl Restored {
 }
 
 pub(crate) struct ProcessShared {
-    pub(crate) pid: Uuid,
-    pub(crate) ctime: SystemTime,
-    pub(crate) type_name: &'static str,
-    pub(crate) parent: Option<Uuid>,
-    pub(crate) persisted: bool,
+    pub(crate) identity: Identity,
     /// Requests from handles; every change wakes `changed`'s waiters. (A plain mutex and one
     /// `Notify` rather than a `watch` channel: a waiting process's memory is mostly this kind
     /// of bookkeeping, and a watch channel costs several hundred bytes.)
@@ -123,11 +119,7 @@ impl ProcessShared {
         listeners: Vec<Arc<dyn ProcessListener>>,
     ) -> Self {
         let shared = ProcessShared {
-            pid: identity.pid,
-            ctime: identity.ctime,
-            type_name: identity.type_name,
-            parent: identity.parent,
-            persisted: identity.persisted,
+            identity,
             control: Mutex::new(Control {
                 paused: from.paused,
                 ..Control::default()
@@ -232,7 +224,11 @@ impl ProcessShared {
 
     pub(crate) fn child(&self, pid: Uuid) -> Option<Arc<ProcessShared>> {
         let status = self.status.lock();
-        status.children.iter().find(|c| c.pid == pid).cloned()
+        status
+            .children
+            .iter()
+            .find(|c| c.identity.pid == pid)
+            .cloned()
     }
 
     pub(crate) fn add_child(&self, child: Arc<ProcessShared>) {
@@ -324,10 +320,10 @@ impl ProcessShared {
     pub(crate) fn snapshot(&self) -> ProcessStatus {
         let status = self.status.lock();
         ProcessStatus {
-            pid: self.pid,
-            parent: self.parent,
-            ctime: self.ctime,
-            process: self.type_name.to_owned(),
+            pid: self.identity.pid,
+            parent: self.identity.parent,
+            ctime: self.identity.ctime,
+            process: self.identity.type_name.to_owned(),
             state: status.state,
             paused: status.paused,
             status: status.text.clone(),
@@ -344,7 +340,7 @@ impl ProcessShared {
                 return true;
             }
             if let Err(error) = from.check_transition(to) {
-                tracing::error!(pid = %self.pid, %error, "refused a process transition");
+                tracing::error!(pid = %self.identity.pid, %error, "refused a process transition");
                 return false;
             }
             status.state = to;
@@ -377,7 +373,7 @@ impl ProcessShared {
     }
 
     pub(crate) fn except(&self, message: String) -> ProcessOutcome {
-        tracing::debug!(pid = %self.pid, error = %message, "process excepted");
+        tracing::debug!(pid = %self.identity.pid, error = %message, "process excepted");
         self.end(
             ProcessOutcome::Excepted {
                 message: message.clone(),
@@ -440,8 +436,12 @@ impl ProcessShared {
 
     fn notify(&self, event: impl Fn(&dyn ProcessListener, Uuid)) {
         for listener in &self.listeners {
-            if catch_unwind(AssertUnwindSafe(|| event(listener.as_ref(), self.pid))).is_err() {
-                tracing::error!(pid = %self.pid, "a process listener panicked; the process carries on");
+            if catch_unwind(AssertUnwindSafe(|| {
+                event(listener.as_ref(), self.identity.pid)
+            }))
+            .is_err()
+            {
+                tracing::error!(pid = %self.identity.pid, "a process listener panicked; the process carries on");
             }
         }
     }

@@ -35,7 +35,9 @@ pub enum Error {
     TaskRejected,
     /// No answer came within the timeout. For a task this says nothing about whether it ran: it
     /// stays queued or in progress.
-    #[error("no answer within {0:?}")]
+    #[error(
+        "no answer within {0:?}; is the recipient running and keeping up? (or pass a longer timeout)"
+    )]
     Timeout(Duration),
     /// The remote side cancelled the answer (a deferred reply was dropped unanswered).
     #[error("the remote side cancelled the request before answering")]
@@ -58,7 +60,10 @@ pub enum Error {
         reason: String,
     },
     /// A message is larger than the transport's limit.
-    #[error("the message is {size} bytes, more than the limit of {limit}")]
+    #[error(
+        "the message is {size} bytes, more than the limit of {limit}; send less, or raise the \
+         limit (`AmqpConfig::max_message_size`) on both sides"
+    )]
     TooLarge {
         /// Its encoded size.
         size: usize,
@@ -74,7 +79,10 @@ pub enum Error {
     },
     /// The connection to the broker dropped while this operation waited for its answer. The
     /// request may or may not have been processed; the communicator reconnects by itself.
-    #[error("the connection to the broker was lost while waiting for the answer")]
+    #[error(
+        "the connection to the broker was lost while waiting for the answer; it may or may not \
+         have been processed, and the communicator is reconnecting, so retry if that is safe"
+    )]
     ConnectionLost,
     /// The runtime thread hosting a [`SyncCommunicator`](super::SyncCommunicator) failed.
     #[error("the communicator's runtime thread: {0}")]

@@ -456,6 +456,35 @@ impl AmqpCommunicator {
         .await
     }
 
+    /// Runs a change to the subscriptions and the broker's topology: holding the topology
+    /// lock (so it never interleaves with a resubscription after a reconnection), bounded by
+    /// the default timeout, [`Error::Closed`] once closed.
+    async fn change_topology<T>(
+        &self,
+        change: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        self.check_open()?;
+        self.bounded(async {
+            let _topology = self.inner.topology.lock().await;
+            change.await
+        })
+        .await
+    }
+
+    /// Cancels consumer `tag` and deletes its `queue` on the live connection, if there is one;
+    /// best effort, since a connection that has gone took both with it.
+    async fn stop_consuming(&self, tag: &str, queue: &str) {
+        let link = self.inner.link.borrow().clone();
+        if let Some(link) = link {
+            let _ = (link.consumer)
+                .basic_cancel(tag.into(), BasicCancelOptions::default())
+                .await;
+            let _ = (link.consumer)
+                .queue_delete(queue.into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+
     /// Runs an operation for at most `timeout` (then `expired()`), and ends it with
     /// [`Error::Closed`] as soon as the communicator is closed, whatever it was doing.
     async fn within<T>(
@@ -548,9 +577,7 @@ impl Drop for Replies {
 
 impl Communicator for AmqpCommunicator {
     async fn add_rpc_subscriber(&self, identifier: &str, handler: Handler) -> Result<(), Error> {
-        self.check_open()?;
-        self.bounded(async {
-            let _topology = self.inner.topology.lock().await;
+        self.change_topology(async {
             {
                 let mut subscriptions = self.inner.subscriptions.lock();
                 if subscriptions.rpc.contains_key(identifier) {
@@ -588,23 +615,15 @@ impl Communicator for AmqpCommunicator {
     }
 
     async fn remove_rpc_subscriber(&self, identifier: &str) -> Result<(), Error> {
-        self.check_open()?;
-        self.bounded(async {
-            let _topology = self.inner.topology.lock().await;
+        self.change_topology(async {
             let removed = self.inner.subscriptions.lock().rpc.remove(identifier);
             let Some(removed) = removed else {
                 return Err(Error::UnknownSubscriber {
                     identifier: identifier.to_owned(),
                 });
             };
-            let link = self.inner.link.borrow().clone();
-            if let (Some(link), Some(queue)) = (link, removed.queue) {
-                let _ = (link.consumer)
-                    .basic_cancel(identifier.into(), BasicCancelOptions::default())
-                    .await;
-                let _ = (link.consumer)
-                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                    .await;
+            if let Some(queue) = removed.queue {
+                self.stop_consuming(identifier, &queue).await;
             }
             Ok(())
         })
@@ -634,9 +653,7 @@ impl Communicator for AmqpCommunicator {
         filter: BroadcastFilter,
         handler: BroadcastHandler,
     ) -> Result<SubscriberId, Error> {
-        self.check_open()?;
-        self.bounded(async {
-            let _topology = self.inner.topology.lock().await;
+        self.change_topology(async {
             let id = self.next_id();
             let (inbox, mut messages) = mpsc::unbounded_channel::<Broadcast>();
             tokio::spawn(async move {
@@ -671,9 +688,7 @@ impl Communicator for AmqpCommunicator {
     }
 
     async fn remove_broadcast_subscriber(&self, id: SubscriberId) -> Result<(), Error> {
-        self.check_open()?;
-        self.bounded(async {
-            let _topology = self.inner.topology.lock().await;
+        self.change_topology(async {
             let stop = {
                 let mut subscriptions = self.inner.subscriptions.lock();
                 if subscriptions.broadcast.remove(&id.0).is_none() {
@@ -689,14 +704,8 @@ impl Communicator for AmqpCommunicator {
             };
             // The last one gone: the queue goes too, so that no old broadcasts pile up for a
             // later subscriber (kiwipy keeps it, and replays up to 66 s of them).
-            let link = self.inner.link.borrow().clone();
-            if let (Some(link), Some((queue, tag))) = (link, stop) {
-                let _ = (link.consumer)
-                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                    .await;
-                let _ = (link.consumer)
-                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                    .await;
+            if let Some((queue, tag)) = stop {
+                self.stop_consuming(&tag, &queue).await;
             }
             Ok(())
         })
@@ -729,9 +738,7 @@ impl Communicator for AmqpCommunicator {
         handler: Handler,
         options: TaskSubscriberOptions,
     ) -> Result<SubscriberId, Error> {
-        self.check_open()?;
-        self.bounded(async {
-            let _topology = self.inner.topology.lock().await;
+        self.change_topology(async {
             let id = self.next_id();
             let subscription = TaskSubscription {
                 queue: self.inner.config.task_queue_name(queue),
@@ -760,9 +767,7 @@ impl Communicator for AmqpCommunicator {
     }
 
     async fn remove_task_subscriber(&self, id: SubscriberId) -> Result<(), Error> {
-        self.check_open()?;
-        self.bounded(async {
-            let _topology = self.inner.topology.lock().await;
+        self.change_topology(async {
             let removed = self.inner.subscriptions.lock().tasks.remove(&id.0);
             let Some(removed) = removed else {
                 return Err(Error::UnknownSubscriber {
