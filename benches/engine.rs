@@ -2,7 +2,8 @@
 //! (`../shared/baselines/plumpy_bench.py`, run on the same machine for the README's comparison):
 //!
 //! - `execute`: a trivial process (one validated input with a default, one validated int
-//!   output) launched from inputs and run to the end from a plain thread, one after another;
+//!   output) launched from inputs and run to the end from a plain thread, one after another,
+//!   with both CPUs free, pinned to one CPU, and beside a busy thread;
 //! - `concurrent-10000`: 10,000 of them submitted at once;
 //! - `nested-execute`: a process whose step runs a child to completion by awaiting it;
 //! - `workchain-3`: a three-step work chain writing its ctx;
@@ -17,7 +18,7 @@
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use runtime_thread::RuntimeThread;
 use runtime_thread::engine::{
     Chain, Command, Context, Flow, InMemoryPersister, Namespace, Outline, Persistent, Persister,
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 mod common;
+use common::Condition;
 
 /// plumpy's `OneOutput`: input `x` (int, default 1), output `y` (int) = x.
 #[derive(Serialize, Deserialize)]
@@ -161,24 +163,37 @@ fn persisted_runner(store: Arc<dyn Persister>) -> Runner {
     Runner::with_persister(Arc::new(thread), store)
 }
 
+/// `execute` one after another, and its baseline, in each of the three conditions.
+fn sequential_execute(c: &mut Criterion) {
+    let mut group = c.benchmark_group("e_sequential_execute");
+    group.throughput(Throughput::Elements(1));
+    for condition in Condition::ALL {
+        let _condition = condition.enter();
+        let runner = Runner::start().unwrap();
+        let thread = RuntimeThread::builder().start().unwrap();
+        group.bench_function(
+            BenchmarkId::new("run_threadsafe_baseline", condition.name()),
+            |b| b.iter(|| thread.run_threadsafe(async { json!(1) }).wait().unwrap()),
+        );
+        group.bench_function(BenchmarkId::new("execute", condition.name()), |b| {
+            b.iter(|| {
+                runner
+                    .launch::<OneOutput>(json!({}))
+                    .unwrap()
+                    .wait()
+                    .unwrap()
+            })
+        });
+        thread.stop().unwrap();
+    }
+    group.finish();
+}
+
 fn trivial_processes(c: &mut Criterion) {
     let mut group = c.benchmark_group("e_trivial_processes");
     let runner = Runner::start().unwrap();
-    let thread = RuntimeThread::builder().start().unwrap();
 
     group.throughput(Throughput::Elements(1));
-    group.bench_function("run_threadsafe_baseline_sequential", |b| {
-        b.iter(|| thread.run_threadsafe(async { json!(1) }).wait().unwrap())
-    });
-    group.bench_function("execute_sequential", |b| {
-        b.iter(|| {
-            runner
-                .launch::<OneOutput>(json!({}))
-                .unwrap()
-                .wait()
-                .unwrap()
-        })
-    });
     group.bench_function("run_without_inputs_sequential", |b| {
         b.iter(|| runner.run(OneOutput { x: 1 }).unwrap())
     });
@@ -208,7 +223,6 @@ fn trivial_processes(c: &mut Criterion) {
         })
     });
     group.finish();
-    thread.stop().unwrap();
 }
 
 fn parents_of_ten(c: &mut Criterion) {
@@ -264,6 +278,6 @@ fn parents_of_ten(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = common::config();
-    targets = trivial_processes, parents_of_ten
+    targets = sequential_execute, trivial_processes, parents_of_ten
 }
 criterion_main!(benches);

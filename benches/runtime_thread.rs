@@ -2,7 +2,8 @@
 //!
 //! a. round trip of a trivial future from a plain thread: `run_threadsafe(..).wait()` vs a bare
 //!    crossbeam ping-pong between two threads (the floor) and vs the naive pattern
-//!    (`Handle::spawn` + a channel back);
+//!    (`Handle::spawn` + a channel back), each in three conditions: both CPUs free, pinned to
+//!    one CPU (as `taskset -c 0`), and beside a busy thread;
 //! b. fire-and-forget throughput from 1 and 4 threads: `spawn_threadsafe` vs raw `Handle::spawn`;
 //! c. blocking round trip: `submit_blocking(..).wait()` vs raw `Handle::spawn_blocking`;
 //! d. a start + stop cycle vs a bare thread that builds a runtime, reports ready, and is stopped.
@@ -18,53 +19,57 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use runtime_thread::RuntimeThread;
 
 mod common;
-use common::RawRuntimeThread;
+use common::{Condition, RawRuntimeThread};
 
 fn round_trip(c: &mut Criterion) {
     let mut group = c.benchmark_group("a_round_trip");
     group.throughput(Throughput::Elements(1));
+    for condition in Condition::ALL {
+        let _condition = condition.enter();
+        let id = |name: &str| BenchmarkId::new(name, condition.name());
 
-    // The floor: two threads passing a value back and forth.
-    {
-        let (to_echo, echo_rx) = crossbeam_channel::bounded::<u64>(1);
-        let (echo_tx, from_echo) = crossbeam_channel::bounded::<u64>(1);
-        let echo = thread::spawn(move || {
-            while let Ok(v) = echo_rx.recv() {
-                if echo_tx.send(v + 1).is_err() {
-                    break;
+        // The floor: two threads passing a value back and forth.
+        {
+            let (to_echo, echo_rx) = crossbeam_channel::bounded::<u64>(1);
+            let (echo_tx, from_echo) = crossbeam_channel::bounded::<u64>(1);
+            let echo = thread::spawn(move || {
+                while let Ok(v) = echo_rx.recv() {
+                    if echo_tx.send(v + 1).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
-        group.bench_function("crossbeam_ping_pong", |b| {
-            b.iter(|| {
-                to_echo.send(1).unwrap();
-                from_echo.recv().unwrap()
-            })
-        });
-        drop(to_echo);
-        echo.join().unwrap();
-    }
+            });
+            group.bench_function(id("crossbeam_ping_pong"), |b| {
+                b.iter(|| {
+                    to_echo.send(1).unwrap();
+                    from_echo.recv().unwrap()
+                })
+            });
+            drop(to_echo);
+            echo.join().unwrap();
+        }
 
-    // The naive pattern: spawn onto a runtime thread's handle, wait on a channel.
-    {
-        let raw = RawRuntimeThread::start();
-        group.bench_function("naive_handle_spawn_channel", |b| {
-            b.iter(|| {
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                raw.handle.spawn(async move {
-                    let _ = tx.send(1u64);
-                });
-                rx.recv().unwrap()
-            })
-        });
-    }
+        // The naive pattern: spawn onto a runtime thread's handle, wait on a channel.
+        {
+            let raw = RawRuntimeThread::start();
+            group.bench_function(id("naive_handle_spawn_channel"), |b| {
+                b.iter(|| {
+                    let (tx, rx) = crossbeam_channel::bounded(1);
+                    raw.handle.spawn(async move {
+                        let _ = tx.send(1u64);
+                    });
+                    rx.recv().unwrap()
+                })
+            });
+        }
 
-    {
-        let rt = RuntimeThread::builder().start().unwrap();
-        group.bench_function("run_threadsafe", |b| {
-            b.iter(|| rt.run_threadsafe(async { 1u64 }).wait().unwrap())
-        });
-        rt.stop().unwrap();
+        {
+            let rt = RuntimeThread::builder().start().unwrap();
+            group.bench_function(id("run_threadsafe"), |b| {
+                b.iter(|| rt.run_threadsafe(async { 1u64 }).wait().unwrap())
+            });
+            rt.stop().unwrap();
+        }
     }
     group.finish();
 }

@@ -281,7 +281,7 @@ impl ProcessHandle {
         if let Some(outcome) = shared.try_outcome() {
             return Some(settled(outcome));
         }
-        let spin = self.runner.thread().wait_spin();
+        let spin = self.runner.thread().spin();
         match crate::thread::block_safely(|| shared.wait_outcome(spin, deadline)) {
             Ok(outcome) => outcome.map(settled),
             Err(refused) => Some(Err(EngineError::Thread(refused))),

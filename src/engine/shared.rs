@@ -275,10 +275,10 @@ impl ProcessShared {
     /// Blocks until the process ends or `deadline` passes (`None` then).
     pub(crate) fn wait_outcome(
         &self,
-        spin: std::time::Duration,
+        spin: &crate::thread::Spin,
         deadline: Option<std::time::Instant>,
     ) -> Option<Result<ProcessOutcome, ()>> {
-        crate::thread::spin_until(spin, deadline, || self.published.load(Acquire));
+        spin.until(deadline, || self.published.load(Acquire));
         let mut status = self.status.lock();
         loop {
             if let Some(settled) = Self::settled(&status) {

@@ -172,13 +172,18 @@ impl Builder {
     /// How long the runtime thread keeps polling for new work after the last job before it
     /// sleeps (default 50 µs). Work that arrives while it polls skips the cost of a wake-up
     /// through the OS; with no traffic the thread sleeps. Zero turns the spin off.
+    ///
+    /// The spin is skipped while the last submitting thread shares the runtime thread's CPU
+    /// (it could not submit until the spin ended), and always in a process that may use only
+    /// one CPU (its affinity mask or cgroup quota), so the default suits both cases.
     pub fn idle_spin(mut self, spin: Duration) -> Self {
         self.config.idle_spin = spin;
         self
     }
 
     /// How long a blocking [`wait`](crate::TaskHandle::wait) spins before it sleeps (default
-    /// 20 µs). Zero turns the spin off.
+    /// 20 µs). Zero turns the spin off. As with [`idle_spin`](Self::idle_spin), a waiter does
+    /// not spin while the runtime thread shares its CPU, nor in a process limited to one CPU.
     pub fn wait_spin(mut self, spin: Duration) -> Self {
         self.config.wait_spin = spin;
         self

@@ -1,13 +1,13 @@
 //! The one-shot result cell shared by a running task and its [`TaskHandle`](super::TaskHandle).
 //!
 //! The task side resolves it exactly once (with a value, a panic, a cancellation or `Stopped`); the
-//! handle side takes the value by spinning briefly, by sleeping on a condition variable, by
-//! registering a waker, or by leaving a callback. The `state` atomic is only a fast-path hint: every
+//! handle side takes the value by sleeping on a condition variable (after the handle's own brief
+//! spin, see [`Spin`](super::spin::Spin)), by registering a waker, or by leaving a callback. The `state` atomic is only a fast-path hint: every
 //! transition happens under the mutex, so the protocol is the mutex protocol plus one flag read.
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::error::Error;
 use super::sync::{AtomicBool, AtomicU8, Condvar, Mutex, lock};
@@ -104,14 +104,7 @@ impl<T> Completion<T> {
     }
 
     /// Blocks until resolved or until `deadline`; `None` means the deadline passed first.
-    /// Spins for up to `spin` before sleeping, because a hand-off that completes within a
-    /// microsecond should not pay for a futex sleep and wake-up.
-    pub(crate) fn wait(
-        &self,
-        spin: Duration,
-        deadline: Option<Instant>,
-    ) -> Option<Result<T, Error>> {
-        self.spin_until_resolved(spin, deadline);
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Option<Result<T, Error>> {
         let mut slot = lock(&self.slot);
         loop {
             if self.state.load(Relaxed) != PENDING {
@@ -135,14 +128,6 @@ impl<T> Completion<T> {
             slot.sleepers -= 1;
         }
     }
-
-    #[cfg(not(loom))]
-    fn spin_until_resolved(&self, spin: Duration, deadline: Option<Instant>) {
-        spin_until(spin, deadline, || self.state.load(Acquire) != PENDING);
-    }
-
-    #[cfg(loom)]
-    fn spin_until_resolved(&self, _spin: Duration, _deadline: Option<Instant>) {}
 
     /// The `Future` side: ready with the outcome, or pending with the waker stored.
     pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Result<T, Error>> {
@@ -230,35 +215,6 @@ impl<T: Send> Resolve for Completion<T> {
     }
 }
 
-/// Spins (then yields) until `done` holds, for at most `spin` and never past `deadline`: the
-/// waiting side of a hand-off that usually completes within microseconds, so that a blocking
-/// waiter does not pay a thread wake-up for it.
-#[cfg(not(loom))]
-pub(crate) fn spin_until(spin: Duration, deadline: Option<Instant>, done: impl Fn() -> bool) {
-    if spin.is_zero() {
-        return;
-    }
-    let start = Instant::now();
-    let limit = deadline.map_or(start + spin, |d| d.min(start + spin));
-    let mut rounds: u32 = 0;
-    while !done() {
-        rounds = rounds.wrapping_add(1);
-        // Checking the clock costs more than a spin hint, so only look every few rounds; and
-        // yield after the first burst so that a spinning waiter never starves the thread that
-        // is about to finish the work on an oversubscribed machine.
-        if rounds.is_multiple_of(32) {
-            if Instant::now() >= limit {
-                return;
-            }
-            if rounds > 256 {
-                std::thread::yield_now();
-                continue;
-            }
-        }
-        std::hint::spin_loop();
-    }
-}
-
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
@@ -273,7 +229,7 @@ mod loom_tests {
                 let cell = cell.clone();
                 thread::spawn(move || assert!(cell.resolve(Ok(7))))
             };
-            let got = cell.wait(Duration::ZERO, None).expect("no deadline");
+            let got = cell.wait(None).expect("no deadline");
             assert_eq!(got.expect("resolved with a value"), 7);
             resolver.join().unwrap();
         });

@@ -4,16 +4,20 @@
 //! future that is ready on its first poll (the common case for short requests) never becomes a
 //! tokio task at all. Only a future that returns `Pending` is spawned. On a multi-thread runtime
 //! every job is spawned: there a task may block in `TaskHandle::wait` (through `block_in_place`),
-//! and if that task were the dispatcher itself, nothing would drain the queue it waits on. After the last job the dispatcher keeps yielding to the scheduler
-//! for the configured idle spin, so that a caller issuing requests back to back finds it awake and
-//! skips the driver wake-up; after that it sleeps on the doorbell and the thread goes idle.
+//! and if that task were the dispatcher itself, nothing would drain the queue it waits on.
+//!
+//! After the last job the dispatcher keeps yielding to the scheduler for the idle spin, so that
+//! a caller issuing requests back to back finds it awake and skips the driver wake-up; after
+//! that it sleeps on the doorbell and the thread goes idle. It does not spin while the last
+//! submitter shares its CPU (see [`Spin`](super::spin::Spin)): that caller could not run
+//! until the spin ended.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::builder::Flavor;
 use super::shared::Shared;
@@ -22,9 +26,10 @@ use super::task::Job;
 /// Jobs taken per poll before yielding, so other tasks and the IO driver get their turn.
 const BATCH: usize = 64;
 
-/// Empty polls between two reads of the clock while spinning: a busy runtime polls the
-/// dispatcher between its other tasks, and reading the clock each time cost more than the poll.
-const POLLS_PER_CLOCK_READ: u32 = 32;
+/// Empty polls between two reads of the clock and of this thread's CPU while spinning: a busy
+/// runtime polls the dispatcher between its other tasks, and reading the clock each time cost
+/// more than the poll.
+const POLLS_PER_LOOK: u32 = 32;
 
 pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
@@ -33,6 +38,10 @@ pub(crate) struct Dispatcher {
     /// Empty polls since the last job.
     idle_polls: u32,
     poll_inline: bool,
+    /// The CPU this thread was on when it last looked.
+    cpu: u32,
+    /// The idle spin, copied here: the dispatcher reads it on every empty poll.
+    idle_spin: Duration,
 }
 
 impl Dispatcher {
@@ -40,27 +49,32 @@ impl Dispatcher {
         let poll_inline = shared.config.flavor == Flavor::CurrentThread;
         // No work yet, so nothing to stay hot for: start out of the idle spin.
         let now = Instant::now();
-        let idle_since = Some(now.checked_sub(shared.config.idle_spin).unwrap_or(now));
+        let idle_spin = shared.spin.idle();
+        let idle_since = Some(now.checked_sub(idle_spin).unwrap_or(now));
         Dispatcher {
             shared,
             idle_since,
             idle_polls: 0,
             poll_inline,
+            cpu: super::spin::current_cpu(),
+            idle_spin,
         }
     }
 
     /// Whether to keep yielding after an empty poll rather than sleep on the doorbell. The
     /// spin is counted from the first clock read after the last job, so it can run up to
-    /// `POLLS_PER_CLOCK_READ` polls longer than configured.
+    /// `POLLS_PER_LOOK` polls longer than configured.
     fn still_spinning(&mut self) -> bool {
-        let spin = self.shared.config.idle_spin;
-        if spin.is_zero() {
+        let spin = self.idle_spin;
+        if spin.is_zero() || self.shared.spin.submitter_shares(self.cpu) {
             return false;
         }
         self.idle_polls = self.idle_polls.wrapping_add(1);
-        if self.idle_since.is_some() && !self.idle_polls.is_multiple_of(POLLS_PER_CLOCK_READ) {
+        if self.idle_since.is_some() && !self.idle_polls.is_multiple_of(POLLS_PER_LOOK) {
             return true;
         }
+        // The scheduler may have moved this thread meanwhile.
+        self.cpu = super::spin::current_cpu();
         let now = Instant::now();
         now.duration_since(*self.idle_since.get_or_insert(now)) < spin
     }
@@ -110,6 +124,7 @@ impl Future for Dispatcher {
         loop {
             let taken = self.run_batch();
             if taken > 0 {
+                self.cpu = self.shared.spin.record_runtime();
                 self.idle_since = None;
                 self.idle_polls = 0;
             }

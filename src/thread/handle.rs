@@ -12,6 +12,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use super::completion::{Completion, Resolve};
 use super::context;
 use super::error::Error;
+use super::spin::Spin;
 
 /// The result of work submitted with [`run_threadsafe`](crate::RuntimeThread::run_threadsafe) or
 /// [`submit_blocking`](crate::RuntimeThread::submit_blocking).
@@ -45,11 +46,12 @@ use super::error::Error;
 #[must_use = "dropping a TaskHandle detaches the work; call `wait`, `.await` or `on_done` to see its result"]
 pub struct TaskHandle<T> {
     completion: Arc<Completion<T>>,
-    spin: Duration,
+    /// How the runtime thread that resolves it wants its waiters to spin.
+    spin: Arc<Spin>,
 }
 
 impl<T: Send + 'static> TaskHandle<T> {
-    pub(crate) fn new(completion: Arc<Completion<T>>, spin: Duration) -> Self {
+    pub(crate) fn new(completion: Arc<Completion<T>>, spin: Arc<Spin>) -> Self {
         TaskHandle { completion, spin }
     }
 
@@ -77,8 +79,11 @@ impl<T: Send + 'static> TaskHandle<T> {
         if let Some(outcome) = self.completion.try_take() {
             return Some(outcome);
         }
-        block_safely(|| self.completion.wait(self.spin, deadline))
-            .unwrap_or_else(|refused| Some(Err(refused)))
+        block_safely(|| {
+            self.spin.until(deadline, || self.completion.is_resolved());
+            self.completion.wait(deadline)
+        })
+        .unwrap_or_else(|refused| Some(Err(refused)))
     }
 
     /// True once the work has finished (with any outcome), been cancelled, or been abandoned.

@@ -29,6 +29,8 @@ mod shared;
 #[cfg(all(unix, not(loom)))]
 mod signals;
 #[cfg(not(loom))]
+mod spin;
+#[cfg(not(loom))]
 mod startup;
 mod sync;
 #[cfg(not(loom))]
@@ -36,8 +38,6 @@ mod task;
 
 #[cfg(not(loom))]
 pub use builder::{Builder, Flavor};
-#[cfg(not(loom))]
-pub(crate) use completion::spin_until;
 pub use error::Error;
 #[cfg(not(loom))]
 pub(crate) use error::panic_message;
@@ -49,5 +49,7 @@ pub use handle::{AbortHandle, TaskHandle};
 pub use report::{StartupOutcome, StartupTaskReport, Stats, StopCause, StopReport};
 #[cfg(not(loom))]
 pub use runtime_thread::{RuntimeThread, StopGuard};
+#[cfg(not(loom))]
+pub(crate) use spin::Spin;
 #[cfg(not(loom))]
 pub use task::TaskOutput;

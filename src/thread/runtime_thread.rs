@@ -196,7 +196,7 @@ impl RuntimeThread {
         F::Output: Send + 'static,
     {
         let completion = Arc::new(Completion::new());
-        let handle = TaskHandle::new(completion.clone(), self.shared.config.wait_spin);
+        let handle = TaskHandle::new(completion.clone(), self.shared.spin.clone());
         self.submit(future, completion, false);
         handle
     }
@@ -218,9 +218,9 @@ impl RuntimeThread {
         Ok(AbortHandle::new(completion))
     }
 
-    /// How long a blocking waiter spins before it sleeps (the builder's `wait_spin`).
-    pub(crate) fn wait_spin(&self) -> Duration {
-        self.shared.config.wait_spin
+    /// How blocking waiters on this thread's work spin before they sleep.
+    pub(crate) fn spin(&self) -> &Arc<super::spin::Spin> {
+        &self.shared.spin
     }
 
     /// Hands `job` to the runtime thread without a handle: the leanest submission, for layers
@@ -260,7 +260,7 @@ impl RuntimeThread {
         R: Send + 'static,
     {
         let completion = Arc::new(Completion::new());
-        let handle = TaskHandle::new(completion.clone(), self.shared.config.wait_spin);
+        let handle = TaskHandle::new(completion.clone(), self.shared.spin.clone());
         let runtime = match (self.shared.handoff.refusal(), self.shared.runtime.get()) {
             (None, Some(runtime)) => runtime,
             (refusal, _) => {

@@ -1,8 +1,8 @@
 //! State shared between a [`RuntimeThread`](super::RuntimeThread), its OS thread and its tasks.
 
-use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -13,12 +13,15 @@ use super::blocking::BlockingRegistry;
 use super::builder::Config;
 use super::handoff::{ChannelQueue, Handoff, StopRequest};
 use super::report::{Stats, StopCause};
+use super::spin::Spin;
 use super::startup::{StartupRecords, StartupTask};
 use super::task::Job;
 
 pub(crate) struct Shared {
     pub(crate) id: u64,
     pub(crate) config: Config,
+    /// When the runtime thread and its blocking waiters spin rather than sleep.
+    pub(crate) spin: Arc<Spin>,
     pub(crate) handoff: Handoff<ChannelQueue<Job>>,
     pub(crate) counters: Counters,
     /// Every task that may hold up a graceful stop: spawned jobs, startup tasks, blocking jobs.
@@ -62,6 +65,7 @@ impl Shared {
     pub(crate) fn new(id: u64, config: Config, startup: Vec<StartupTask>) -> Self {
         Shared {
             id,
+            spin: Arc::new(Spin::new(config.idle_spin, config.wait_spin)),
             config,
             handoff: Handoff::new(ChannelQueue::new()),
             counters: Counters::default(),
@@ -124,6 +128,7 @@ impl Shared {
     /// Queues an accepted job, keeping the counters honest about jobs dropped by a racing close.
     pub(crate) fn enqueue(&self, job: Job) {
         self.counters.submitted.fetch_add(1, Relaxed);
+        self.spin.record_submitter();
         let dropped = self.handoff.push(job);
         self.counters.add_completed(dropped);
     }
