@@ -38,7 +38,11 @@ use tokio::sync::Semaphore;
 
 mod lean;
 
-const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The broker: the project's node (`scripts/rabbitmq start` prints its URL), named in
+/// `RUNTIME_THREAD_AMQP_URL`.
+fn url() -> String {
+    std::env::var("RUNTIME_THREAD_AMQP_URL").unwrap_or_default()
+}
 const ROUNDS: usize = 5;
 const RPC_N: usize = 1_000;
 const IN_FLIGHT: usize = 100;
@@ -47,7 +51,7 @@ const BROADCAST_N: usize = 5_000;
 
 fn config(prefix: &str) -> AmqpConfig {
     AmqpConfig::new()
-        .url(URL)
+        .url(url())
         .message_exchange(format!("{prefix}.messages"))
         .task_exchange(format!("{prefix}.tasks"))
         .task_queue_prefix(format!("{prefix}."))
@@ -63,8 +67,11 @@ fn main() {
     if let Ok(prefix) = std::env::var("AMQP_BENCH_SERVE") {
         return serve(&prefix);
     }
-    if std::net::TcpStream::connect("127.0.0.1:5672").is_err() {
-        eprintln!("no RabbitMQ on 127.0.0.1:5672: start one with `scripts/rabbitmq start`");
+    if url().is_empty() {
+        eprintln!(
+            "RUNTIME_THREAD_AMQP_URL is not set: start the project's node with \
+             `export RUNTIME_THREAD_AMQP_URL=$(scripts/rabbitmq start)`"
+        );
         return;
     }
     let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
@@ -439,7 +446,7 @@ fn serve(prefix: &str) {
 /// Bare lapin: consume `queue` and publish each body back to its `reply_to`.
 async fn raw_echo(queue: String) {
     let queue = queue.as_str();
-    let connection = Connection::connect(URL, ConnectionProperties::default())
+    let connection = Connection::connect(&url(), ConnectionProperties::default())
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
@@ -490,7 +497,7 @@ struct RawClient {
 
 impl RawClient {
     async fn connect(queue: &str) -> RawClient {
-        let connection = Connection::connect(URL, ConnectionProperties::default())
+        let connection = Connection::connect(&url(), ConnectionProperties::default())
             .await
             .unwrap();
         let channel = connection.create_channel().await.unwrap();

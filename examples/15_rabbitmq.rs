@@ -10,8 +10,9 @@
 //! `amqp::connect` runs the connection on a runtime thread of its own, and each call returns a
 //! handle to `wait()` on.
 //!
-//! Run it with a broker on 127.0.0.1 (`scripts/rabbitmq start` installs and starts one):
-//! `cargo run --features amqp --example 15_rabbitmq`.
+//! Run it with the broker named in `RUNTIME_THREAD_AMQP_URL` (default: RabbitMQ's on
+//! 127.0.0.1:5672). The project's own node will do: `export RUNTIME_THREAD_AMQP_URL=$(scripts/rabbitmq start)`,
+//! then `cargo run --features amqp --example 15_rabbitmq`.
 
 use std::error::Error;
 use std::process::Command;

@@ -28,11 +28,18 @@ pub struct Delivered {
 
 const CHANNEL: u16 = 1;
 
+/// The `host:port` of the broker named in `RUNTIME_THREAD_AMQP_URL` (the project's node).
+fn broker_address() -> String {
+    let url = std::env::var("RUNTIME_THREAD_AMQP_URL").expect("RUNTIME_THREAD_AMQP_URL");
+    let after_at = url.rsplit_once('@').map_or(url.as_str(), |(_, rest)| rest);
+    after_at.split('/').next().unwrap_or(after_at).to_owned()
+}
+
 impl Lean {
     /// Connects as guest, opens channel 1 with confirms, declares an exclusive queue (named
     /// `queue`, or by the server when empty) and consumes it without acknowledgements.
     pub fn connect(queue: &str) -> Lean {
-        let stream = TcpStream::connect("127.0.0.1:5672").unwrap();
+        let stream = TcpStream::connect(broker_address()).unwrap();
         stream.set_nodelay(true).unwrap();
         let mut lean = Lean {
             stream,

@@ -1,43 +1,50 @@
-//! The RabbitMQ used by the `amqp` tests (`scripts/rabbitmq start`), with names of their own.
+//! The RabbitMQ node the `amqp` tests run against: the project's own, which `scripts/test`
+//! starts (`scripts/rabbitmq start`: its own node name, free loopback ports and data under
+//! `target/`) and names in `RUNTIME_THREAD_AMQP_URL`. No test touches any other broker.
+//!
+//! Every test that needs it is `#[ignore]`d, so that a plain `cargo test` counts it as ignored,
+//! never as passed; `scripts/test` runs them with `--include-ignored`.
 
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use runtime_thread::messaging::amqp::AmqpConfig;
 
-/// The broker's URL (loopback, RabbitMQ's default account).
-pub const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The variable `scripts/test` sets to the node's URL.
+const URL_VARIABLE: &str = "RUNTIME_THREAD_AMQP_URL";
 
-/// Whether a broker answers on 127.0.0.1:5672. When none does: a panic if one is required
-/// (`scripts/test` sets `RUNTIME_THREAD_REQUIRE_BROKER`), otherwise `false` and a message.
-pub fn available() -> bool {
-    let reachable = ("127.0.0.1", 5672)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addresses| addresses.next())
-        .is_some_and(|address| {
-            TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok()
-        });
-    if reachable {
-        return true;
-    }
-    if std::env::var_os("RUNTIME_THREAD_REQUIRE_BROKER").is_some() {
-        panic!("RabbitMQ is required but not reachable on 127.0.0.1:5672");
-    }
-    eprintln!("skipped: no RabbitMQ on 127.0.0.1:5672 (`scripts/rabbitmq start` starts one)");
-    false
+/// The node's URL (loopback, RabbitMQ's default account).
+pub fn url() -> String {
+    std::env::var(URL_VARIABLE).unwrap_or_else(|_| {
+        panic!(
+            "{URL_VARIABLE} is not set: these tests need the project's RabbitMQ node. Run them \
+             through scripts/test, or start it with `scripts/rabbitmq start` and export \
+             {URL_VARIABLE}=$(scripts/rabbitmq url)"
+        )
+    })
+}
+
+/// The node's `host:port`.
+pub fn address() -> String {
+    let url = url();
+    let after_at = url.rsplit_once('@').map_or(url.as_str(), |(_, rest)| rest);
+    after_at.split('/').next().unwrap_or(after_at).to_owned()
+}
+
+/// The node's URL with other credentials.
+pub fn url_as(user: &str, password: &str) -> String {
+    format!("amqp://{user}:{password}@{}/%2f", address())
 }
 
 /// Exchanges and task queues named for one test (`test-<uuid>`), in kiwipy's testing mode so
-/// that nothing is left on the broker; `None` when no broker runs and none is required.
-pub fn config() -> Option<AmqpConfig> {
-    available().then(|| named(&unique()).testing_mode(true))
+/// that nothing is left on the broker.
+pub fn config() -> AmqpConfig {
+    named(&unique()).testing_mode(true)
 }
 
 /// Like [`config`], but with durable task queues and persistent tasks (as outside testing
 /// mode), which survive a broker restart; the test deletes its queues.
-pub fn durable_config() -> Option<AmqpConfig> {
-    available().then(|| named(&unique()))
+pub fn durable_config() -> AmqpConfig {
+    named(&unique())
 }
 
 pub fn unique() -> String {
@@ -47,7 +54,7 @@ pub fn unique() -> String {
 /// The configuration of the names `prefix` chose (for a second process to use the same ones).
 pub fn named(prefix: &str) -> AmqpConfig {
     AmqpConfig::new()
-        .url(URL)
+        .url(url())
         .message_exchange(format!("{prefix}.messages"))
         .task_exchange(format!("{prefix}.tasks"))
         .task_queue_prefix(format!("{prefix}."))
@@ -69,6 +76,8 @@ pub fn start_app() {
     rabbitmq("start-app");
 }
 
+/// Runs `scripts/rabbitmq <command>` on the node `scripts/test` started (the script finds it
+/// through `RUNTIME_THREAD_RABBITMQ_DIR`, which this process inherits).
 fn rabbitmq(command: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq");
     let status = std::process::Command::new(script)
