@@ -59,7 +59,12 @@ fn tasks_held_by_a_worker_killed_with_sigkill_go_to_another_worker() {
     bounded(Duration::from_secs(60), || {
         let prefix = broker::unique();
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["child_process_worker", "--exact", "--ignored", "--nocapture"])
+            .args([
+                "child_process_worker",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
             .env("AMQP_TEST_WORKER", &prefix)
             .stdout(Stdio::piped())
             .spawn()

@@ -12,8 +12,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use runtime_thread::messaging::{
     Broadcast, BroadcastFilter, BroadcastHandler, Communicator, DEFAULT_TASK_QUEUE, Error, Handler,
-    LocalCommunicator, Response, SubscriberId, SyncCommunicator, TaskSubscriberOptions, Value,
-    from_value, to_value,
+    IncomingTask, LocalCommunicator, Response, SubscriberId, SyncCommunicator,
+    TaskSubscriberOptions, Value, from_value, to_value,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -149,6 +149,7 @@ conformance!(
     a_subscriber_removed_with_a_task_in_hand_gives_it_to_another,
     prefetch_limits_tasks_in_hand,
     pull_api_complete_requeue_and_empty,
+    pulled_tasks_settle_on_a_plain_thread,
     named_queues_are_separate,
     ten_thousand_tasks_over_four_subscribers_exactly_once,
     broadcast_reaches_every_subscriber_with_its_envelope,
@@ -674,6 +675,45 @@ async fn pull_api_complete_requeue_and_empty<C: Communicator>(comm: C) {
             .await
             .is_err()
     );
+}
+
+/// Settles `task` on a plain thread of its own, which has no runtime: the way a synchronous
+/// worker holds the tasks it pulls.
+fn on_a_plain_thread(task: IncomingTask, settle: impl FnOnce(IncomingTask) + Send + 'static) {
+    std::thread::spawn(move || settle(task))
+        .join()
+        .expect("settling on a plain thread panicked");
+}
+
+async fn pulled_tasks_settle_on_a_plain_thread<C: Communicator>(comm: C) {
+    let sender = tokio::spawn({
+        let comm = comm.clone();
+        async move { comm.task_send_with("plain", json!(10), false, None).await }
+    });
+    // Given back explicitly, then by dropping: it comes back each time.
+    let task = comm.next_task("plain", LIMIT).await.unwrap();
+    on_a_plain_thread(task, IncomingTask::requeue);
+    let task = comm.next_task("plain", LIMIT).await.unwrap();
+    on_a_plain_thread(task, drop);
+    // Answered: the sender gets the answer.
+    let task = comm.next_task("plain", LIMIT).await.unwrap();
+    assert_eq!(task.body(), &json!(10));
+    on_a_plain_thread(task, |task| {
+        futures::executor::block_on(task.complete(json!(20)));
+    });
+    assert_eq!(sender.await.unwrap().unwrap(), Some(json!(20)));
+
+    // Given back while a push subscriber waits: the subscriber gets it, although the thread
+    // that gave it back has no runtime to start the subscriber's handler on.
+    let sender = tokio::spawn({
+        let comm = comm.clone();
+        async move { comm.task_send_with("plain", json!(5), false, None).await }
+    });
+    let task = comm.next_task("plain", LIMIT).await.unwrap();
+    let tripler = Handler::sync(|v: Value| json!(v.as_i64().unwrap_or(0) * 3));
+    subscribe(&comm, "plain", tripler).await;
+    on_a_plain_thread(task, IncomingTask::requeue);
+    assert_eq!(sender.await.unwrap().unwrap(), Some(json!(15)));
 }
 
 async fn named_queues_are_separate<C: Communicator>(comm: C) {

@@ -84,6 +84,10 @@ struct TaskSubscriber {
     handler: Handler,
     prefetch: usize,
     in_hand: usize,
+    /// The runtime it was added on, where its handler runs: a task given back or answered on
+    /// a plain thread (a synchronous worker's) is handed out again from there, with no
+    /// runtime of its own.
+    runtime: tokio::runtime::Handle,
 }
 
 impl TaskSubscriber {
@@ -175,6 +179,7 @@ struct Assignment {
     handler: Handler,
     body: Value,
     holder: SubscriberId,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Inner {
@@ -197,6 +202,7 @@ impl Inner {
             };
             subscriber.in_hand += 1;
             let (holder, handler) = (subscriber.id, subscriber.handler.clone());
+            let runtime = subscriber.runtime.clone();
             let Some(task) = queue.pending.remove(index) else {
                 break;
             };
@@ -207,6 +213,7 @@ impl Inner {
                 handler,
                 body: task.body.clone(),
                 holder,
+                runtime,
             });
             queue.in_hand.insert(
                 lease,
@@ -220,12 +227,13 @@ impl Inner {
         assignments
     }
 
-    /// Starts the workers of `assignments`; must be called with the state unlocked.
+    /// Starts the workers of `assignments`, each on its subscriber's runtime (from any thread);
+    /// must be called with the state unlocked. A runtime that has shut down drops the worker at
+    /// once, and its lease gives the task back to the queue.
     fn start_workers(self: &Arc<Self>, assignments: Vec<Assignment>) {
         if assignments.is_empty() {
             return;
         }
-        let runtime = tokio::runtime::Handle::try_current().ok();
         let mut started = Vec::with_capacity(assignments.len());
         for assignment in assignments {
             let lease = Lease {
@@ -234,9 +242,7 @@ impl Inner {
                 lease: assignment.lease,
                 settled: false,
             };
-            // Without a runtime the lease drops here and gives its task back to the queue.
-            let Some(runtime) = &runtime else { continue };
-            let worker = runtime.spawn(run_task(
+            let worker = assignment.runtime.spawn(run_task(
                 lease,
                 assignment.handler,
                 assignment.body,
@@ -475,6 +481,7 @@ impl Communicator for LocalCommunicator {
                 handler,
                 prefetch: options.prefetch,
                 in_hand: 0,
+                runtime: tokio::runtime::Handle::current(),
             });
             self.inner.assign(queue, task_queue)
         };

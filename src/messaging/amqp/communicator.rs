@@ -848,6 +848,7 @@ impl Communicator for AmqpCommunicator {
                 let (reply_to, correlation_id) = reply_address(&delivery);
                 let settle = Pulled {
                     comm: self.clone(),
+                    runtime: tokio::runtime::Handle::current(),
                     acker: delivery.acker.clone(),
                     reply_to,
                     correlation_id,

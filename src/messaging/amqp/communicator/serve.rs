@@ -298,9 +298,11 @@ impl Refusals {
     }
 }
 
-/// A pulled task: answered or given back through its delivery.
+/// A pulled task: answered or given back through its delivery, on the runtime it was pulled
+/// on, from whichever thread settles it (a synchronous worker's has no runtime).
 pub(super) struct Pulled {
     pub(super) comm: AmqpCommunicator,
+    pub(super) runtime: tokio::runtime::Handle,
     pub(super) acker: Acker,
     pub(super) reply_to: Option<String>,
     pub(super) correlation_id: Option<String>,
@@ -319,7 +321,7 @@ impl Settle for Pulled {
         let acker = self.acker.clone();
         let (reply_to, correlation_id) = (self.reply_to.take(), self.correlation_id.take());
         let no_reply = self.no_reply;
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let _ = acker.ack(BasicAckOptions::default()).await;
             if !no_reply {
                 comm.task_reply(&reply_to, &correlation_id, reply).await;
@@ -329,7 +331,7 @@ impl Settle for Pulled {
 
     fn requeue(&mut self) {
         let acker = self.acker.clone();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let _ = acker.nack(requeue()).await;
         });
     }
