@@ -2,6 +2,9 @@
 //! thread in the same run. Criterion plans its iterations from the durations it is given, and this
 //! figure is CPU time per wall second, so it has its own small harness: ROUNDS windows of one
 //! second each, after a burst of work (so any spin after activity is counted), median reported.
+//!
+//! With the `amqp` feature and the project's broker (`RUNTIME_THREAD_AMQP_URL`), also a
+//! communicator waiting in `next_task` on an empty queue, against the same communicator idle.
 
 use std::time::Duration;
 
@@ -83,5 +86,42 @@ fn main() {
         "  RuntimeThread:             {:>9.1?} CPU per second = {:.4}%",
         ours,
         percent(ours)
+    );
+    #[cfg(feature = "amqp")]
+    waiting_pull();
+}
+
+/// CPU of a RabbitMQ communicator waiting in `next_task` on an empty queue, against the same
+/// communicator doing nothing, in the same run.
+#[cfg(feature = "amqp")]
+fn waiting_pull() {
+    use runtime_thread::messaging::amqp::{self, AmqpConfig};
+
+    let Ok(url) = std::env::var("RUNTIME_THREAD_AMQP_URL") else {
+        println!("  (no RUNTIME_THREAD_AMQP_URL: the waiting-pull rows need the project's broker)");
+        return;
+    };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let config = AmqpConfig::new()
+        .url(url)
+        .message_exchange(format!("idle-{run}.messages"))
+        .task_exchange(format!("idle-{run}.tasks"))
+        .task_queue_prefix(format!("idle-{run}."))
+        .testing_mode(true);
+    let comm = amqp::connect_with(config).unwrap();
+    let idle = median((0..ROUNDS).map(|_| idle_window()).collect());
+    let pull = comm.next_task("empty", Duration::from_secs(3600));
+    let waiting = median((0..ROUNDS).map(|_| idle_window()).collect());
+    comm.close();
+    drop(pull);
+    println!(
+        "  RabbitMQ communicator, idle: {:>9.1?} CPU per second = {:.4}%",
+        idle,
+        percent(idle)
+    );
+    println!(
+        "  ... waiting in next_task:   {:>9.1?} CPU per second = {:.4}%",
+        waiting,
+        percent(waiting)
     );
 }

@@ -127,7 +127,11 @@ pub trait Communicator: Clone + Send + Sync + 'static {
     }
 
     /// Pulls the next task from `queue`, waiting up to `timeout`; [`Error::QueueEmpty`] if none
-    /// came. The task goes back to the queue unless it is answered.
+    /// came. The task goes back to the queue unless it is answered. Waiting costs nothing and
+    /// a task queued meanwhile arrives at once: the in-process broker wakes the pull, and over
+    /// RabbitMQ a waiting pull is a consumer of the queue with room for one task (no polling).
+    /// The task may be answered, given back or dropped on any thread, including one without a
+    /// runtime (a synchronous worker's).
     fn next_task(
         &self,
         queue: &str,

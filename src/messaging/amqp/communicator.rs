@@ -25,7 +25,7 @@ use super::codec;
 use super::config::AmqpConfig;
 use super::link::{self, Link, broker_error};
 use super::wire::{self, BROADCAST_TOPIC, RPC_TOPIC, Reply};
-use serve::{Pulled, Refusals, reply_address};
+use serve::Refusals;
 
 mod serve;
 use crate::messaging::task::{IncomingTask, Settle};
@@ -193,6 +193,23 @@ impl AmqpCommunicator {
         }
     }
 
+    /// Waits until the live connection is another one than `old` (which has failed).
+    async fn link_other_than(&self, old: &Arc<Link>) -> Result<(), Error> {
+        let mut updates = self.inner.link.subscribe();
+        loop {
+            self.check_open()?;
+            let replaced =
+                (updates.borrow_and_update().as_ref()).is_some_and(|live| !Arc::ptr_eq(live, old));
+            if replaced {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = updates.changed() => {}
+                () = self.inner.closed.cancelled() => return Err(Error::Closed),
+            }
+        }
+    }
+
     /// Opens a connection and declares every subscription on it; then it is the live one.
     async fn establish(&self) -> Result<Arc<Link>, Error> {
         let _topology = self.inner.topology.lock().await;
@@ -210,7 +227,7 @@ impl AmqpCommunicator {
     async fn subscribe_all(&self, link: &Link) -> Result<(), Error> {
         self.inner.task_queues.lock().clear();
         let replies = link.consume_replies().await?;
-        tokio::spawn(self.clone().dispatch_replies(replies));
+        tokio::spawn(self.clone().dispatch_replies(replies, link.lost.clone()));
         let (rpc, broadcast, tasks) = {
             let subscriptions = self.inner.subscriptions.lock();
             let rpc: Vec<(String, Handler)> = (subscriptions.rpc.iter())
@@ -240,6 +257,7 @@ impl AmqpCommunicator {
     async fn supervise(self, mut link: Arc<Link>) {
         loop {
             tokio::select! {
+                biased;
                 () = self.inner.closed.cancelled() => return,
                 () = connection_lost(&link) => {}
             }
@@ -421,7 +439,10 @@ impl AmqpCommunicator {
     }
 
     /// Consumes this connection's reply queue and hands each reply to its caller.
-    async fn dispatch_replies(self, mut replies: Consumer) {
+    /// Hands replies to their waiters until the reply consumer ends, which means that the
+    /// connection (or its consuming channel) is gone: then `lost` is cancelled.
+    async fn dispatch_replies(self, mut replies: Consumer, lost: CancellationToken) {
+        let _lost = lost.drop_guard();
         while let Some(Ok(delivery)) = replies.next().await {
             let Some(correlation_id) = delivery.properties.correlation_id() else {
                 tracing::debug!("a reply without a correlation id was dropped");
@@ -522,12 +543,13 @@ fn properties(
     properties
 }
 
-/// Waits until the connection is no longer usable.
+/// Waits until the connection is no longer usable: lapin reports an error as an event, and a
+/// close by the broker to the consumers, whose end the reply consumer signals (`Link::lost`).
 async fn connection_lost(link: &Link) {
     let mut events = link.connection.events_listener();
-    let mut check = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
+            () = link.lost.cancelled() => return,
             event = events.next() => match event {
                 Some(lapin::Event::Error(error)) => {
                     tracing::debug!(%error, "connection error");
@@ -536,10 +558,6 @@ async fn connection_lost(link: &Link) {
                 None => return,
                 Some(_) => {}
             },
-            _ = check.tick() => {}
-        }
-        if !link.connection.status().connected() {
-            return;
         }
     }
 }
@@ -827,34 +845,19 @@ impl Communicator for AmqpCommunicator {
             loop {
                 let link = self.link().await?;
                 self.ensure_task_queue(&link, queue).await?;
-                let got = link
-                    .publisher
-                    .basic_get(queue.as_str().into(), BasicGetOptions::default())
-                    .await
-                    .map_err(|e| broker_error(&format!("cannot pull from {queue}"), e))?;
-                let Some(message) = got else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                let Some(delivery) = self.take_one(&link, queue).await? else {
+                    // The pull's consumer ended: its queue was deleted (declare it again), or
+                    // the pulling channel went with its connection (wait for the next one).
+                    self.inner.task_queues.lock().remove(queue);
+                    if !link.puller.status().connected() {
+                        link.lost.cancel();
+                        self.link_other_than(&link).await?;
+                    }
                     continue;
                 };
-                let delivery = message.delivery;
-                let (task, no_reply) = match self.decode_task(&delivery) {
-                    Ok(task) => task,
-                    Err(reason) => {
-                        tracing::warn!(%reason, "a pulled task could not be decoded; rejected");
-                        let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
-                        continue;
-                    }
-                };
-                let (reply_to, correlation_id) = reply_address(&delivery);
-                let settle = Pulled {
-                    comm: self.clone(),
-                    runtime: tokio::runtime::Handle::current(),
-                    acker: delivery.acker.clone(),
-                    reply_to,
-                    correlation_id,
-                    no_reply,
-                };
-                return Ok(IncomingTask::new(task, no_reply, Box::new(settle)));
+                if let Some(task) = self.pulled(delivery).await {
+                    return Ok(task);
+                }
             }
         };
         let empty = || Error::QueueEmpty {

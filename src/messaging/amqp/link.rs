@@ -6,6 +6,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use tokio_util::sync::CancellationToken;
 
 use super::config::AmqpConfig;
 use crate::messaging::Error;
@@ -16,15 +17,20 @@ pub(crate) fn broker_error(what: &str, error: impl std::fmt::Display) -> Error {
     }
 }
 
-/// A connection, its publishing channel (with publisher confirms) and its consuming channel
-/// (RPC, broadcast and reply queues). Task subscribers get channels of their own, for their
-/// prefetch limits.
+/// A connection, its publishing channel (with publisher confirms), its consuming channel (RPC,
+/// broadcast and reply queues) and its pulling channel (tasks taken one at a time). Task
+/// subscribers get channels of their own, for their prefetch limits.
 pub(crate) struct Link {
     pub(crate) connection: Connection,
     pub(crate) publisher: Channel,
     pub(crate) consumer: Channel,
+    /// Where `next_task` takes tasks: each waiting pull is a consumer here with room for one.
+    pub(crate) puller: Channel,
     /// This connection's reply queue (exclusive, so a new name for each connection).
     pub(crate) reply_queue: String,
+    /// Cancelled when the reply queue's consumer ends: the broker closed the connection (or
+    /// its consuming channel), which lapin reports to consumers but not as an event.
+    pub(crate) lost: CancellationToken,
 }
 
 impl Link {
@@ -44,11 +50,13 @@ impl Link {
                 broker_error(&format!("cannot connect to {}", config.redacted_url()), e)
             })?;
         match Self::set_up(&connection, config).await {
-            Ok((publisher, consumer, reply_queue)) => Ok(Link {
+            Ok((publisher, consumer, puller, reply_queue)) => Ok(Link {
                 connection,
                 publisher,
                 consumer,
+                puller,
                 reply_queue,
+                lost: CancellationToken::new(),
             }),
             Err(error) => {
                 close(&connection).await;
@@ -61,7 +69,7 @@ impl Link {
     async fn set_up(
         connection: &Connection,
         config: &AmqpConfig,
-    ) -> Result<(Channel, Channel, String), Error> {
+    ) -> Result<(Channel, Channel, Channel, String), Error> {
         let publisher = connection
             .create_channel()
             .await
@@ -74,6 +82,7 @@ impl Link {
             .create_channel()
             .await
             .map_err(|e| broker_error("cannot open a channel", e))?;
+        let puller = prefetching_channel(connection, 1).await?;
         for exchange in [&config.message_exchange, &config.task_exchange] {
             declare_exchange(&publisher, exchange, config.testing_mode).await?;
         }
@@ -85,7 +94,7 @@ impl Link {
         for exchange in [&config.message_exchange, &config.task_exchange] {
             bind(&consumer, &reply_queue, exchange, &reply_queue).await?;
         }
-        Ok((publisher, consumer, reply_queue))
+        Ok((publisher, consumer, puller, reply_queue))
     }
 
     /// A consumer of this connection's reply queue (no acknowledgements, as kiwipy).
@@ -211,8 +220,12 @@ pub(crate) async fn bind(
 
 /// A channel for one task subscriber, with its prefetch limit (0 = unlimited, as kiwipy).
 pub(crate) async fn task_channel(link: &Link, prefetch: usize) -> Result<Channel, Error> {
-    let channel = link
-        .connection
+    prefetching_channel(&link.connection, prefetch).await
+}
+
+/// A channel whose consumers each hold at most `prefetch` unacknowledged deliveries.
+async fn prefetching_channel(connection: &Connection, prefetch: usize) -> Result<Channel, Error> {
+    let channel = connection
         .create_channel()
         .await
         .map_err(|e| broker_error("cannot open a channel", e))?;

@@ -298,6 +298,130 @@ impl Refusals {
     }
 }
 
+impl AmqpCommunicator {
+    // ---- the pull API ------------------------------------------------------------------------
+
+    /// The next task of `queue`: at once if one is there (`basic.get`), else the first one
+    /// delivered to a consumer with room for one, which is then cancelled (no polling: a
+    /// waiting pull costs nothing and gets a task as soon as it is queued). `None` if the
+    /// pulling channel (or its connection) closed, or the queue was deleted, meanwhile.
+    ///
+    /// The exchange with the broker runs as a task of its own: a request already sent cannot
+    /// be taken back, so a caller that gives up (a timeout) must not drop it half-way, or the
+    /// broker's answer (a task, or a consumer that would take one) would be left to nobody.
+    /// What comes after the caller has gone is given back to the queue.
+    pub(super) async fn take_one(
+        &self,
+        link: &Arc<Link>,
+        queue: &str,
+    ) -> Result<Option<Delivery>, Error> {
+        let (taken_tx, taken) = tokio::sync::oneshot::channel();
+        let (link, queue) = (link.clone(), queue.to_owned());
+        tokio::spawn(async move {
+            let mut taken_tx = taken_tx;
+            let got = take_for(&link, &queue, &mut taken_tx).await;
+            if let Err(Ok(Some(unwanted))) = taken_tx.send(got) {
+                let _ = unwanted.nack(requeue()).await;
+            }
+        });
+        // The task never ends without sending, unless the runtime is shutting down.
+        taken.await.unwrap_or(Ok(None))
+    }
+
+    /// A delivery taken by a pull, as an [`IncomingTask`]; `None` (and rejected) if it cannot
+    /// be decoded.
+    pub(super) async fn pulled(&self, delivery: Delivery) -> Option<IncomingTask> {
+        let (task, no_reply) = match self.decode_task(&delivery) {
+            Ok(task) => task,
+            Err(reason) => {
+                tracing::warn!(%reason, "a pulled task could not be decoded; rejected");
+                let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+                return None;
+            }
+        };
+        let (reply_to, correlation_id) = reply_address(&delivery);
+        let settle = Pulled {
+            comm: self.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            acker: delivery.acker,
+            reply_to,
+            correlation_id,
+            no_reply,
+        };
+        Some(IncomingTask::new(task, no_reply, Box::new(settle)))
+    }
+}
+
+/// [`AmqpCommunicator::take_one`]'s exchange with the broker; stops waiting for a delivery
+/// when the caller has gone.
+async fn take_for(
+    link: &Link,
+    queue: &str,
+    caller: &mut tokio::sync::oneshot::Sender<Result<Option<Delivery>, Error>>,
+) -> Result<Option<Delivery>, Error> {
+    let got = link
+        .puller
+        .basic_get(queue.into(), BasicGetOptions::default())
+        .await;
+    match got {
+        Ok(Some(message)) => return Ok(Some(message.delivery)),
+        Ok(None) => {}
+        Err(_) if !link.puller.status().connected() => return Ok(None),
+        Err(error) => return Err(broker_error(&format!("cannot pull from {queue}"), error)),
+    }
+    let tag = format!("pull-{}", Uuid::new_v4().simple());
+    let consumer = link::consume(&link.puller, queue, &tag, Acks::Manual).await?;
+    let mut waiting = OneShotConsumer {
+        channel: link.puller.clone(),
+        tag,
+        consumer: Some(consumer),
+        runtime: tokio::runtime::Handle::current(),
+    };
+    tokio::select! {
+        delivery = waiting.next() => Ok(delivery),
+        () = caller.closed() => Ok(None),
+    }
+}
+
+/// A consumer that takes one delivery. However it ends (with its delivery, or dropped while
+/// waiting because the pull timed out), it is cancelled, and a delivery that reached it after
+/// all is given back to the queue, never left unacknowledged on the channel.
+struct OneShotConsumer {
+    channel: Channel,
+    tag: String,
+    consumer: Option<Consumer>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl OneShotConsumer {
+    async fn next(&mut self) -> Option<Delivery> {
+        let consumer = self.consumer.as_mut()?;
+        match consumer.next().await {
+            Some(Ok(delivery)) => Some(delivery),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for OneShotConsumer {
+    fn drop(&mut self) {
+        let Some(mut consumer) = self.consumer.take() else {
+            return;
+        };
+        let (channel, tag) = (self.channel.clone(), std::mem::take(&mut self.tag));
+        // Captured handle: a pull's future may be dropped anywhere.
+        self.runtime.spawn(async move {
+            let _ = channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+            // After the cancel, the stream ends once what was already delivered is read.
+            while let Some(Ok(late)) = consumer.next().await {
+                let _ = late.nack(requeue()).await;
+            }
+        });
+    }
+}
+
 /// A pulled task: answered or given back through its delivery, on the runtime it was pulled
 /// on, from whichever thread settles it (a synchronous worker's has no runtime).
 pub(super) struct Pulled {

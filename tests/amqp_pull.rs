@@ -1,0 +1,145 @@
+//! The pull API over RabbitMQ waits as a consumer of its queue, not by polling it: a waiting
+//! `next_task` shows up as the queue's consumer and gets a task as soon as it is queued.
+#![cfg(feature = "amqp")]
+
+use std::time::{Duration, Instant};
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use runtime_thread::messaging::Communicator;
+use runtime_thread::messaging::amqp::AmqpCommunicator;
+use serde_json::json;
+
+mod common;
+use common::broker::runtime;
+use common::{bounded, broker};
+
+/// Pulls measured one after another.
+const PULLS: usize = 21;
+
+/// How many consumers `queue` has, as the broker counts them.
+async fn consumers(channel: &lapin::Channel, queue: &str) -> u32 {
+    let options = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await
+        .expect("the queue exists")
+        .consumer_count()
+}
+
+#[test]
+#[ignore = "needs the project's RabbitMQ node: scripts/test runs it"]
+fn a_waiting_pull_is_a_consumer_of_its_queue_and_gets_a_task_at_once() {
+    bounded(Duration::from_secs(60), || {
+        runtime().block_on(async {
+            let prefix = broker::unique();
+            let config = broker::named(&prefix).testing_mode(true);
+            let puller = AmqpCommunicator::connect(config.clone()).await.unwrap();
+            let sender = AmqpCommunicator::connect(config).await.unwrap();
+            let raw = Connection::connect(&broker::url(), ConnectionProperties::default())
+                .await
+                .unwrap();
+            let channel = raw.create_channel().await.unwrap();
+            let queue = format!("{prefix}.pull");
+            // Declares the queue, and leaves it empty.
+            sender
+                .task_send_with("pull", json!(-1), true, None)
+                .await
+                .unwrap();
+            let first = puller
+                .next_task("pull", Duration::from_secs(5))
+                .await
+                .unwrap();
+            first.complete(json!(null)).await;
+            let mut latencies = Vec::with_capacity(PULLS);
+            for i in 0..PULLS {
+                let waiting = tokio::spawn({
+                    let puller = puller.clone();
+                    async move { puller.next_task("pull", Duration::from_secs(20)).await }
+                });
+                // The broker's count is the only place where a consumer shows: ask until it
+                // does, within a bound (a polling pull never shows at all).
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while consumers(&channel, &queue).await != 1 {
+                    assert!(
+                        Instant::now() < deadline,
+                        "a waiting pull is not a consumer of its queue: it polls"
+                    );
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                let sent = Instant::now();
+                sender
+                    .task_send_with("pull", json!(i), true, None)
+                    .await
+                    .unwrap();
+                let task = waiting.await.unwrap().unwrap();
+                latencies.push(sent.elapsed());
+                assert_eq!(task.body(), &json!(i));
+                task.complete(json!(null)).await;
+            }
+            // The pull's consumer is cancelled once it has its task.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while consumers(&channel, &queue).await != 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "a finished pull's consumer stayed"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            latencies.sort();
+            let median = latencies[PULLS / 2];
+            eprintln!(
+                "pull latency (send to receipt): median {median:?}, most {:?}",
+                latencies[PULLS - 1]
+            );
+            assert!(
+                median < Duration::from_millis(10),
+                "median pull latency {median:?}: no faster than the old 10 ms poll"
+            );
+            puller.close().await;
+            sender.close().await;
+            let _ = raw.close(200, "done".into()).await;
+        })
+    });
+}
+
+#[test]
+#[ignore = "needs the project's RabbitMQ node: scripts/test runs it"]
+fn a_pull_that_times_out_leaves_no_consumer_and_loses_no_task() {
+    bounded(Duration::from_secs(60), || {
+        runtime().block_on(async {
+            let prefix = broker::unique();
+            let config = broker::named(&prefix).testing_mode(true);
+            let puller = AmqpCommunicator::connect(config.clone()).await.unwrap();
+            let sender = AmqpCommunicator::connect(config).await.unwrap();
+            for _ in 0..20 {
+                let empty = puller.next_task("late", Duration::from_millis(5)).await;
+                assert!(empty.is_err());
+            }
+            // Whatever those abandoned pulls' consumers caught went back to the queue.
+            for i in 0..20 {
+                sender
+                    .task_send_with("late", json!(i), true, None)
+                    .await
+                    .unwrap();
+            }
+            let mut seen = Vec::new();
+            for _ in 0..20 {
+                let task = puller
+                    .next_task("late", Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                seen.push(task.body().as_i64().unwrap());
+                task.complete(json!(null)).await;
+            }
+            seen.sort_unstable();
+            assert_eq!(seen, (0..20).collect::<Vec<_>>());
+            puller.close().await;
+            sender.close().await;
+        })
+    });
+}
