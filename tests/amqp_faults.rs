@@ -366,6 +366,28 @@ fn refused_credentials_and_unreachable_brokers_are_clear_errors_that_hide_the_pa
 
 #[test]
 #[ignore = "needs the project's RabbitMQ node: scripts/test runs it"]
+fn a_url_with_an_empty_vhost_reaches_the_root_vhost_as_in_kiwipy() {
+    bounded(Duration::from_secs(60), || {
+        runtime().block_on(async {
+            for url in [
+                format!("amqp://guest:guest@{}/", broker::address()),
+                format!("amqp://guest:guest@{}", broker::address()),
+            ] {
+                let comm = AmqpCommunicator::connect(broker::config().url(url.clone()))
+                    .await
+                    .unwrap_or_else(|e| panic!("{url}: {e}"));
+                comm.add_rpc_subscriber("root", Handler::sync(|v: Value| v))
+                    .await
+                    .unwrap();
+                assert_eq!(comm.rpc_send("root", json!(1)).await.unwrap(), 1);
+                comm.close().await;
+            }
+        })
+    });
+}
+
+#[test]
+#[ignore = "needs the project's RabbitMQ node: scripts/test runs it"]
 fn heartbeats_keep_an_idle_connection_open() {
     let config = broker::config();
     bounded(Duration::from_secs(60), move || {

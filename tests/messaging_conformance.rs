@@ -150,6 +150,7 @@ conformance!(
     prefetch_limits_tasks_in_hand,
     pull_api_complete_requeue_and_empty,
     pulled_tasks_settle_on_a_plain_thread,
+    a_task_nobody_takes_yet_waits_in_its_queue,
     named_queues_are_separate,
     ten_thousand_tasks_over_four_subscribers_exactly_once,
     broadcast_reaches_every_subscriber_with_its_envelope,
@@ -714,6 +715,22 @@ async fn pulled_tasks_settle_on_a_plain_thread<C: Communicator>(comm: C) {
     subscribe(&comm, "plain", tripler).await;
     on_a_plain_thread(task, IncomingTask::requeue);
     assert_eq!(sender.await.unwrap().unwrap(), Some(json!(15)));
+}
+
+/// A task to a queue nobody consumes is not unroutable (its queue is declared as it is sent):
+/// it waits there for a worker, and a sender waiting for its result times out.
+async fn a_task_nobody_takes_yet_waits_in_its_queue<C: Communicator>(comm: C) {
+    let waited = Duration::from_millis(100);
+    let sent = comm
+        .task_send_with("later", json!("for whoever comes"), false, Some(waited))
+        .await;
+    assert!(
+        matches!(sent, Err(Error::Timeout(t)) if t == waited),
+        "{sent:?}"
+    );
+    let task = comm.next_task("later", LIMIT).await.unwrap();
+    assert_eq!(task.body(), &json!("for whoever comes"));
+    task.complete(json!(null)).await;
 }
 
 async fn named_queues_are_separate<C: Communicator>(comm: C) {

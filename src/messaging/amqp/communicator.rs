@@ -37,9 +37,12 @@ use crate::messaging::{
 /// A [`Communicator`] over RabbitMQ, wire-compatible with kiwipy: a kiwipy program can call its
 /// RPC subscribers, send its workers tasks and hear its broadcasts, and the other way round.
 ///
-/// Every send waits for the broker's publisher confirm; RPCs and tasks are published
-/// `mandatory`, so a recipient nobody serves is [`Error::Unroutable`] at once. Answers have a
-/// timeout (kiwipy's have none). A task is acknowledged only once its handler has answered, and
+/// Every send waits for the broker's publisher confirm. RPCs are published `mandatory`, so an
+/// RPC to an identifier nobody serves is [`Error::Unroutable`] at once. A task is not: its
+/// sender declares its queue first (as kiwipy does), so the task waits there for a worker, for
+/// up to the queue's message TTL (a week), and a sender waiting for the result gets
+/// [`Error::Timeout`] if no worker answers in time. Answers have a timeout (kiwipy's have
+/// none). A task is acknowledged only once its handler has answered, and
 /// goes back to its queue if the handler rejects it or the worker's connection drops
 /// (at-least-once). When the connection drops, callers waiting for answers get
 /// [`Error::ConnectionLost`]; the communicator reconnects with backoff, declares its queues

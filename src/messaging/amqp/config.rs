@@ -74,6 +74,9 @@ impl AmqpConfig {
     }
 
     /// The broker's URL (`amqp://user:password@host:port/vhost`); credentials may be in it.
+    /// The vhost is the path, percent-encoded (`%2f` for `/`). An empty one, as in
+    /// `amqp://guest:guest@host:5672/` or a URL without a path, means the vhost `/`, as
+    /// kiwipy and AiiDA read it.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = url.into();
         self
@@ -156,18 +159,42 @@ impl AmqpConfig {
         &self.task_exchange
     }
 
-    /// The URL with the `heartbeat` query parameter added unless it has one.
+    /// The URL as lapin gets it: an empty vhost spelled `%2f` (lapin would ask for the vhost
+    /// named ""), and the `heartbeat` query parameter added unless it has one.
     pub(crate) fn connection_url(&self) -> String {
-        if self.url.contains("heartbeat=") {
-            return self.url.clone();
+        let url = with_default_vhost(&self.url);
+        if url.contains("heartbeat=") {
+            return url;
         }
-        let separator = if self.url.contains('?') { '&' } else { '?' };
-        format!("{}{separator}heartbeat={}", self.url, self.heartbeat)
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}heartbeat={}", self.heartbeat)
     }
 
     /// The URL without its password, for messages and logs.
     pub(crate) fn redacted_url(&self) -> String {
         redact(&self.url)
+    }
+}
+
+/// `amqp://host:5672/` and `amqp://host:5672` -> `amqp://host:5672/%2f`; any other URL as is.
+fn with_default_vhost(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (address, query) = match rest.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (rest, None),
+    };
+    let authority = address
+        .split_once('/')
+        .map_or(address, |(authority, _)| authority);
+    let vhost = &address[authority.len()..];
+    if !(vhost.is_empty() || vhost == "/") {
+        return url.to_owned();
+    }
+    match query {
+        Some(query) => format!("{scheme}://{authority}/%2f?{query}"),
+        None => format!("{scheme}://{authority}/%2f"),
     }
 }
 
@@ -215,6 +242,22 @@ mod tests {
         assert_eq!(redact("amqp://broker/"), "amqp://broker/");
         assert_eq!(redact("not a url"), "not a url");
         assert_eq!(redact("amqp://a:b@c@host/x"), "amqp://a:***@host/x");
+    }
+
+    #[test]
+    fn an_empty_vhost_means_the_root_vhost() {
+        let url = |u: &str| AmqpConfig::new().url(u).heartbeat(5).connection_url();
+        assert_eq!(
+            url("amqp://u:p@h:5672/"),
+            "amqp://u:p@h:5672/%2f?heartbeat=5"
+        );
+        assert_eq!(
+            url("amqp://u:p@h:5672"),
+            "amqp://u:p@h:5672/%2f?heartbeat=5"
+        );
+        assert_eq!(url("amqp://h/?heartbeat=7"), "amqp://h/%2f?heartbeat=7");
+        assert_eq!(url("amqp://h/%2f"), "amqp://h/%2f?heartbeat=5");
+        assert_eq!(url("amqp://h/aiida"), "amqp://h/aiida?heartbeat=5");
     }
 
     #[test]

@@ -4,9 +4,12 @@ use lapin::options::{
     BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
     QueueBindOptions, QueueDeclareOptions,
 };
+use lapin::tcp::AMQPUriTcpExt;
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use tokio_util::sync::CancellationToken;
+use tracing::instrument::WithSubscriber;
 
 use super::config::AmqpConfig;
 use crate::messaging::Error;
@@ -35,8 +38,9 @@ pub(crate) struct Link {
 
 impl Link {
     pub(crate) async fn open(config: &AmqpConfig) -> Result<Link, Error> {
-        let url = config.connection_url();
-        let connecting = Connection::connect(&url, ConnectionProperties::default());
+        let quiet = super::quiet::Quiet::around_current();
+        // lapin also logs from the thread that polls its futures while it connects.
+        let connecting = connect(config, quiet.clone()).with_subscriber(quiet);
         let connection = tokio::time::timeout(config.connect_timeout, connecting)
             .await
             .map_err(|_| Error::Broker {
@@ -101,6 +105,25 @@ impl Link {
     pub(crate) async fn consume_replies(&self) -> Result<Consumer, Error> {
         consume(&self.consumer, &self.reply_queue, "", Acks::None).await
     }
+}
+
+/// Connects as lapin does by default (plain TCP, the caller's tokio runtime), except that
+/// lapin's I/O thread and tasks log through [`Quiet`](super::quiet::Quiet).
+async fn connect(config: &AmqpConfig, quiet: tracing::Dispatch) -> lapin::Result<Connection> {
+    let uri: AMQPUri = config.connection_url().parse().map_err(|reason: String| {
+        lapin::Error::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            reason,
+        ))
+    })?;
+    let runtime = super::quiet::runtime(quiet.clone());
+    let transport = async move |uri: AMQPUri, runtime| {
+        super::quiet::install_on_this_thread(&quiet);
+        uri.connect_async(&runtime)
+            .await
+            .map_err(lapin::Error::from)
+    };
+    Connection::connector(uri, runtime, transport, ConnectionProperties::default()).await
 }
 
 /// Whether a consumer acknowledges what it receives.

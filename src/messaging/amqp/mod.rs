@@ -9,6 +9,7 @@ pub mod codec;
 mod communicator;
 mod config;
 mod link;
+mod quiet;
 mod wire;
 mod yaml;
 
