@@ -1,12 +1,20 @@
-//! No OS thread outlives a stopped runtime thread. This file holds a single test so that no other
-//! test's threads change the count while it runs.
+//! No OS thread outlives a stopped runtime thread, nor a runner the user has dropped. Thread
+//! counts are per process, so these tests take turns, and each allows the count to fall below
+//! where it started (another test's thread may end meanwhile), never to stay above it.
 
 mod common;
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{QUICK, bounded};
-use runtime_thread::{Flavor, RuntimeThread};
+use runtime_thread::engine::{
+    Command, Context, EngineError, Process, ProcessState, Runner, StepError,
+};
+use runtime_thread::{Error, Flavor, RuntimeThread};
+
+/// One test at a time counts threads.
+static COUNTING: Mutex<()> = Mutex::new(());
 
 fn os_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -16,11 +24,11 @@ fn os_threads() -> usize {
 
 /// The kernel drops a thread's /proc entry a moment after the joiner is woken, and nothing
 /// notifies that moment, so poll it, briefly and with a bound.
-fn settles_to(expected: usize) -> usize {
+fn settles_to_at_most(most: usize) -> usize {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let now = os_threads();
-        if now == expected || Instant::now() > deadline {
+        if now <= most || Instant::now() > deadline {
             return now;
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -29,6 +37,7 @@ fn settles_to(expected: usize) -> usize {
 
 #[test]
 fn no_os_threads_are_left_after_a_guard_drops() {
+    let _turn = COUNTING.lock().unwrap_or_else(|p| p.into_inner());
     bounded(QUICK, || {
         let before = os_threads();
         for flavor in [Flavor::CurrentThread, Flavor::MultiThread { workers: 2 }] {
@@ -43,7 +52,65 @@ fn no_os_threads_are_left_after_a_guard_drops() {
                 assert_eq!(running.run_threadsafe(async { 1 }).wait().unwrap(), 1);
                 assert!(os_threads() > before, "{flavor:?} started threads");
             }
-            assert_eq!(settles_to(before), before, "{flavor:?} left threads behind");
+            let after = settles_to_at_most(before);
+            assert!(
+                after <= before,
+                "{flavor:?} left threads behind: {after} > {before}"
+            );
         }
+    });
+}
+
+/// Waits for a resume that never comes (its driver parks, as data).
+struct WaitsForResume;
+
+impl Process for WaitsForResume {
+    async fn step(&mut self, _: &str, _: &mut Context) -> Result<Command, StepError> {
+        Ok(Command::wait_for_resume("never"))
+    }
+}
+
+/// Sleeps an hour (its driver stays a task, on a timer).
+struct Sleeps;
+
+impl Process for Sleeps {
+    async fn step(&mut self, _: &str, _: &mut Context) -> Result<Command, StepError> {
+        Ok(Command::sleep("never", Duration::from_secs(3600)))
+    }
+}
+
+fn until_waiting(handle: &runtime_thread::engine::ProcessHandle) {
+    while handle.status().state != ProcessState::Waiting {
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn dropping_the_last_runner_stops_its_thread_and_abandons_its_processes() {
+    let _turn = COUNTING.lock().unwrap_or_else(|p| p.into_inner());
+    bounded(QUICK, || {
+        let before = os_threads();
+        let runner = Runner::start().unwrap();
+        let clone = runner.clone();
+        let parked = runner.submit(WaitsForResume);
+        let sleeping = runner.submit(Sleeps);
+        until_waiting(&parked);
+        until_waiting(&sleeping);
+        assert!(os_threads() > before, "the runner started its thread");
+        drop(runner);
+        assert!(os_threads() > before, "a clone still holds the runner");
+        drop(clone);
+        // The handles outlive the runner and say what became of their processes.
+        for handle in [parked, sleeping] {
+            assert!(matches!(
+                handle.wait(),
+                Err(EngineError::Thread(Error::Stopped))
+            ));
+        }
+        let after = settles_to_at_most(before);
+        assert!(
+            after <= before,
+            "the engine thread outlived its runner: {after} > {before}"
+        );
     });
 }

@@ -294,7 +294,7 @@ impl<P: Process> Parked for Driver<P> {
     fn wake(self: Box<Self>) {
         let runner = self.ctx.runner().clone();
         runner.unpark(self.shared.identity.pid);
-        let _refused = runner.thread().spawn_job(drive_loop(Some(*self), None));
+        let _refused = runner.spawner().spawn_job(drive_loop(Some(*self), None));
     }
 }
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::error::EngineError;
 use super::exit_code::ExitCode;
 use super::process::Outputs;
-use super::runner::Runner;
+use super::runner::Core;
 use super::shared::{KillRequest, ProcessShared};
 use super::state::ProcessState;
 
@@ -177,7 +177,7 @@ impl ProcessController {
 /// separate completion cell: most of what a waiting process occupies is its driver.
 pub struct ProcessHandle {
     controller: ProcessController,
-    runner: Runner,
+    runner: Core,
     /// Made on the first poll as a future.
     awaiting: Option<futures::future::BoxFuture<'static, Result<ProcessOutcome, ()>>>,
 }
@@ -187,7 +187,7 @@ fn settled(outcome: Result<ProcessOutcome, ()>) -> Result<ProcessOutcome, Engine
 }
 
 impl ProcessHandle {
-    pub(crate) fn new(shared: Arc<ProcessShared>, runner: Runner) -> Self {
+    pub(crate) fn new(shared: Arc<ProcessShared>, runner: Core) -> Self {
         ProcessHandle {
             controller: ProcessController { shared },
             runner,
@@ -251,7 +251,7 @@ impl ProcessHandle {
                 tracing::error!("an on-finish callback panicked");
             }
         };
-        if let Err(error) = self.runner.thread().spawn_threadsafe(watcher) {
+        if let Err(error) = self.runner.spawner().spawn_reported(watcher) {
             tracing::error!(%error, "an on-finish callback could not be started");
         }
     }
@@ -281,7 +281,7 @@ impl ProcessHandle {
         if let Some(outcome) = shared.try_outcome() {
             return Some(settled(outcome));
         }
-        let spin = self.runner.thread().spin();
+        let spin = self.runner.spawner().spin();
         match crate::thread::block_safely(|| shared.wait_outcome(spin, deadline)) {
             Ok(outcome) => outcome.map(settled),
             Err(refused) => Some(Err(EngineError::Thread(refused))),

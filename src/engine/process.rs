@@ -14,7 +14,7 @@ use super::checkpoint::{ChildRef, Persistent};
 use super::error::EngineError;
 use super::exit_code::ExitCode;
 use super::handle::{ProcessHandle, ProcessOutcome};
-use super::runner::Runner;
+use super::runner::Core;
 use super::shared::ProcessShared;
 use super::spec::{PortError, ProcessSpec};
 
@@ -257,7 +257,7 @@ fn children_to_value(outcomes: &BTreeMap<String, ProcessOutcome>) -> Value {
 /// What a step can see and do besides its own fields.
 pub struct Context {
     shared: Arc<ProcessShared>,
-    runner: Runner,
+    runner: Core,
     spec: &'static ProcessSpec,
     // Boxed, like `resumed`: a waiting process carries its context, and these are often empty.
     inputs: Option<Box<Value>>,
@@ -270,7 +270,7 @@ pub struct Context {
 impl Context {
     pub(crate) fn new(
         shared: Arc<ProcessShared>,
-        runner: Runner,
+        runner: Core,
         spec: &'static ProcessSpec,
         inputs: Option<Value>,
     ) -> Self {
@@ -289,12 +289,12 @@ impl Context {
         &self.shared
     }
 
-    pub(crate) fn runner(&self) -> &Runner {
+    pub(crate) fn runner(&self) -> &Core {
         &self.runner
     }
 
     /// The validated inputs (with defaults filled in) of a process started with
-    /// [`Runner::launch`]; `None` for one submitted as a value.
+    /// [`Runner::launch`](super::Runner::launch); `None` for one submitted as a value.
     pub fn inputs(&self) -> Option<&Value> {
         self.inputs.as_deref()
     }

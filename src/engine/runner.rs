@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
@@ -20,19 +21,51 @@ use super::shared::{Identity, ProcessShared, Restored};
 use super::spec::{PortError, ProcessSpec};
 use super::state::ProcessState;
 use super::workchain::{Chain, WorkChain};
-use crate::thread::RuntimeThread;
+use crate::thread::{RuntimeThread, Spawner};
 
 /// Runs processes on a runtime thread: thousands at once, each a task that only occupies the
 /// thread while a step runs. With a [`Persister`] it also checkpoints the processes started
 /// with [`submit_persisted`](Runner::submit_persisted) and continues them with
 /// [`load`](Runner::load) / [`load_all`](Runner::load_all), in this program or a later one.
+///
+/// # Lifetime
+///
+/// A runner made with [`start`](Runner::start) owns its thread: when the last clone of it is
+/// dropped, the thread stops at once, without a grace period. Its processes are abandoned
+/// (their handles report `Error::Stopped`), as in a crash: persisted ones keep their last
+/// checkpoint, to be loaded again. A runner on a thread of yours ([`new`](Runner::new),
+/// [`with_persister`](Runner::with_persister)) leaves the thread to you: its processes run on
+/// until that thread stops. The processes themselves never keep a thread alive.
 #[derive(Clone)]
 pub struct Runner {
+    core: Core,
+    hold: Arc<Hold>,
+}
+
+/// What only the user's runners hold: the thread, and whether to stop it with the last one.
+struct Hold {
+    thread: Arc<RuntimeThread>,
+    owns_thread: bool,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.owns_thread {
+            // On the runtime thread itself this only requests the stop, which is all it can do.
+            let _ = self.thread.stop_with_grace(Duration::ZERO);
+        }
+    }
+}
+
+/// The part of a runner that its processes hold (their contexts, drivers and handles): it runs
+/// and saves them, and reaches the thread through a spawner, which does not keep it alive.
+#[derive(Clone)]
+pub(crate) struct Core {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    thread: Arc<RuntimeThread>,
+    spawner: Spawner,
     persister: Option<Arc<dyn Persister>>,
     /// Registered process types by name: the only code a checkpoint can lead to.
     types: RwLock<HashMap<&'static str, Loader>>,
@@ -62,7 +95,7 @@ type Loader = fn(Checkpoint) -> Result<Prepared, EngineError>;
 
 /// Starts a decoded process, given the store it was loaded from and its children.
 type Starter =
-    Box<dyn FnOnce(&Runner, Arc<dyn Persister>, Vec<Arc<ProcessShared>>) -> ProcessHandle + Send>;
+    Box<dyn FnOnce(&Core, Arc<dyn Persister>, Vec<Arc<ProcessShared>>) -> ProcessHandle + Send>;
 
 /// A decoded process, ready to start once its children are linked.
 struct Prepared {
@@ -72,26 +105,154 @@ struct Prepared {
 }
 
 impl Runner {
-    /// A runner on a runtime thread of its own (stopped when the last clone and the thread's
-    /// last `Arc` are dropped).
+    /// A runner on a runtime thread of its own, which stops when the last clone of the runner
+    /// is dropped (see [Lifetime](Runner#lifetime)).
+    ///
+    /// # Errors
+    ///
+    /// The thread could not be started (`EngineError::Thread`).
     pub fn start() -> Result<Self, EngineError> {
         let thread = RuntimeThread::builder().name("engine").start()?;
-        Ok(Runner::new(Arc::new(thread)))
+        Ok(Runner::build(Arc::new(thread), None, true))
     }
 
-    /// A runner on an existing runtime thread.
+    /// A runner on an existing runtime thread, which stays the caller's to stop.
     pub fn new(thread: Arc<RuntimeThread>) -> Self {
-        Runner::build(thread, None)
+        Runner::build(thread, None, false)
     }
 
     /// A runner on an existing runtime thread that checkpoints into `persister`.
     pub fn with_persister(thread: Arc<RuntimeThread>, persister: Arc<dyn Persister>) -> Self {
-        Runner::build(thread, Some(persister))
+        Runner::build(thread, Some(persister), false)
     }
 
-    fn build(thread: Arc<RuntimeThread>, persister: Option<Arc<dyn Persister>>) -> Self {
+    fn build(
+        thread: Arc<RuntimeThread>,
+        persister: Option<Arc<dyn Persister>>,
+        owns_thread: bool,
+    ) -> Self {
+        let core = Core::build(&thread, persister);
+        Runner {
+            core,
+            hold: Arc::new(Hold {
+                thread,
+                owns_thread,
+            }),
+        }
+    }
+
+    /// The runtime thread the processes run on.
+    pub fn thread(&self) -> &RuntimeThread {
+        &self.hold.thread
+    }
+
+    /// The checkpoint store, if the runner has one.
+    pub fn persister(&self) -> Option<&Arc<dyn Persister>> {
+        self.core.inner.persister.as_ref()
+    }
+
+    /// Starts `process` and returns its handle.
+    pub fn submit<P: Process>(&self, process: P) -> ProcessHandle {
+        self.core.start_fresh(process, None, None, Vec::new())
+    }
+
+    /// Starts `process` with listeners attached from the beginning (they see `Created`).
+    pub fn submit_with_listeners<P: Process>(
+        &self,
+        process: P,
+        listeners: Vec<Arc<dyn ProcessListener>>,
+    ) -> ProcessHandle {
+        self.core.start_fresh(process, None, None, listeners)
+    }
+
+    /// Validates `inputs` against `P`'s spec (filling in defaults), builds the process from them
+    /// (its fields are its inputs) and starts it. Invalid inputs are refused before anything
+    /// runs, with the full port path in the error.
+    pub fn launch<P>(&self, inputs: Value) -> Result<ProcessHandle, EngineError>
+    where
+        P: Process + DeserializeOwned,
+    {
+        let (process, inputs) = build_from_inputs::<P>(P::spec(), inputs)?;
+        Ok(self
+            .core
+            .start_fresh(process, Some(inputs), None, Vec::new()))
+    }
+
+    /// [`launch`](Self::launch) for a work chain, as plumpy launches one with an inputs
+    /// mapping: the inputs are checked against `W`'s spec (defaults filled in), the chain is
+    /// built from them (its fields are its inputs) and starts at the top of its outline.
+    pub fn launch_chain<W>(&self, inputs: Value) -> Result<ProcessHandle, EngineError>
+    where
+        W: WorkChain + DeserializeOwned,
+    {
+        let (chain, inputs) = build_from_inputs::<W>(W::spec(), inputs)?;
+        Ok(self
+            .core
+            .start_fresh(Chain::new(chain), Some(inputs), None, Vec::new()))
+    }
+
+    /// Runs `process` to the end from synchronous code and returns its outputs; a failure exit
+    /// code, an exception or a kill comes back as an error. Inside a step, launch a child with
+    /// [`Context::launch`] and await it instead.
+    pub fn run<P: Process>(&self, process: P) -> Result<Outputs, EngineError> {
+        self.submit(process).wait()?.into_outputs()
+    }
+
+    /// Registers `P` under [`Persistent::TYPE_NAME`], so that its checkpoints can be loaded.
+    /// Submitting a persisted `P` registers it too; register before loading in a new program.
+    pub fn register<P: Persistent>(&self) {
+        self.core.register::<P>();
+    }
+
+    /// Starts `process` as a persisted process: it is saved before it starts and at every
+    /// state it enters (see the [module docs](super)). Needs a runner built
+    /// [`with_persister`](Runner::with_persister).
+    pub fn submit_persisted<P: Persistent>(
+        &self,
+        process: P,
+    ) -> Result<ProcessHandle, EngineError> {
+        self.core.start_persisted(process, None, None)
+    }
+
+    /// [`launch`](Runner::launch) for a persisted process.
+    pub fn launch_persisted<P: Persistent>(
+        &self,
+        inputs: Value,
+    ) -> Result<ProcessHandle, EngineError> {
+        let (process, inputs) = build_from_inputs::<P>(P::spec(), inputs)?;
+        self.core.start_persisted(process, Some(inputs), None)
+    }
+
+    /// [`launch_chain`](Self::launch_chain), persisted (see
+    /// [`submit_persisted`](Self::submit_persisted)).
+    pub fn launch_chain_persisted<W>(&self, inputs: Value) -> Result<ProcessHandle, EngineError>
+    where
+        W: WorkChain + Serialize + DeserializeOwned,
+    {
+        let (chain, inputs) = build_from_inputs::<W>(W::spec(), inputs)?;
+        self.core
+            .start_persisted(Chain::new(chain), Some(inputs), None)
+    }
+
+    /// Continues the process saved under `pid` (and the children it waits for) from its
+    /// checkpoint. The step that was running when the checkpoint was taken runs again.
+    pub fn load(&self, pid: Uuid) -> Result<ProcessHandle, EngineError> {
+        self.core.load(pid)
+    }
+
+    /// Continues every saved process not already running in this runner, children included
+    /// (a child's handle has [`ProcessStatus::parent`](super::ProcessStatus::parent) set).
+    /// Every checkpoint is read and decoded before any process starts, so a corrupt or unknown
+    /// one stops the load with an error naming it and nothing half-loaded is left running.
+    pub fn load_all(&self) -> Result<Vec<ProcessHandle>, EngineError> {
+        self.core.load_all()
+    }
+}
+
+impl Core {
+    fn build(thread: &RuntimeThread, persister: Option<Arc<dyn Persister>>) -> Self {
         let inner = Arc::new(Inner {
-            thread,
+            spawner: thread.spawner(),
             persister,
             types: RwLock::new(HashMap::new()),
             live: Mutex::new(LiveTable::default()),
@@ -101,9 +262,9 @@ impl Runner {
         // processes end abandoned, exactly as those whose tasks it drops, and nothing runs or
         // saves any more (a stop is like a crash for checkpoints). The keeper is an untracked
         // task that never ends, so the stop's grace period does not wait for it, and the
-        // runtime drops it only when it shuts down. It holds the runner weakly, so that
-        // dropping the last runner still stops a thread that the runner owns.
-        match inner.thread.handle() {
+        // runtime drops it only when it shuts down. It holds the runner weakly: a keeper that
+        // held it would keep every runner on a long-lived thread alive.
+        match thread.handle() {
             Ok(runtime) => {
                 let keeper = ParkedKeeper(Arc::downgrade(&inner));
                 runtime.spawn(async move {
@@ -114,7 +275,12 @@ impl Runner {
             // Not running: nothing could drop parked drivers later, so none may park.
             Err(_) => inner.parked.lock().closed = true,
         }
-        Runner { inner }
+        Core { inner }
+    }
+
+    /// How the runner's thread takes work from its processes.
+    pub(crate) fn spawner(&self) -> &Spawner {
+        &self.inner.spawner
     }
 
     /// Parks a driver whose process waits only on its control requests, unless `stays` no
@@ -139,100 +305,16 @@ impl Runner {
         self.inner.parked.lock().processes.remove(&pid);
     }
 
-    /// The runtime thread the processes run on.
-    pub fn thread(&self) -> &RuntimeThread {
-        &self.inner.thread
-    }
-
-    /// The checkpoint store, if the runner has one.
-    pub fn persister(&self) -> Option<&Arc<dyn Persister>> {
-        self.inner.persister.as_ref()
-    }
-
-    /// Starts `process` and returns its handle.
-    pub fn submit<P: Process>(&self, process: P) -> ProcessHandle {
-        self.submit_with_listeners(process, Vec::new())
-    }
-
-    /// Starts `process` with listeners attached from the beginning (they see `Created`).
-    pub fn submit_with_listeners<P: Process>(
-        &self,
-        process: P,
-        listeners: Vec<Arc<dyn ProcessListener>>,
-    ) -> ProcessHandle {
-        self.start_fresh(process, None, None, listeners)
-    }
-
-    /// Validates `inputs` against `P`'s spec (filling in defaults), builds the process from them
-    /// (its fields are its inputs) and starts it. Invalid inputs are refused before anything
-    /// runs, with the full port path in the error.
-    pub fn launch<P>(&self, inputs: Value) -> Result<ProcessHandle, EngineError>
-    where
-        P: Process + DeserializeOwned,
-    {
-        let (process, inputs) = build_from_inputs::<P>(P::spec(), inputs)?;
-        Ok(self.start_fresh(process, Some(inputs), None, Vec::new()))
-    }
-
-    /// [`launch`](Self::launch) for a work chain, as plumpy launches one with an inputs
-    /// mapping: the inputs are checked against `W`'s spec (defaults filled in), the chain is
-    /// built from them (its fields are its inputs) and starts at the top of its outline.
-    pub fn launch_chain<W>(&self, inputs: Value) -> Result<ProcessHandle, EngineError>
-    where
-        W: WorkChain + DeserializeOwned,
-    {
-        let (chain, inputs) = build_from_inputs::<W>(W::spec(), inputs)?;
-        Ok(self.start_fresh(Chain::new(chain), Some(inputs), None, Vec::new()))
-    }
-
-    /// Runs `process` to the end from synchronous code and returns its outputs; a failure exit
-    /// code, an exception or a kill comes back as an error. Inside a step, launch a child with
-    /// [`Context::launch`] and await it instead.
-    pub fn run<P: Process>(&self, process: P) -> Result<Outputs, EngineError> {
-        self.submit(process).wait()?.into_outputs()
-    }
-
-    /// Registers `P` under [`Persistent::TYPE_NAME`], so that its checkpoints can be loaded.
-    /// Submitting a persisted `P` registers it too; register before loading in a new program.
-    pub fn register<P: Persistent>(&self) {
+    /// See [`Runner::register`].
+    pub(crate) fn register<P: Persistent>(&self) {
         // Every persisted submission registers its type: the common case is a read.
         if !self.inner.types.read().contains_key(P::TYPE_NAME) {
             self.inner.types.write().insert(P::TYPE_NAME, prepare::<P>);
         }
     }
 
-    /// Starts `process` as a persisted process: it is saved before it starts and at every
-    /// state it enters (see the [module docs](super)), and its checkpoint is deleted when it
-    /// ends. Needs a runner built [`with_persister`](Runner::with_persister).
-    pub fn submit_persisted<P: Persistent>(
-        &self,
-        process: P,
-    ) -> Result<ProcessHandle, EngineError> {
-        self.start_persisted(process, None, None)
-    }
-
-    /// [`launch`](Runner::launch) for a persisted process.
-    pub fn launch_persisted<P: Persistent>(
-        &self,
-        inputs: Value,
-    ) -> Result<ProcessHandle, EngineError> {
-        let (process, inputs) = build_from_inputs::<P>(P::spec(), inputs)?;
-        self.start_persisted(process, Some(inputs), None)
-    }
-
-    /// [`launch_chain`](Self::launch_chain), persisted (see
-    /// [`submit_persisted`](Self::submit_persisted)).
-    pub fn launch_chain_persisted<W>(&self, inputs: Value) -> Result<ProcessHandle, EngineError>
-    where
-        W: WorkChain + Serialize + DeserializeOwned,
-    {
-        let (chain, inputs) = build_from_inputs::<W>(W::spec(), inputs)?;
-        self.start_persisted(Chain::new(chain), Some(inputs), None)
-    }
-
-    /// Continues the process saved under `pid` (and the children it waits for) from its
-    /// checkpoint. The step that was running when the checkpoint was taken runs again.
-    pub fn load(&self, pid: Uuid) -> Result<ProcessHandle, EngineError> {
+    /// See [`Runner::load`].
+    fn load(&self, pid: Uuid) -> Result<ProcessHandle, EngineError> {
         if self.running(pid).is_some() {
             return Err(EngineError::AlreadyRunning { pid });
         }
@@ -242,11 +324,8 @@ impl Runner {
             .ok_or(EngineError::Persist(PersistError::NotFound { pid }))
     }
 
-    /// Continues every saved process not already running in this runner, children included
-    /// (a child's handle has [`ProcessStatus::parent`](super::ProcessStatus::parent) set).
-    /// Every checkpoint is read and decoded before any process starts, so a corrupt or unknown
-    /// one stops the load with an error naming it and nothing half-loaded is left running.
-    pub fn load_all(&self) -> Result<Vec<ProcessHandle>, EngineError> {
+    /// See [`Runner::load_all`].
+    fn load_all(&self) -> Result<Vec<ProcessHandle>, EngineError> {
         let pids = self.store()?.list()?;
         self.load_tree(pids)
     }
@@ -389,7 +468,7 @@ impl Runner {
         // A refusal (the thread stopped) drops the driver, which marks the process abandoned.
         let _refused = self
             .inner
-            .thread
+            .spawner
             .spawn_job(drive(process, ctx, start, saver));
         ProcessHandle::new(shared, self.clone())
     }

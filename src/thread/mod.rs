@@ -29,6 +29,8 @@ mod shared;
 #[cfg(all(unix, not(loom)))]
 mod signals;
 #[cfg(not(loom))]
+mod spawner;
+#[cfg(not(loom))]
 mod spin;
 #[cfg(not(loom))]
 mod startup;
@@ -49,6 +51,8 @@ pub use handle::{AbortHandle, TaskHandle};
 pub use report::{StartupOutcome, StartupTaskReport, Stats, StopCause, StopReport};
 #[cfg(not(loom))]
 pub use runtime_thread::{RuntimeThread, StopGuard};
+#[cfg(not(loom))]
+pub(crate) use spawner::Spawner;
 #[cfg(not(loom))]
 pub(crate) use spin::Spin;
 #[cfg(not(loom))]

@@ -24,8 +24,9 @@ use super::report::{StartupTaskReport, Stats, StopCause, StopReport};
 use super::shared::Shared;
 #[cfg(unix)]
 use super::signals::{self, SignalListener, SignalRegistration};
+use super::spawner::Spawner;
 use super::startup::{self, StartupTask};
-use super::task::{Job, Supervised, TaskOutput, report_failure};
+use super::task::{Job, TaskOutput};
 
 /// How long shutdown waits for the blocking pool's idle threads to exit.
 const POOL_EXIT_WAIT: Duration = Duration::from_millis(250);
@@ -197,7 +198,7 @@ impl RuntimeThread {
     {
         let completion = Arc::new(Completion::new());
         let handle = TaskHandle::new(completion.clone(), self.shared.spin.clone());
-        self.submit(future, completion, false);
+        self.shared.submit(future, completion, false);
         handle
     }
 
@@ -210,44 +211,15 @@ impl RuntimeThread {
         F: Future + Send + 'static,
         F::Output: TaskOutput,
     {
-        if let Some(refusal) = self.shared.handoff.refusal() {
-            return Err(refusal);
-        }
-        let completion = Arc::new(Completion::<()>::new());
-        self.submit(report_failure(future), completion.clone(), true);
-        Ok(AbortHandle::new(completion))
-    }
-
-    /// How blocking waiters on this thread's work spin before they sleep.
-    pub(crate) fn spin(&self) -> &Arc<super::spin::Spin> {
-        &self.shared.spin
-    }
-
-    /// Hands `job` to the runtime thread without a handle: the leanest submission, for layers
-    /// above that keep their own completion state (the engine's processes). Refused, the job is
-    /// dropped here, at once.
-    pub(crate) fn spawn_job(
-        &self,
-        job: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), Error> {
-        if let Some(refusal) = self.shared.handoff.refusal() {
-            return Err(refusal);
-        }
-        self.shared.enqueue(Box::pin(job));
-        Ok(())
-    }
-
-    fn submit<F>(&self, future: F, completion: Arc<Completion<F::Output>>, detached: bool)
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        if let Some(refusal) = self.shared.handoff.refusal() {
-            completion.resolve(Err(refusal));
-            return;
-        }
         self.shared
-            .enqueue(Box::pin(Supervised::new(future, completion, detached)));
+            .spawn_reported(future)
+            .map(|completion| AbortHandle::new(completion))
+    }
+
+    /// A way for the layers above to hand this thread work from tasks that run on it, without
+    /// those tasks keeping the thread alive.
+    pub(crate) fn spawner(&self) -> Spawner {
+        Spawner::new(self.shared.clone())
     }
 
     /// Runs the blocking closure `job` on the runtime's blocking pool (the `run_in_executor`
@@ -493,8 +465,11 @@ fn thread_main(shared: Arc<Shared>, ready: SyncSender<Result<(), Error>>) -> Sto
         scheduler: shared.config.flavor == Flavor::CurrentThread,
     }));
     let end = runtime.block_on(serve(&shared, listener, ready));
+    // Still a member while the runtime drops its tasks: a task holding the last handle to this
+    // thread then drops it here, and that handle must not try to join its own thread.
+    let report = shut_down(runtime, &shared, end);
     context::enter(None);
-    shut_down(runtime, &shared, end)
+    report
     // `_registration` drops here, after the runtime: the signals are released last.
 }
 

@@ -1,5 +1,6 @@
 //! State shared between a [`RuntimeThread`](super::RuntimeThread), its OS thread and its tasks.
 
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
@@ -11,11 +12,13 @@ use tokio_util::task::TaskTracker;
 
 use super::blocking::BlockingRegistry;
 use super::builder::Config;
+use super::completion::Completion;
+use super::error::Error;
 use super::handoff::{ChannelQueue, Handoff, StopRequest};
 use super::report::{Stats, StopCause};
 use super::spin::Spin;
 use super::startup::{StartupRecords, StartupTask};
-use super::task::Job;
+use super::task::{Job, Supervised, TaskOutput, report_failure};
 
 pub(crate) struct Shared {
     pub(crate) id: u64,
@@ -123,6 +126,52 @@ impl Shared {
             completed,
             in_flight: submitted.saturating_sub(completed),
         }
+    }
+
+    /// Submits `future` to run supervised, resolving `completion` with its outcome (or at once
+    /// with the refusal, if the thread is not running).
+    pub(crate) fn submit<F>(
+        &self,
+        future: F,
+        completion: Arc<Completion<F::Output>>,
+        detached: bool,
+    ) where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if let Some(refusal) = self.handoff.refusal() {
+            completion.resolve(Err(refusal));
+            return;
+        }
+        self.enqueue(Box::pin(Supervised::new(future, completion, detached)));
+    }
+
+    /// Submits a fire-and-forget `future`, whose failure is logged; its completion is returned
+    /// for cancelling it. Refused at once if the thread is not running.
+    pub(crate) fn spawn_reported<F>(&self, future: F) -> Result<Arc<Completion<()>>, Error>
+    where
+        F: Future + Send + 'static,
+        F::Output: TaskOutput,
+    {
+        if let Some(refusal) = self.handoff.refusal() {
+            return Err(refusal);
+        }
+        let completion = Arc::new(Completion::new());
+        self.submit(report_failure(future), completion.clone(), true);
+        Ok(completion)
+    }
+
+    /// Hands `job` over without a handle: the leanest submission, for layers above that keep
+    /// their own completion state (the engine's processes). Refused, the job is dropped here.
+    pub(crate) fn spawn_job(
+        &self,
+        job: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        if let Some(refusal) = self.handoff.refusal() {
+            return Err(refusal);
+        }
+        self.enqueue(Box::pin(job));
+        Ok(())
     }
 
     /// Queues an accepted job, keeping the counters honest about jobs dropped by a racing close.
