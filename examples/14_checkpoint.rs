@@ -121,19 +121,18 @@ fn first_run(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
 
 fn second_run(dir: &Path) -> Result<(), EngineError> {
     let runner = runner(dir)?;
-    let handles = runner.load_all()?;
+    // The top-level processes come back; their children run under them.
+    let orders = runner.load_all()?;
     println!(
-        "[run 2, pid {}] loaded {} processes",
+        "[run 2, pid {}] loaded {} order(s)",
         std::process::id(),
-        handles.len()
+        orders.len()
     );
-    let (orders, children): (Vec<_>, Vec<_>) = handles
-        .into_iter()
-        .partition(|h| h.status().parent.is_none());
-    for child in &children {
-        child.resume(json!("the manager"))?;
-    }
     for order in orders {
+        for approval in order.children() {
+            approval.resume(json!("the manager"))?;
+        }
+        // Taking the outcome hands it over: only now does the order's checkpoint go.
         let outputs = order.wait()?.into_outputs()?;
         println!("[run 2] order finished: {}", json!(outputs));
     }

@@ -14,8 +14,9 @@ use parking_lot::Mutex;
 use runtime_thread::RuntimeThread;
 use runtime_thread::engine::{
     Chain, Checkpoint, Command, Context, EngineError, Flow, InMemoryPersister, JsonDirPersister,
-    Outline, PersistError, Persistent, Persister, Position, Process, ProcessHandle, ProcessOutcome,
-    ProcessState, Runner, SavedWait, StepError, WorkChain, WorkContext, step, while_,
+    Outline, PersistError, Persistent, Persister, Position, Process, ProcessController,
+    ProcessHandle, ProcessOutcome, ProcessState, Runner, SavedWait, StepError, WorkChain,
+    WorkContext, step, while_,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -279,8 +280,8 @@ impl WorkChain for Fan {
     }
 }
 
-fn resume_all(handles: &[ProcessHandle], value: i64) {
-    for handle in handles {
+fn resume_all(processes: &[ProcessController], value: i64) {
+    for handle in processes {
         until(|| handle.status().awaiting_resume);
         handle.resume(value.into()).unwrap();
     }
@@ -324,26 +325,20 @@ fn a_chain_waiting_on_children_is_checkpointed_reloaded_in_a_new_runner_and_comp
         crash(first);
 
         let second = runner_on(store.clone());
-        let handles = second.load_all().unwrap();
-        assert_eq!(handles.len(), 4);
-        let (top, leaves): (Vec<_>, Vec<_>) = handles
-            .into_iter()
-            .partition(|h| h.status().parent.is_none());
-        assert_eq!(top[0].pid(), parent_pid);
+        // Only the top-level process comes back; its children run under it.
+        let mut handles = second.load_all().unwrap();
+        assert_eq!(handles.len(), 1);
+        let top = handles.remove(0);
+        assert_eq!(top.pid(), parent_pid);
+        let leaves = top.children();
+        assert_eq!(leaves.len(), 3);
         let waiting: Vec<_> = leaves
             .into_iter()
             .filter(|h| !h.status().state.is_terminal())
             .collect();
         assert_eq!(waiting.len(), 2);
         resume_all(&waiting, 10);
-        let outputs = top
-            .into_iter()
-            .next()
-            .unwrap()
-            .wait()
-            .unwrap()
-            .into_outputs()
-            .unwrap();
+        let outputs = top.wait().unwrap().into_outputs().unwrap();
         // Leaves output 3x + 10 for x = 1, 2, 3.
         assert_eq!(outputs["sum"], 3 * (1 + 2 + 3) + 30);
         until(|| store.list().unwrap().is_empty());
@@ -407,7 +402,8 @@ fn checkpoints_are_taken_at_every_state_and_deleted_at_the_end() {
         leaf.resume(0.into()).unwrap();
         let pid = leaf.pid();
         leaf.wait().unwrap();
-        until(|| store.list().unwrap().is_empty());
+        // Handed over when `wait` returned: its checkpoint is gone by then.
+        assert!(store.list().unwrap().is_empty());
         assert!(matches!(
             runner.load(pid).unwrap_err(),
             EngineError::Persist(PersistError::NotFound { .. })
@@ -580,5 +576,125 @@ fn a_timer_wait_survives_a_reload_and_a_future_wait_reruns_its_step() {
                 assert_eq!(outputs["runs"], 1, "the timer's step did not run again");
             }
         }
+    });
+}
+
+/// Until `pid`'s checkpoint holds its outcome.
+fn until_ended_in(store: &dyn Persister, pid: Uuid) {
+    until(|| store.load(pid).is_ok_and(|c| c.outcome.is_some()));
+}
+
+#[test]
+fn an_ended_process_keeps_its_outcome_in_the_store_until_it_is_handed_over() {
+    bounded(QUICK, || {
+        let store = Arc::new(InMemoryPersister::new());
+        let first = runner_on(store.clone());
+        // Ended, and nobody has read the outcome: the program dies now.
+        let unread = first.submit_persisted(Leaf { x: 2, hold: false }).unwrap();
+        let pid = unread.pid();
+        drop(unread);
+        until_ended_in(store.as_ref(), pid);
+        crash(first);
+
+        // The next program finds the outcome, as a finished top-level handle.
+        let second = runner_on(store.clone());
+        let handles = second.load_all().unwrap();
+        assert_eq!(handles.len(), 1);
+        assert!(handles[0].is_finished());
+        // Loaded again, it is still there: only handing it over removes it.
+        drop(handles);
+        let again = second.load(pid).unwrap();
+        let outputs = again.wait().unwrap().into_outputs().unwrap();
+        assert_eq!(outputs["y"], 6);
+        assert!(
+            store.list().unwrap().is_empty(),
+            "handed over, and still saved"
+        );
+    });
+}
+
+#[test]
+fn on_finish_hands_the_outcome_over_after_its_callback_and_forget_without_one() {
+    bounded(QUICK, || {
+        let store = Arc::new(InMemoryPersister::new());
+        let runner = runner_on(store.clone());
+        let leaf = runner.submit_persisted(Leaf { x: 1, hold: true }).unwrap();
+        let (pid, controller) = (leaf.pid(), leaf.controller());
+        until(|| controller.status().awaiting_resume);
+        // Forgetting a process that has not ended is refused.
+        assert!(matches!(
+            runner.forget(pid),
+            Err(EngineError::InvalidState { .. })
+        ));
+        let (seen_tx, seen) = mpsc::channel();
+        let during = store.clone();
+        leaf.on_finish(move |outcome| {
+            // The checkpoint, with the outcome, is still there while the callback runs.
+            let kept = during.load(pid).is_ok_and(|c| c.outcome.is_some());
+            seen_tx.send((outcome.is_ok(), kept)).unwrap();
+        });
+        controller.resume(0.into()).unwrap();
+        assert_eq!(seen.recv_timeout(QUICK).unwrap(), (true, true));
+        until(|| store.list().unwrap().is_empty());
+
+        // A handle dropped unread leaves the outcome; `forget` removes it, and may be repeated.
+        let dropped = runner.submit_persisted(Leaf { x: 3, hold: false }).unwrap();
+        let pid = dropped.pid();
+        drop(dropped);
+        until_ended_in(store.as_ref(), pid);
+        runner.forget(pid).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        runner.forget(pid).unwrap();
+    });
+}
+
+/// A store whose batch saves fail, to see that a failed batch starts nothing.
+struct RefusesBatches(InMemoryPersister);
+
+impl Persister for RefusesBatches {
+    fn save(&self, checkpoint: &Checkpoint) -> Result<(), PersistError> {
+        self.0.save(checkpoint)
+    }
+    fn load(&self, pid: Uuid) -> Result<Checkpoint, PersistError> {
+        self.0.load(pid)
+    }
+    fn list(&self) -> Result<Vec<Uuid>, PersistError> {
+        self.0.list()
+    }
+    fn delete(&self, pid: Uuid) -> Result<(), PersistError> {
+        self.0.delete(pid)
+    }
+    fn save_all(&self, _: Vec<(Uuid, Vec<u8>)>) -> Result<(), PersistError> {
+        Err(PersistError::Store("the disk is full".into()))
+    }
+}
+
+#[test]
+fn a_batch_is_submitted_whole_or_not_at_all() {
+    bounded(QUICK, || {
+        let store = Arc::new(InMemoryPersister::new());
+        let runner = runner_on(store.clone());
+        let leaves = (1..=5).map(|x| Leaf { x, hold: false });
+        let handles = runner.submit_persisted_all(leaves).unwrap();
+        assert_eq!(handles.len(), 5);
+        for (x, handle) in (1..=5).zip(handles) {
+            assert_eq!(handle.wait().unwrap().into_outputs().unwrap()["y"], 3 * x);
+        }
+        assert!(store.list().unwrap().is_empty());
+
+        let refusing = Arc::new(RefusesBatches(InMemoryPersister::new()));
+        let runner = runner_on(refusing.clone());
+        let refused = runner.submit_persisted_all((1..=5).map(|x| Leaf { x, hold: false }));
+        let error = refused.expect_err("refused").to_string();
+        assert!(error.contains("the disk is full"), "{error}");
+        assert!(
+            refusing.list().unwrap().is_empty(),
+            "part of a refused batch was saved"
+        );
+        assert_eq!(
+            runner.thread().stats().submitted,
+            0,
+            "part of a refused batch started"
+        );
     });
 }

@@ -12,8 +12,8 @@
 //!
 //! A persisted process is saved on entering `Running` (before the step, so a crash re-runs it),
 //! on entering `Waiting` (with what it waits on, as data), when it parks paused or is played,
-//! and when it ends (a child keeps its final checkpoint for its parent; a top-level process's
-//! checkpoint is deleted, with those of its ended children).
+//! and when it ends, with its outcome (kept until the parent, or whoever waits for a top-level
+//! process, has it; the checkpoints of its ended children are deleted then).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -510,24 +510,23 @@ impl<P: Process> Driver<P> {
         let Some(saver) = &self.saver else {
             return;
         };
-        let settled = if self.shared.identity.parent.is_some() {
-            // The parent may not have read this outcome yet (or may be reloaded before it does).
-            let checkpoint = CheckpointRef {
-                outcome: Some(outcome),
-                ..checkpoint_of(
-                    &self.shared,
-                    &self.ctx,
-                    outcome.state(),
-                    &self.process,
-                    &Position::Ended,
-                )
-            };
-            saver.save(&checkpoint)
-        } else {
-            saver.store.delete(self.shared.identity.pid)
+        // The final checkpoint keeps the outcome until it is handed over: to the parent, which
+        // deletes it when it ends itself, or to whoever waits for a top-level process (see
+        // `ProcessHandle`). A crash before then loses nothing: a reload finds the outcome.
+        // Its children's checkpoints go below, so it lists none.
+        let checkpoint = CheckpointRef {
+            outcome: Some(outcome),
+            children: Vec::new(),
+            ..checkpoint_of(
+                &self.shared,
+                &self.ctx,
+                outcome.state(),
+                &self.process,
+                &Position::Ended,
+            )
         };
-        if let Err(error) = settled {
-            tracing::error!(pid = %self.shared.identity.pid, %error, "cannot settle an ended process's checkpoint");
+        if let Err(error) = saver.save(&checkpoint) {
+            tracing::error!(pid = %self.shared.identity.pid, %error, "cannot save an ended process's final checkpoint");
         }
         for child in self.shared.children() {
             if child.identity.persisted
@@ -544,9 +543,17 @@ impl<P> Saver<P> {
     /// Encodes and stores; a process that does not encode is the store's `Store` error, as
     /// with [`Checkpoint::to_bytes`](super::checkpoint::Checkpoint::to_bytes) in the stores.
     pub(crate) fn save(&self, checkpoint: &CheckpointRef<'_, P>) -> Result<(), PersistError> {
-        let bytes = (self.encode)(checkpoint)
-            .map_err(|e| PersistError::Store(format!("cannot encode a checkpoint: {e}")))?;
-        self.store.save_bytes(checkpoint.pid, bytes)
+        self.store
+            .save_bytes(checkpoint.pid, self.encode(checkpoint)?)
+    }
+
+    /// A checkpoint's bytes, as the store keeps them.
+    pub(crate) fn encode(
+        &self,
+        checkpoint: &CheckpointRef<'_, P>,
+    ) -> Result<Vec<u8>, PersistError> {
+        (self.encode)(checkpoint)
+            .map_err(|e| PersistError::Store(format!("cannot encode a checkpoint: {e}")))
     }
 }
 

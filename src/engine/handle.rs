@@ -149,10 +149,11 @@ impl ProcessController {
     /// continues with it once played. A process that is not waiting for a resume (running, or
     /// waiting on a timer or a future) refuses it with [`EngineError::InvalidState`].
     pub fn resume(&self, value: Value) -> Result<(), EngineError> {
-        let state = self.shared.state();
-        if state != ProcessState::Waiting || !self.shared.awaiting_resume() {
+        // The wait is armed (and the flag set) just before the process shows `Waiting`: a
+        // resume in between is kept for it, so the flag alone decides, as the status shows it.
+        if !self.shared.awaiting_resume() {
             return Err(EngineError::InvalidState {
-                state,
+                state: self.shared.state(),
                 action: "be resumed (only a process waiting for a resume can)",
             });
         }
@@ -172,6 +173,24 @@ impl ProcessController {
 
 /// A submitted process: wait for its outcome (blocking, bounded, or `.await` from any executor)
 /// and control it. Dropping the handle does not stop the process.
+///
+/// # Outcomes of persisted processes
+///
+/// A top-level persisted process keeps its final checkpoint, with its outcome, until the
+/// outcome is handed over, so that a crash between its end and its waiter never loses it (a
+/// reload returns it as a finished handle). The handle hands it over, and deletes that
+/// checkpoint, when [`wait`](Self::wait) or `.await` returns it, or when the callback of
+/// [`on_finish`](Self::on_finish) (or the future of
+/// [`on_finish_async`](Self::on_finish_async)) has run. A handle dropped without reading the
+/// outcome leaves the checkpoint for a later [`Runner::load`](super::Runner::load) or
+/// [`Runner::forget`](super::Runner::forget).
+///
+/// The deletion is made before `wait` returns: a crash in the instant between the two loses the
+/// outcome with the caller. With a store that commits in groups
+/// (`SqlitePersister::open_batched`) it is committed with the next
+/// group: a crash before that hands the outcome over again after a reload. Where that matters,
+/// [`flush`](super::Persister::flush) the store after taking the outcome, or take it with
+/// `on_finish`, whose callback runs before the deletion.
 ///
 /// The handle reads the outcome from the process's own shared state, so a process costs no
 /// separate completion cell: most of what a waiting process occupies is its driver.
@@ -223,9 +242,13 @@ impl ProcessHandle {
     {
         match self.shared().try_outcome() {
             Some(outcome) => {
+                let ended = outcome.is_ok();
                 let call = std::panic::AssertUnwindSafe(|| callback(settled(outcome)));
                 if std::panic::catch_unwind(call).is_err() {
                     tracing::error!("an on-finish callback panicked");
+                }
+                if ended {
+                    self.runner.handed_over(self.shared());
                 }
             }
             None => self.on_finish_async(move |outcome| {
@@ -244,11 +267,17 @@ impl ProcessHandle {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let shared = self.shared().clone();
+        let runner = self.runner.clone();
         let watcher = async move {
-            let outcome = settled(shared.settled_outcome().await);
-            let call = std::panic::AssertUnwindSafe(async move { callback(outcome).await });
+            let outcome = shared.settled_outcome().await;
+            let ended = outcome.is_ok();
+            let call =
+                std::panic::AssertUnwindSafe(async move { callback(settled(outcome)).await });
             if futures::FutureExt::catch_unwind(call).await.is_err() {
                 tracing::error!("an on-finish callback panicked");
+            }
+            if ended {
+                runner.handed_over(&shared);
             }
         };
         if let Err(error) = self.runner.spawner().spawn_reported(watcher) {
@@ -278,14 +307,25 @@ impl ProcessHandle {
         deadline: Option<std::time::Instant>,
     ) -> Option<Result<ProcessOutcome, EngineError>> {
         let shared = self.shared();
-        if let Some(outcome) = shared.try_outcome() {
-            return Some(settled(outcome));
+        let outcome = match shared.try_outcome() {
+            Some(outcome) => outcome,
+            None => {
+                let spin = self.runner.spawner().spin();
+                match crate::thread::block_safely(|| shared.wait_outcome(spin, deadline)) {
+                    Ok(outcome) => outcome?,
+                    Err(refused) => return Some(Err(EngineError::Thread(refused))),
+                }
+            }
+        };
+        Some(self.deliver(outcome))
+    }
+
+    /// The outcome as the caller gets it; handed over, so its checkpoint may go.
+    fn deliver(&self, outcome: Result<ProcessOutcome, ()>) -> Result<ProcessOutcome, EngineError> {
+        if outcome.is_ok() {
+            self.runner.handed_over(self.shared());
         }
-        let spin = self.runner.spawner().spin();
-        match crate::thread::block_safely(|| shared.wait_outcome(spin, deadline)) {
-            Ok(outcome) => outcome.map(settled),
-            Err(refused) => Some(Err(EngineError::Thread(refused))),
-        }
+        settled(outcome)
     }
 }
 
@@ -321,9 +361,10 @@ impl Future for ProcessHandle {
             let shared = self.shared().clone();
             self.awaiting = Some(Box::pin(async move { shared.settled_outcome().await }));
         }
-        match &mut self.awaiting {
-            Some(awaiting) => awaiting.as_mut().poll(cx).map(settled),
-            None => Poll::Pending,
-        }
+        let outcome = match &mut self.awaiting {
+            Some(awaiting) => std::task::ready!(awaiting.as_mut().poll(cx)),
+            None => return Poll::Pending,
+        };
+        Poll::Ready(self.deliver(outcome))
     }
 }

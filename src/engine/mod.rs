@@ -26,8 +26,9 @@
 //! - on entering `Waiting`, with what it waits on as data: a resume, a wall-clock deadline, or
 //!   children by pid (a wait on an in-memory future cannot be saved: that step runs again);
 //! - when it parks paused and when it is played;
-//! - when it ends: a child keeps a final checkpoint with its outcome, for its parent; a
-//!   top-level process's checkpoint is deleted, with those of its ended children.
+//! - when it ends, with its outcome, kept until the outcome is handed over: to the parent for
+//!   a child, to whoever waits for a top-level process (see [`ProcessHandle`]); the
+//!   checkpoints of its ended children are deleted then.
 //!
 //! A crash loses at most the step that was running: on reload it runs again (at least once), so
 //! steps should be idempotent or tolerate a repeat. Loading needs the type registered by name

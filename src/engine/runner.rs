@@ -214,6 +214,17 @@ impl Runner {
         self.core.start_persisted(process, None, None)
     }
 
+    /// Starts every process of `processes` as [`submit_persisted`](Self::submit_persisted)
+    /// does, after saving their first checkpoints as one: a crash during the submission leaves
+    /// all of them in the store or none, with a store that saves in one transaction (the
+    /// SQLite and in-memory ones; see [`Persister::save_all`]).
+    pub fn submit_persisted_all<P: Persistent>(
+        &self,
+        processes: impl IntoIterator<Item = P>,
+    ) -> Result<Vec<ProcessHandle>, EngineError> {
+        self.core.start_persisted_all(processes)
+    }
+
     /// [`launch`](Runner::launch) for a persisted process.
     pub fn launch_persisted<P: Persistent>(
         &self,
@@ -240,12 +251,31 @@ impl Runner {
         self.core.load(pid)
     }
 
-    /// Continues every saved process not already running in this runner, children included
-    /// (a child's handle has [`ProcessStatus::parent`](super::ProcessStatus::parent) set).
-    /// Every checkpoint is read and decoded before any process starts, so a corrupt or unknown
-    /// one stops the load with an error naming it and nothing half-loaded is left running.
+    /// Continues every saved process not already running in this runner, and returns the
+    /// handles of the top-level ones (their children run too, and are reached through
+    /// [`children`](super::ProcessController::children)). A top-level process that had ended
+    /// comes back as a finished handle with its outcome: see [Outcomes of persisted
+    /// processes](ProcessHandle#outcomes-of-persisted-processes). Every checkpoint is read and
+    /// decoded before any process starts, so a corrupt or unknown one stops the load with an
+    /// error naming it and nothing half-loaded is left running.
     pub fn load_all(&self) -> Result<Vec<ProcessHandle>, EngineError> {
-        self.core.load_all()
+        let handles = self.core.load_all()?;
+        Ok(handles
+            .into_iter()
+            .filter(|handle| handle.status().parent.is_none())
+            .collect())
+    }
+
+    /// Deletes the checkpoint of an ended process whose outcome was not handed over through
+    /// a handle (the handle was dropped unread, or the outcome was read and kept elsewhere).
+    /// A pid the store does not hold is not an error.
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::InvalidState` for a process that has not ended (kill it, or let it end,
+    /// first); the store's failure.
+    pub fn forget(&self, pid: Uuid) -> Result<(), EngineError> {
+        self.core.forget(pid)
     }
 }
 
@@ -276,6 +306,19 @@ impl Core {
             Err(_) => inner.parked.lock().closed = true,
         }
         Core { inner }
+    }
+
+    /// Deletes the final checkpoint of a top-level persisted process whose outcome a handle
+    /// has just handed over (once; a failure is logged: the outcome is delivered anyway).
+    pub(crate) fn handed_over(&self, shared: &ProcessShared) {
+        if !shared.hand_over() {
+            return;
+        }
+        if let Some(store) = &self.inner.persister
+            && let Err(error) = store.delete(shared.identity.pid)
+        {
+            tracing::error!(pid = %shared.identity.pid, %error, "cannot delete the checkpoint of a process whose outcome was handed over");
+        }
     }
 
     /// How the runner's thread takes work from its processes.
@@ -322,6 +365,26 @@ impl Core {
             .into_iter()
             .find(|handle| handle.pid() == pid)
             .ok_or(EngineError::Persist(PersistError::NotFound { pid }))
+    }
+
+    /// See [`Runner::forget`].
+    fn forget(&self, pid: Uuid) -> Result<(), EngineError> {
+        let store = self.store()?;
+        let checkpoint = match store.load(pid) {
+            Ok(checkpoint) => checkpoint,
+            Err(PersistError::NotFound { .. }) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        if !checkpoint.state.is_terminal() {
+            return Err(EngineError::InvalidState {
+                state: checkpoint.state,
+                action: "be forgotten (only an ended process can)",
+            });
+        }
+        if let Some(live) = self.live(pid) {
+            live.hand_over();
+        }
+        Ok(store.delete(pid)?)
     }
 
     /// See [`Runner::load_all`].
@@ -441,20 +504,65 @@ impl Core {
         inputs: Option<Value>,
         parent: Option<Uuid>,
     ) -> Result<ProcessHandle, EngineError> {
+        let created = self.create_persisted(process, inputs, parent)?;
+        // Saved before anything runs, so even a crash before the first step loses nothing.
+        created
+            .saver
+            .store
+            .save_bytes(created.pid(), created.bytes.clone())?;
+        Ok(self.start_created(created))
+    }
+
+    /// Starts `processes`, after saving all their first checkpoints as one (see
+    /// [`Persister::save_all`]): a crash during the submission leaves all of them or none.
+    pub(crate) fn start_persisted_all<P: Persistent>(
+        &self,
+        processes: impl IntoIterator<Item = P>,
+    ) -> Result<Vec<ProcessHandle>, EngineError> {
+        let created = (processes.into_iter())
+            .map(|process| self.create_persisted(process, None, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = self.store()?;
+        store.save_all(created.iter().map(|c| (c.pid(), c.bytes.clone())).collect())?;
+        Ok(created.into_iter().map(|c| self.start_created(c)).collect())
+    }
+
+    /// A persisted process ready to start, with the bytes of its first checkpoint.
+    fn create_persisted<P: Persistent>(
+        &self,
+        process: P,
+        inputs: Option<Value>,
+        parent: Option<Uuid>,
+    ) -> Result<Created<P>, EngineError> {
         let store = self.store()?;
         self.register::<P>();
         let identity = Identity::new(P::TYPE_NAME, parent, true);
         let shared = Arc::new(ProcessShared::new(identity, Restored::FRESH, Vec::new()));
         let ctx = Context::new(shared.clone(), self.clone(), P::spec(), inputs);
         let first = process.first_step().to_owned();
-        // Saved before anything runs, so even a crash before the first step loses nothing.
         let start = Start::Step(first.clone());
         let saver = saver(store, &start);
         let position = Position::Step { step: first };
         let state = ProcessState::Created;
-        saver.save(&checkpoint_of(&shared, &ctx, state, &process, &position))?;
-        self.track(&shared);
-        Ok(self.spawn(process, ctx, start, Some(saver)))
+        let bytes = saver.encode(&checkpoint_of(&shared, &ctx, state, &process, &position))?;
+        Ok(Created {
+            process,
+            ctx,
+            start,
+            saver,
+            bytes,
+        })
+    }
+
+    /// Starts a created process, whose first checkpoint is saved.
+    fn start_created<P: Persistent>(&self, created: Created<P>) -> ProcessHandle {
+        self.track(created.ctx.shared());
+        (self).spawn(
+            created.process,
+            created.ctx,
+            created.start,
+            Some(created.saver),
+        )
     }
 
     fn spawn<P: Process>(
@@ -492,6 +600,21 @@ impl Core {
     fn running(&self, pid: Uuid) -> Option<Arc<ProcessShared>> {
         self.live(pid)
             .filter(|shared| !shared.state().is_terminal())
+    }
+}
+
+/// A persisted process made but not started: what it needs to start, and its first checkpoint.
+struct Created<P> {
+    process: P,
+    ctx: Context,
+    start: Start,
+    saver: Saver<P>,
+    bytes: Vec<u8>,
+}
+
+impl<P> Created<P> {
+    fn pid(&self) -> Uuid {
+        self.ctx.shared().identity.pid
     }
 }
 

@@ -109,6 +109,8 @@ pub(crate) struct ProcessShared {
     ended: Condvar,
     /// Set once the outcome is published: what a blocking waiter spins on before it sleeps.
     published: AtomicBool,
+    /// Set once a handle has handed the outcome over (and its checkpoint may go).
+    handed_over: AtomicBool,
     listeners: Vec<Arc<dyn ProcessListener>>,
 }
 
@@ -136,6 +138,7 @@ impl ProcessShared {
             }),
             ended: Condvar::new(),
             published: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             listeners,
         };
         let state = from.state;
@@ -414,6 +417,16 @@ impl ProcessShared {
         self.ended.notify_all();
         // The same `Notify` as for control changes: one fewer per process; waiters re-check.
         self.changed.notify_waiters();
+    }
+
+    /// True the first time it is called for a process whose outcome a persisted checkpoint
+    /// keeps for whoever waits (a top-level persisted process): that checkpoint may go now.
+    pub(crate) fn hand_over(&self) -> bool {
+        self.identity.persisted
+            && self.identity.parent.is_none()
+            && !self
+                .handed_over
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// Asks a live process to stop gracefully (as [`ProcessController::kill`] does).

@@ -38,6 +38,16 @@ impl Persister for InMemoryPersister {
         Ok(())
     }
 
+    fn save_all(&self, checkpoints: Vec<(Uuid, Vec<u8>)>) -> Result<(), PersistError> {
+        let mut saved = self.saved.lock();
+        // The replaced bytes are dropped outside the lock.
+        let _old: Vec<_> = checkpoints
+            .into_iter()
+            .filter_map(|(pid, bytes)| saved.insert(pid, bytes))
+            .collect();
+        Ok(())
+    }
+
     fn load(&self, pid: Uuid) -> Result<Checkpoint, PersistError> {
         let bytes = self
             .saved

@@ -34,6 +34,27 @@ pub trait Persister: Send + Sync + 'static {
     fn save_bytes(&self, pid: Uuid, bytes: Vec<u8>) -> Result<(), PersistError> {
         self.save(&decode(pid, &bytes)?)
     }
+
+    /// Saves several checkpoints, given as their encodings, as one: all of them or, if the
+    /// store fails or the program dies meanwhile, none, in a store that can (the SQLite store
+    /// and the in-memory one do). By default they are saved one by one, which a crash can cut
+    /// short.
+    fn save_all(&self, checkpoints: Vec<(Uuid, Vec<u8>)>) -> Result<(), PersistError> {
+        for (pid, bytes) in checkpoints {
+            self.save_bytes(pid, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every save and delete made so far is durable, for a store that commits
+    /// after it returns (SQLite with group commit); by default there is nothing to wait for.
+    ///
+    /// # Errors
+    ///
+    /// The store's failure to commit.
+    fn flush(&self) -> Result<(), PersistError> {
+        Ok(())
+    }
 }
 
 /// A store's failure.
