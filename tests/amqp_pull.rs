@@ -31,15 +31,21 @@ async fn consumers(channel: &lapin::Channel, queue: &str) -> u32 {
         .consumer_count()
 }
 
+/// Two connections on names of this test's own (`prefix`): one pulls, one sends.
+async fn puller_and_sender() -> (String, AmqpCommunicator, AmqpCommunicator) {
+    let prefix = broker::unique();
+    let config = broker::named(&prefix).testing_mode(true);
+    let puller = AmqpCommunicator::connect(config.clone()).await.unwrap();
+    let sender = AmqpCommunicator::connect(config).await.unwrap();
+    (prefix, puller, sender)
+}
+
 #[test]
 #[ignore = "needs the project's RabbitMQ node: scripts/test runs it"]
 fn a_waiting_pull_is_a_consumer_of_its_queue_and_gets_a_task_at_once() {
     bounded(Duration::from_secs(60), || {
         runtime().block_on(async {
-            let prefix = broker::unique();
-            let config = broker::named(&prefix).testing_mode(true);
-            let puller = AmqpCommunicator::connect(config.clone()).await.unwrap();
-            let sender = AmqpCommunicator::connect(config).await.unwrap();
+            let (prefix, puller, sender) = puller_and_sender().await;
             let raw = Connection::connect(&broker::url(), ConnectionProperties::default())
                 .await
                 .unwrap();
@@ -112,10 +118,7 @@ fn a_waiting_pull_is_a_consumer_of_its_queue_and_gets_a_task_at_once() {
 fn a_pull_that_times_out_leaves_no_consumer_and_loses_no_task() {
     bounded(Duration::from_secs(60), || {
         runtime().block_on(async {
-            let prefix = broker::unique();
-            let config = broker::named(&prefix).testing_mode(true);
-            let puller = AmqpCommunicator::connect(config.clone()).await.unwrap();
-            let sender = AmqpCommunicator::connect(config).await.unwrap();
+            let (_, puller, sender) = puller_and_sender().await;
             for _ in 0..20 {
                 let empty = puller.next_task("late", Duration::from_millis(5)).await;
                 assert!(empty.is_err());

@@ -114,3 +114,49 @@ fn dropping_the_last_runner_stops_its_thread_and_abandons_its_processes() {
         );
     });
 }
+
+#[test]
+fn a_runtime_thread_that_drops_its_own_last_handle_at_shutdown_ends_cleanly() {
+    let _turn = COUNTING.lock().unwrap_or_else(|p| p.into_inner());
+    bounded(QUICK, || {
+        // A panic on the runtime thread (a thread joining itself) is counted here.
+        let panics = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = panics.clone();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() == Some("self-held") {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+        let before = os_threads();
+        let rt = std::sync::Arc::new(
+            RuntimeThread::builder()
+                .name("self-held")
+                .grace_period(Duration::from_millis(10))
+                .start()
+                .unwrap(),
+        );
+        // The only other handle lives in a task that never ends: the stop drops it, on the
+        // runtime thread, as the last one.
+        let held = rt.clone();
+        rt.spawn_threadsafe(async move {
+            let _held = held;
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+        rt.request_stop();
+        drop(rt);
+        let after = settles_to_at_most(before);
+        let _ = std::panic::take_hook();
+        assert_eq!(
+            panics.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the thread panicked"
+        );
+        assert!(
+            after <= before,
+            "the runtime thread never ended: {after} > {before}"
+        );
+    });
+}
