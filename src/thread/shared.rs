@@ -177,7 +177,10 @@ impl Shared {
     /// Queues an accepted job, keeping the counters honest about jobs dropped by a racing close.
     pub(crate) fn enqueue(&self, job: Job) {
         self.counters.submitted.fetch_add(1, Relaxed);
-        self.spin.record_submitter();
+        // Work the runtime's own tasks submit says nothing about where the next caller runs.
+        if !super::context::belongs_to(self.id) {
+            self.spin.record_submitter();
+        }
         let dropped = self.handoff.push(job);
         self.counters.add_completed(dropped);
     }

@@ -37,7 +37,7 @@ pub(crate) struct Spin {
     /// its own, away from the `Arc`'s counts that every handle changes: the reader of one
     /// should not lose its copy whenever the other side submits or drops a handle.
     runtime_cpu: CachePadded<CpuCell>,
-    /// The CPU the last submitting thread ran on.
+    /// The CPU the last thread that submitted from outside the runtime ran on.
     submitter_cpu: CachePadded<CpuCell>,
 }
 
@@ -62,7 +62,7 @@ impl Spin {
         self.idle
     }
 
-    /// Called by every submitting thread.
+    /// Called by every thread that submits from outside the runtime.
     pub(crate) fn record_submitter(&self) {
         self.submitter_cpu.record();
     }
