@@ -169,8 +169,13 @@ impl Db {
         // Replaces SQLite's automatic checkpoint, which would run inside the commit.
         db.connection
             .get_mut()
-            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages| {
-                if pages >= CHECKPOINT_PAGES {
+            .wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages| {
+                if pages >= MOST_LOG_PAGES {
+                    // The checkpointer cannot catch up with a writer that never pauses (a
+                    // log is only restarted once it is wholly copied): copy the rest here,
+                    // rarely, so that the log stays bounded.
+                    let _ = wal.checkpoint_v2(CheckpointMode::PASSIVE);
+                } else if pages >= CHECKPOINT_PAGES {
                     requests.request();
                 }
                 Ok(())
@@ -258,8 +263,15 @@ impl Db {
 /// default for its automatic checkpoint).
 const CHECKPOINT_PAGES: std::ffi::c_int = 1000;
 
+/// The length from which a commit copies the rest of the log itself: ten times the
+/// checkpointer's threshold, so a writer that never pauses pays for a checkpoint in one commit
+/// in ten thousand pages instead of one in a thousand, and the log stays under about 40 MB.
+const MOST_LOG_PAGES: std::ffi::c_int = 10 * CHECKPOINT_PAGES;
+
 /// The thread that checkpoints the write-ahead log into the database, on its own connection,
 /// when a commit asks for it; writers go on meanwhile (a passive checkpoint waits for nobody).
+/// It goes on until the log is wholly copied or a pass makes no progress, because only a
+/// wholly copied log starts again from its beginning instead of growing.
 struct Checkpointer {
     requests: Arc<Requests>,
     thread: Option<JoinHandle<()>>,
@@ -298,17 +310,23 @@ impl Requests {
 
 impl Checkpointer {
     fn start(connection: Connection) -> Result<Self, PersistError> {
+        // A connection learns that the database is in WAL mode when it first reads it; until
+        // then a checkpoint on it does nothing.
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .map_err(store_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(PersistError::Store(format!(
+                "the database is in journal mode {mode}, not WAL"
+            )));
+        }
         let requests = Arc::new(Requests::default());
         let asked = requests.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpointer".into())
             .spawn(move || {
                 while asked.next() {
-                    if let Err(error) =
-                        connection.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE)
-                    {
-                        tracing::warn!(%error, "the write-ahead log could not be checkpointed; it keeps growing until it can");
-                    }
+                    catch_up(&connection);
                 }
             })
             .map_err(|e| PersistError::Store(format!("cannot start the checkpointer: {e}")))?;
@@ -316,6 +334,22 @@ impl Checkpointer {
             requests,
             thread: Some(thread),
         })
+    }
+}
+
+/// Copies the log into the database, pass after pass, until it is wholly copied (the next
+/// write then starts the log again) or a pass copies nothing new.
+fn catch_up(connection: &Connection) {
+    let mut copied = -1;
+    loop {
+        match connection.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
+            Ok((log, done)) if done < log && done > copied => copied = done,
+            Ok(_) => return,
+            Err(error) => {
+                tracing::warn!(%error, "the write-ahead log could not be checkpointed; a later commit will");
+                return;
+            }
+        }
     }
 }
 
@@ -543,6 +577,37 @@ mod tests {
                 "round {round}: the table is not the result of a prefix of the writes"
             );
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The write-ahead log is copied into the database by the store's own thread, not left
+    /// to grow, and not inside a commit.
+    #[test]
+    fn the_checkpointer_moves_the_log_into_the_database() {
+        let dir = std::env::temp_dir().join(format!("sqlite-wal-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.sqlite");
+        let store = SqlitePersister::open(&path).unwrap();
+        let pids: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
+        // Far more pages than one checkpoint's worth.
+        for n in 0..3000 {
+            let body = format!("{n:04096}");
+            store
+                .put_raw(pids[n % pids.len()], body.as_bytes())
+                .unwrap();
+        }
+        // Nothing tells when a checkpoint is done: watch the file, within a bound.
+        let size = || std::fs::metadata(&path).map_or(0, |m| m.len());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size() < 50 * 4096 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(
+            size() >= 50 * 4096,
+            "nothing was checkpointed: the database holds {} bytes",
+            size()
+        );
+        drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
