@@ -31,6 +31,16 @@ async fn consumers(channel: &lapin::Channel, queue: &str) -> u32 {
         .consumer_count()
 }
 
+/// Waits until `queue` has `count` consumers, or fails with `otherwise` after five seconds:
+/// the broker's count is the only place where a consumer shows, so it is asked again and again.
+async fn until_consumers(channel: &lapin::Channel, queue: &str, count: u32, otherwise: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while consumers(channel, queue).await != count {
+        assert!(Instant::now() < deadline, "{otherwise}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Two connections on names of this test's own (`prefix`): one pulls, one sends.
 async fn puller_and_sender() -> (String, AmqpCommunicator, AmqpCommunicator) {
     let prefix = broker::unique();
@@ -67,16 +77,14 @@ fn a_waiting_pull_is_a_consumer_of_its_queue_and_gets_a_task_at_once() {
                     let puller = puller.clone();
                     async move { puller.next_task("pull", Duration::from_secs(20)).await }
                 });
-                // The broker's count is the only place where a consumer shows: ask until it
-                // does, within a bound (a polling pull never shows at all).
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while consumers(&channel, &queue).await != 1 {
-                    assert!(
-                        Instant::now() < deadline,
-                        "a waiting pull is not a consumer of its queue: it polls"
-                    );
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
+                // A polling pull never shows as a consumer at all.
+                until_consumers(
+                    &channel,
+                    &queue,
+                    1,
+                    "a waiting pull is not a consumer: it polls",
+                )
+                .await;
                 let sent = Instant::now();
                 sender
                     .task_send_with("pull", json!(i), true, None)
@@ -88,14 +96,7 @@ fn a_waiting_pull_is_a_consumer_of_its_queue_and_gets_a_task_at_once() {
                 task.complete(json!(null)).await;
             }
             // The pull's consumer is cancelled once it has its task.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while consumers(&channel, &queue).await != 0 {
-                assert!(
-                    Instant::now() < deadline,
-                    "a finished pull's consumer stayed"
-                );
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+            until_consumers(&channel, &queue, 0, "a finished pull's consumer stayed").await;
             latencies.sort();
             let median = latencies[PULLS / 2];
             eprintln!(
