@@ -21,6 +21,9 @@
 //! `messaging` (RPC, broadcasts and task queues, kiwipy-style); and the engine, `engine`
 //! (plumpy-style processes; in progress).
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+// docs.rs (nightly, `--cfg docsrs`) marks the items of each cargo feature with it.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(rust_2018_idioms, unreachable_pub)]
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 

@@ -54,6 +54,7 @@ pub use outline::{
     Branch, Ctx, Instruction, Outline, Predicate, Stepper, if_, return_, return_code, step, while_,
 };
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use persist::SqlitePersister;
 pub use persist::{InMemoryPersister, JsonDirPersister, PersistError, Persister};
 pub use workchain::{Chain, Flow, WorkChain, WorkContext, store_child_result};

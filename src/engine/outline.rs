@@ -39,6 +39,32 @@ pub enum Instruction<W> {
     Invalid(String),
 }
 
+impl<W> std::fmt::Debug for Instruction<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Instruction::Step(name) => f.debug_tuple("Step").field(name).finish(),
+            Instruction::If {
+                branches,
+                otherwise,
+            } => {
+                let branches: Vec<_> = branches
+                    .iter()
+                    .map(|(name, _, block)| (name, block))
+                    .collect();
+                f.debug_struct("If")
+                    .field("branches", &branches)
+                    .field("otherwise", otherwise)
+                    .finish()
+            }
+            Instruction::While(name, _, block) => {
+                f.debug_tuple("While").field(name).field(block).finish()
+            }
+            Instruction::Return(code) => f.debug_tuple("Return").field(code).finish(),
+            Instruction::Invalid(why) => f.debug_tuple("Invalid").field(why).finish(),
+        }
+    }
+}
+
 /// Runs the step called `name`.
 pub fn step<W>(name: &'static str) -> Instruction<W> {
     Instruction::Step(name)
@@ -142,6 +168,12 @@ impl<W> Instruction<W> {
 /// ```
 pub struct Outline<W> {
     block: Vec<Instruction<W>>,
+}
+
+impl<W> std::fmt::Debug for Outline<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.block).finish()
+    }
 }
 
 impl<W> Outline<W> {

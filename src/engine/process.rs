@@ -58,6 +58,17 @@ pub enum WaitOn {
     Children(Vec<ChildRef>),
 }
 
+impl std::fmt::Debug for WaitOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitOn::Resume => f.write_str("Resume"),
+            WaitOn::Timer(delay) => f.debug_tuple("Timer").field(delay).finish(),
+            WaitOn::Future(_) => f.write_str("Future(..)"),
+            WaitOn::Children(children) => f.debug_tuple("Children").field(children).finish(),
+        }
+    }
+}
+
 impl Command {
     /// Run `step` next.
     pub fn next(step: impl Into<StepName>) -> Self {
@@ -265,6 +276,16 @@ pub struct Context {
     pub(crate) resumed: Option<Box<Resumed>>,
     /// The first output that failed its port's checks; the step then ends the process excepted.
     pub(crate) invalid_output: Option<Box<PortError>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("pid", &self.shared.identity.pid)
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Context {

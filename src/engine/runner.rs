@@ -42,6 +42,16 @@ pub struct Runner {
     hold: Arc<Hold>,
 }
 
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("thread", &self.hold.thread)
+            .field("owns_thread", &self.hold.owns_thread)
+            .field("persisted", &self.core.inner.persister.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// What only the user's runners hold: the thread, and whether to stop it with the last one.
 struct Hold {
     thread: Arc<RuntimeThread>,

@@ -123,6 +123,16 @@ pub struct WorkContext<'a> {
     awaiting: Vec<ChildRef>,
 }
 
+impl std::fmt::Debug for WorkContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkContext")
+            .field("ctx", &self.ctx)
+            .field("process", &self.process)
+            .field("awaiting", &self.awaiting)
+            .finish()
+    }
+}
+
 impl WorkContext<'_> {
     /// The chain's context (persisted; children's results are stored here).
     pub fn ctx(&self) -> &Ctx {
@@ -184,6 +194,16 @@ pub struct Chain<W> {
     chain: W,
     ctx: Ctx,
     stepper: Stepper,
+}
+
+impl<W: WorkChain> std::fmt::Debug for Chain<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain")
+            .field("type", &std::any::type_name::<W>())
+            .field("ctx", &self.ctx)
+            .field("position", &self.position())
+            .finish()
+    }
 }
 
 /// The single step name of a chain's driver; the real position is the stepper's.

@@ -32,6 +32,12 @@ type BroadcastFn = dyn Fn(Broadcast) -> BoxFuture<'static, ()> + Send + Sync;
 #[derive(Clone)]
 pub struct Handler(Arc<HandlerFn>);
 
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handler(..)")
+    }
+}
+
 impl Handler {
     /// A handler from a synchronous closure. It runs on the communicator's runtime: keep it short.
     pub fn sync<F, R>(handler: F) -> Self
@@ -86,6 +92,12 @@ fn panicked(payload: &(dyn std::any::Any + Send)) -> Response {
 /// subscriber keeps receiving.
 #[derive(Clone)]
 pub struct BroadcastHandler(Arc<BroadcastFn>);
+
+impl std::fmt::Debug for BroadcastHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BroadcastHandler(..)")
+    }
+}
 
 impl BroadcastHandler {
     /// From a synchronous closure.

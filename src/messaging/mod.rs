@@ -5,6 +5,7 @@
 //! Messages are JSON-like [`Value`]s; [`to_value`] and [`from_value`] convert typed data.
 
 #[cfg(feature = "amqp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]
 pub mod amqp;
 mod communicator;
 mod error;

@@ -40,6 +40,16 @@ pub struct SyncCommunicator<C: Communicator = LocalCommunicator> {
     owns_thread: bool,
 }
 
+impl<C: Communicator + std::fmt::Debug> std::fmt::Debug for SyncCommunicator<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncCommunicator")
+            .field("inner", &self.inner)
+            .field("thread", &self.thread)
+            .field("owns_thread", &self.owns_thread)
+            .finish()
+    }
+}
+
 impl SyncCommunicator<LocalCommunicator> {
     /// An in-process broker on a runtime thread of its own, which [`close`](Self::close) stops.
     pub fn local() -> Result<Self, Error> {

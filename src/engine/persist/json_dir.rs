@@ -12,6 +12,7 @@ use crate::engine::checkpoint::Checkpoint;
 /// One `<pid>.json` file per process. A save writes a temporary file in the same directory,
 /// flushes it to disk and renames it over the old one, so a crash leaves either the old
 /// checkpoint or the new one, never half of one.
+#[derive(Debug)]
 pub struct JsonDirPersister {
     dir: PathBuf,
 }

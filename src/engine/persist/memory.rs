@@ -15,6 +15,14 @@ pub struct InMemoryPersister {
     saved: Mutex<HashMap<Uuid, Vec<u8>>>,
 }
 
+impl std::fmt::Debug for InMemoryPersister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryPersister")
+            .field("checkpoints", &self.saved.lock().len())
+            .finish()
+    }
+}
+
 impl InMemoryPersister {
     /// An empty store.
     pub fn new() -> Self {

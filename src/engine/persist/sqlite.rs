@@ -52,6 +52,14 @@ pub struct SqlitePersister {
     batcher: Option<Batcher>,
 }
 
+impl std::fmt::Debug for SqlitePersister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlitePersister")
+            .field("group_commit", &self.batcher.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 fn store_error(error: rusqlite::Error) -> PersistError {
     PersistError::Store(format!("sqlite: {error}"))
 }

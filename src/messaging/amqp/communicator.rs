@@ -65,6 +65,17 @@ pub struct AmqpCommunicator {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for AmqpCommunicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpCommunicator")
+            .field("config", &self.inner.config)
+            .field("connected", &self.is_connected())
+            .field("connections", &self.connections())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
 struct Inner {
     config: AmqpConfig,
     /// kiwipy's `host` of task replies.
