@@ -340,10 +340,7 @@ fn refused_credentials_and_unreachable_brokers_are_clear_errors_that_hide_the_pa
                 !shown.contains("s3cret-pw") && shown.contains("guest:***"),
                 "{shown}"
             );
-            let error = AmqpCommunicator::connect(wrong)
-                .await
-                .err()
-                .expect("refused");
+            let error = AmqpCommunicator::connect(wrong).await.expect_err("refused");
             let text = error.to_string();
             assert!(matches!(error, Error::Broker { .. }), "{text}");
             assert!(!text.contains("s3cret-pw"), "the password leaked: {text}");
@@ -353,8 +350,7 @@ fn refused_credentials_and_unreachable_brokers_are_clear_errors_that_hide_the_pa
                 .connect_timeout(Duration::from_secs(5));
             let error = AmqpCommunicator::connect(nowhere)
                 .await
-                .err()
-                .expect("unreachable");
+                .expect_err("unreachable");
             let text = error.to_string();
             assert!(
                 text.contains("127.0.0.1:1") && !text.contains("hunter2"),

@@ -139,8 +139,7 @@ fn a_broker_restart_while_rpcs_tasks_and_broadcasts_flow_loses_no_task() {
             let quick = config.clone().connect_timeout(Duration::from_secs(2));
             let refused = AmqpCommunicator::connect(quick)
                 .await
-                .err()
-                .expect("broker is down");
+                .expect_err("broker is down");
             assert!(matches!(refused, Error::Broker { .. }), "{refused}");
             let call = bystander.rpc_send_with("echo", json!(0), Some(Duration::from_millis(500)));
             let outcome = call.await;
