@@ -6,6 +6,11 @@
 //! runtime; any thread can hand it futures and blocking closures and wait for, poll, cancel or `.await`
 //! the results. Stopping is graceful, bounded in time and reports what it had to abandon.
 //!
+//! ```toml
+//! [dependencies]
+//! runtime-thread = "0.1"  # features = ["sqlite", "amqp"] for the SQLite store and RabbitMQ
+//! ```
+//!
 //! ```
 //! use runtime_thread::RuntimeThread;
 //!
@@ -17,9 +22,32 @@
 //! # Ok::<(), runtime_thread::Error>(())
 //! ```
 //!
-//! The crate is built in layers, each on the one below: the core, [`thread`]; the messaging layer,
-//! `messaging` (RPC, broadcasts and task queues, kiwipy-style); and the engine, `engine`
-//! (plumpy-style processes; in progress).
+//! # Layers
+//!
+//! Each layer is built on the ones before it, and none reaches up.
+//!
+//! | layer | module | what it gives |
+//! |---|---|---|
+//! | core | [`thread`] (its items are re-exported at the root) | [`RuntimeThread`]: submission from any thread, handles that always resolve, startup tasks, blocking jobs, signals, a bounded stop |
+//! | messaging | [`messaging`] | kiwipy's model: RPC, broadcasts and task queues behind one trait, in process or over RabbitMQ, from async code or plain threads |
+//! | engine | [`engine`] | plumpy's model: processes as state machines of async steps, specs and ports, work chains, children, checkpoints |
+//!
+//! # Cargo features
+//!
+//! | feature | adds |
+//! |---|---|
+//! | (none) | the three layers, with the in-process broker and the in-memory and JSON-directory checkpoint stores |
+//! | `sqlite` | `engine::SqlitePersister`: checkpoints in SQLite (bundled), one commit per save or group commit |
+//! | `amqp` | `messaging::amqp`: the RabbitMQ transport, wire-compatible with kiwipy 0.9 (lapin) |
+//!
+//! # Examples
+//!
+//! The repository's `examples/` teach async Rust step by step, each a short program whose
+//! comments explain one idea: `01_start_stop` to `07_daemon` the core (round trips, guards,
+//! startup tasks, many tasks, blocking jobs, a daemon's `main`), `08_rpc` to `10_task_queue`
+//! messaging, `11_simple_process` to `14_checkpoint` the engine (processes, work chains,
+//! control, a checkpoint continued in a new OS process), and `15_rabbitmq` two processes over
+//! RabbitMQ. `cargo run --example 03_run_threadsafe` is the main demo.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 // docs.rs (nightly, `--cfg docsrs`) marks the items of each cargo feature with it.

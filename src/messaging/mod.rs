@@ -1,8 +1,67 @@
 //! The messaging layer (the kiwipy analogue): RPC, broadcasts and task queues behind one
-//! [`Communicator`] trait, with an in-process broker ([`LocalCommunicator`]) and a synchronous
-//! communicator for plain threads ([`SyncCommunicator`]), built on the core layer.
+//! [`Communicator`] trait, with an in-process broker ([`LocalCommunicator`]), RabbitMQ
+//! ([`amqp`], feature `amqp`) and a synchronous communicator for plain threads
+//! ([`SyncCommunicator`]), built on the core layer.
 //!
-//! Messages are JSON-like [`Value`]s; [`to_value`] and [`from_value`] convert typed data.
+//! `Communicator` is kiwipy's model as a trait: RPC, broadcasts and task queues, with JSON-like
+//! messages (`serde_json::Value`, and `to_value`/`from_value` for typed data). `LocalCommunicator` is
+//! the in-process broker; `AmqpCommunicator` (feature `amqp`) goes through RabbitMQ; `SyncCommunicator`
+//! drives either from plain threads through a `RuntimeThread` and returns the core's `TaskHandle`s. Handlers are plain or async closures; they may answer with a value, an error, a rejection,
+//! or an answer that comes later (`Response::later`, `Response::deferred`).
+//!
+//! ```rust
+//! use std::time::Duration;
+//! use runtime_thread::messaging::{
+//!     Broadcast, BroadcastFilter, BroadcastHandler, Handler, Response, SyncCommunicator,
+//!     TaskSubscriberOptions, Value,
+//! };
+//! use serde_json::json;
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let comm = SyncCommunicator::local()?;
+//!
+//!     // RPC: a named subscriber, a request, the answer (or Unroutable, Remote, Timeout...).
+//!     comm.add_rpc_subscriber("square", Handler::sync(|v: Value| json!(v.as_i64().unwrap_or(0).pow(2))))
+//!         .wait()??;
+//!     assert_eq!(comm.rpc_send("square", json!(7)).wait()??, json!(49));
+//!
+//!     // Broadcasts: to everyone whose filter passes (`*` wildcards, whole-string match).
+//!     comm.add_broadcast_subscriber(
+//!         BroadcastFilter::new().subject("order.*"),
+//!         BroadcastHandler::sync(|b: Broadcast| println!("heard {:?}", b.subject)),
+//!     )
+//!     .wait()??;
+//!     comm.broadcast_send(Broadcast::new("details").subject("order.created").sender("shop"))
+//!         .wait()??;
+//!
+//!     // Task queues: each task to exactly one worker, acknowledged once answered.
+//!     comm.add_task_subscriber(
+//!         "jobs",
+//!         Handler::sync(|task: Value| match task.as_i64() {
+//!             Some(n) => Response::Value(json!(n + 1)),
+//!             None => Response::Rejected, // offered to another worker instead
+//!         }),
+//!         TaskSubscriberOptions { prefetch: 4 },
+//!     )
+//!     .wait()??;
+//!     let result = comm
+//!         .task_send_with("jobs", json!(41), false, Some(Duration::from_secs(5)))
+//!         .wait()??;
+//!     assert_eq!(result, Some(json!(42)));
+//!     comm.close();
+//!     Ok(())
+//! }
+//! ```
+//!
+//! What it does where kiwipy hangs or spins: every waiting send has a timeout (a default and a
+//! per-call one); `close()` is immediate and releases every waiting caller with `Closed`; a handler may
+//! call the communicator from inside itself (through the async communicator; blocking on the
+//! synchronous one from a handler fails at once with a message to `.await` instead of stalling); a
+//! task that every subscriber rejects waits in its queue until a subscriber that has not refused it
+//! appears, with no redelivery loop; a subscriber removed with tasks in hand gives them back to the
+//! queue at once; a deferred answer whose responder is dropped reaches the caller as `Cancelled`;
+//! filters match whole strings (kiwipy's `bob.jones` also matches `bob.jonesy`). A task is delivered
+//! at least once: one that is requeued after its subscriber went away may already have run.
 
 #[cfg(feature = "amqp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]

@@ -4,6 +4,60 @@
 //!
 //! Bodies are written as JSON (which kiwipy's YAML decoder reads) and read as JSON or as the
 //! YAML kiwipy writes, `!!python/tuple` included; see [`codec`].
+//!
+//! [`AmqpCommunicator::connect`] (async) or [`connect`] (a
+//! `SyncCommunicator` on a runtime thread of its own, kiwipy's `connect()`) speak kiwipy 0.9's wire
+//! protocol, so a kiwipy program can call Rust RPC subscribers, send Rust workers tasks and hear Rust
+//! broadcasts, and the other way round (tested against a real kiwipy in both directions):
+//!
+//! ```rust,no_run
+//! use runtime_thread::messaging::{amqp, Handler, Value};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let comm = amqp::connect("amqp://guest:guest@127.0.0.1:5672/%2f")?;
+//!     comm.add_rpc_subscriber("echo", Handler::sync(|v: Value| v)).wait()??;
+//!     assert_eq!(comm.rpc_send("echo", "hi".into()).wait()??, "hi");
+//!     comm.close();
+//!     Ok(())
+//! }
+//! ```
+//!
+//! - Names and declarations as kiwipy's: topic exchanges `kiwipy.messages` and `kiwipy.tasks` (both
+//!   configurable, as AiiDA names them per profile), RPC routing keys `[rpc].<id>` with the identifier
+//!   as consumer tag, broadcasts on `[broadcast]` with all four envelope keys, task queues durable
+//!   with a week's TTL and nothing else (so both sides can declare the same queue), replies through
+//!   the exchange the request came by, `{result|exception|pending|cancelled}` replies with `host` on
+//!   task replies, the `[task, no_reply]` envelope. kiwipy's testing mode is available too.
+//! - Bodies: written as JSON that PyYAML reads back unchanged (floats with a `.` and a signed exponent,
+//!   the characters YAML refuses or folds escaped); read as JSON or as the YAML kiwipy writes, with its
+//!   tags: `!!python/tuple` is a list, `!!set` a list, `!!binary` its base64 text; any other Python tag
+//!   (an object, a call) is refused, not read as data, and aliases have an expansion budget. A body
+//!   that does not decode is rejected without requeue, with an exception reply to its sender when it
+//!   has a `reply_to`; bodies over `max_message_size` (16 MiB) are refused both ways.
+//! - Every send waits for the publisher confirm. RPCs are `mandatory`, so an RPC to an identifier
+//!   nobody serves is `Unroutable` at once; a task's queue is declared before it is sent (as kiwipy
+//!   does), so a task nobody consumes yet waits in its queue for a worker, and a sender waiting for
+//!   its result gets `Timeout`. Answers have a timeout (kiwipy's have none). lapin's own log events
+//!   come out at DEBUG, never with a message body (it logs every returned message at WARN). A task is
+//!   acknowledged after its handler answered and requeued when refused or when its worker's
+//!   connection drops (at least once); a task a subscriber refused is held a while and given back
+//!   (or at once when another subscriber arrives) rather than redelivered in a hot loop.
+//! - Heartbeats (60 s, or `?heartbeat=` in the URL); when the connection drops, callers waiting for
+//!   answers get `ConnectionLost` (kiwipy's stay pending forever), and the communicator reconnects
+//!   with backoff, declares its queues again and resumes its subscriptions. `close()` is bounded.
+//!   Credentials come from the URL or `RUNTIME_THREAD_AMQP_URL`, and are never printed (debug output
+//!   and errors show `user:***`).
+//! - Differences from kiwipy on purpose: an RPC subscriber's queue is deleted when it is removed, and
+//!   the broadcast queue when the last broadcast subscriber is (kiwipy replays up to 66 s of old
+//!   broadcasts to a later subscriber).
+//!
+//! Tests against a real broker and a real kiwipy: the conformance suite above, async and synchronous
+//! (`tests/messaging_conformance.rs`); both directions with kiwipy 0.9 (`tests/amqp_kiwipy.rs`, the
+//! Python side in `tests/kiwipy/peer.py`); the broker restarted while RPCs, tasks and broadcasts flow,
+//! every task processed at least once (`tests/amqp_restart.rs`); a waiting pull is a consumer
+//! (`tests/amqp_pull.rs`); lapin's events logged at DEBUG without bodies (`tests/amqp_logging.rs`);
+//! a worker killed with SIGKILL holding tasks, which go to another worker, and garbage, truncated,
+//! Python-object and oversized bodies on every kind of queue (`tests/amqp_faults.rs`).
 
 pub mod codec;
 mod communicator;
