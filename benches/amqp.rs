@@ -200,14 +200,14 @@ fn main() {
     // The synchronous communicator, from this plain thread, as kiwipy's thread API is used.
     let sync = amqp::connect_with(config(&prefix)).unwrap();
     for i in 0..50 {
-        sync.rpc_send("echo", payload(i)).wait().unwrap().unwrap();
+        sync.rpc_send("echo", payload(i)).wait().unwrap();
     }
     let mut rates = Vec::new();
     let mut cpu = Vec::new();
     for _ in 0..ROUNDS {
         let (start, cpu_start) = (Instant::now(), cpu_time());
         for i in 0..RPC_N {
-            let answer = sync.rpc_send("echo", payload(i)).wait().unwrap().unwrap();
+            let answer = sync.rpc_send("echo", payload(i)).wait().unwrap();
             assert_eq!(answer["i"], i);
         }
         rates.push(RPC_N as f64 / start.elapsed().as_secs_f64());
@@ -281,7 +281,7 @@ fn lean_broadcasts(prefix: &str, sync: &SyncCommunicator<AmqpCommunicator>) -> R
     let mut client = lean::Lean::connect("");
     let (mut rates, mut cpu, mut confirms) = (Vec::new(), Vec::new(), 0);
     for _ in 0..ROUNDS {
-        sync.rpc_send("reset", Value::Null).wait().unwrap().unwrap();
+        sync.rpc_send("reset", Value::Null).wait().unwrap();
         let (start, cpu_start) = (Instant::now(), cpu_time());
         for i in 0..BROADCAST_N {
             let envelope = json!({
@@ -294,7 +294,7 @@ fn lean_broadcasts(prefix: &str, sync: &SyncCommunicator<AmqpCommunicator>) -> R
             let wanted = confirms + 1;
             client.await_confirms(&mut confirms, wanted);
         }
-        let heard = || sync.rpc_send("count", Value::Null).wait().unwrap().unwrap();
+        let heard = || sync.rpc_send("count", Value::Null).wait().unwrap();
         while heard() != BROADCAST_N {
             std::thread::sleep(Duration::from_micros(500));
         }

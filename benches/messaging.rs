@@ -123,15 +123,9 @@ fn rpc_round_trip(c: &mut Criterion) {
     let sync = SyncCommunicator::local().unwrap();
     sync.add_rpc_subscriber("echo", Handler::sync(|v: Value| v))
         .wait()
-        .unwrap()
         .unwrap();
     group.bench_function("sync_communicator_from_plain_thread", |b| {
-        b.iter(|| {
-            sync.rpc_send("echo", Value::from(1))
-                .wait()
-                .unwrap()
-                .unwrap()
-        })
+        b.iter(|| sync.rpc_send("echo", Value::from(1)).wait().unwrap())
     });
     sync.close();
     server_rt.stop().unwrap();

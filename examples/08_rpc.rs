@@ -33,14 +33,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             to_value(&serde_json::json!({ "item": quote.item, "price": price }))
         }),
     )
-    .wait()??;
+    .wait()?;
 
     // The client side: send, then block until the answer comes back.
     let request = to_value(&Quote {
         item: "bolt".into(),
         quantity: 12,
     })?;
-    let answer = comm.rpc_send("pricing", request).wait()??;
+    let answer = comm.rpc_send("pricing", request).wait()?;
     println!("pricing answered {answer}");
 
     // An answer can come later: the handler returns at once and the caller still sees the value.
@@ -53,27 +53,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
         }),
     )
-    .wait()??;
+    .wait()?;
     println!(
         "slow answered {}",
-        comm.rpc_send("slow", Value::Null).wait()??
+        comm.rpc_send("slow", Value::Null).wait()?
     );
 
     // What can go wrong is an error value, never a hang:
-    let nobody = comm.rpc_send("nobody", Value::Null).wait()?;
+    let nobody = comm.rpc_send("nobody", Value::Null).wait();
     println!("sending to nobody: {}", nobody.unwrap_err());
     let bad = comm
         .rpc_send("pricing", serde_json::json!({"item": 5}))
-        .wait()?;
+        .wait();
     println!("a bad request: {}", bad.unwrap_err());
     comm.add_rpc_subscriber(
         "asleep",
         Handler::from_async(|_| futures::future::pending::<Value>()),
     )
-    .wait()??;
+    .wait()?;
     let timed_out = comm
         .rpc_send_with("asleep", Value::Null, Some(Duration::from_millis(50)))
-        .wait()?;
+        .wait();
     println!("a server that never answers: {}", timed_out.unwrap_err());
 
     comm.close();

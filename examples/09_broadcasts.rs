@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ));
             }),
         )
-        .wait()??;
+        .wait()?;
     }
 
     let sends = [
@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
     for (subject, sender) in sends {
         comm.broadcast_send(Broadcast::new("details").subject(subject).sender(sender))
-            .wait()??;
+            .wait()?;
     }
     // Everything: 4; purchases: 2; joneses: 2; jones purchases: 1.
     for line in heard.iter().take(9) {

@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
             TaskSubscriberOptions { prefetch: 2 },
         )
-        .wait()??;
+        .wait()?;
     }
 
     // Send twelve tasks without waiting, then collect the answers.
@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|i| comm.task_send_with("resize", json!(format!("img{i}.png")), false, None))
         .collect();
     for handle in pending {
-        println!("{}", handle.wait()??.unwrap_or_default());
+        println!("{}", handle.wait()?.unwrap_or_default());
     }
     println!(
         "12 tasks x 10 ms on 3 workers x 2 slots took {:?}",
@@ -52,28 +52,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }),
         TaskSubscriberOptions::default(),
     )
-    .wait()??;
+    .wait()?;
     comm.add_task_subscriber(
         "numbers",
         Handler::sync(|task: Value| json!(format!("{task} taken by the any worker"))),
         TaskSubscriberOptions::default(),
     )
-    .wait()??;
+    .wait()?;
     for n in [1, 2, 3] {
         let answer = comm
             .task_send_with("numbers", json!(n), false, None)
-            .wait()??;
+            .wait()?;
         println!("{}", answer.unwrap_or_default());
     }
 
     // Pulling instead of subscribing: take one task, answer it.
     let sender = comm.task_send_with("manual", json!("by hand"), false, None);
-    let task = comm.next_task("manual", Duration::from_secs(1)).wait()??;
+    let task = comm.next_task("manual", Duration::from_secs(1)).wait()?;
     println!("pulled {}", task.body());
     comm.thread()
         .run_threadsafe(async move { task.complete(json!("answered by hand")).await })
         .wait()?;
-    println!("the sender got {}", sender.wait()??.unwrap_or_default());
+    println!("the sender got {}", sender.wait()?.unwrap_or_default());
 
     comm.close();
     Ok(())

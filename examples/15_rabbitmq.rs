@@ -58,23 +58,23 @@ fn worker(run: &str) -> Result<(), Box<dyn Error>> {
     });
     let options = TaskSubscriberOptions { prefetch: 4 };
     comm.add_task_subscriber("squares", square, options)
-        .wait()??;
+        .wait()?;
 
     // RPCs: how much was done, and a way to be told to stop.
     let count = done.clone();
     comm.add_rpc_subscriber("done", Handler::sync(move |_| json!(count.load(SeqCst))))
-        .wait()??;
+        .wait()?;
     let (stop, stopped) = mpsc::channel();
     let on_stop = Handler::sync(move |_| {
         let _ = stop.send(());
         "stopping"
     });
-    comm.add_rpc_subscriber("stop", on_stop).wait()??;
+    comm.add_rpc_subscriber("stop", on_stop).wait()?;
 
     let hello = Broadcast::new(json!({"pid": std::process::id()}))
         .sender("worker")
         .subject("worker.ready");
-    comm.broadcast_send(hello).wait()??;
+    comm.broadcast_send(hello).wait()?;
     stopped.recv()?;
     comm.close();
     Ok(())
@@ -96,7 +96,7 @@ fn client() -> Result<(), Box<dyn Error>> {
     let listener = BroadcastHandler::sync(move |message: Broadcast| {
         let _ = heard.send(message);
     });
-    comm.add_broadcast_subscriber(filter, listener).wait()??;
+    comm.add_broadcast_subscriber(filter, listener).wait()?;
 
     let mut worker = Command::new(std::env::current_exe()?)
         .args(["--worker", &run])
@@ -115,15 +115,15 @@ fn client() -> Result<(), Box<dyn Error>> {
         .collect();
     let mut squares = Vec::new();
     for handle in sent {
-        squares.push(handle.wait()??.unwrap_or_default());
+        squares.push(handle.wait()?.unwrap_or_default());
     }
     println!("client: squares {}", json!(squares));
 
-    let done = comm.rpc_send("done", Value::Null).wait()??;
+    let done = comm.rpc_send("done", Value::Null).wait()?;
     println!("client: the worker says it did {done} tasks");
     assert_eq!(done, 10);
 
-    comm.rpc_send("stop", Value::Null).wait()??;
+    comm.rpc_send("stop", Value::Null).wait()?;
     let status = worker.wait()?;
     println!("client: the worker exited ({status})");
     comm.close();

@@ -665,7 +665,7 @@ impl Persister for RefusesBatches {
         self.0.delete(pid)
     }
     fn save_all(&self, _: Vec<(Uuid, Vec<u8>)>) -> Result<(), PersistError> {
-        Err(PersistError::Store("the disk is full".into()))
+        Err(PersistError::store_failed("the disk is full"))
     }
 }
 

@@ -170,15 +170,16 @@ fn failures_exceptions_panics_and_kill_commands_end_in_the_right_state() {
             "run",
             Box::new(|_| Err(StepError::msg("disk full"))),
         )]));
+        let ProcessOutcome::Excepted { message, step, .. } = excepted.wait().unwrap() else {
+            panic!("not excepted")
+        };
         assert_eq!(
-            excepted.wait().unwrap(),
-            ProcessOutcome::Excepted {
-                message: "disk full".into()
-            }
+            (message.as_str(), step.as_deref()),
+            ("disk full", Some("run"))
         );
         let panicked = runner.submit(Scripted(vec![("run", Box::new(|_| panic!("step bug")))]));
         match panicked.wait().unwrap() {
-            ProcessOutcome::Excepted { message } => {
+            ProcessOutcome::Excepted { message, .. } => {
                 assert!(message.contains("step bug"), "{message}")
             }
             other => panic!("expected Excepted, got {other:?}"),
@@ -198,7 +199,7 @@ fn failures_exceptions_panics_and_kill_commands_end_in_the_right_state() {
             Box::new(|_| Ok(Command::next("nowhere"))),
         )]));
         assert!(
-            matches!(unknown, Err(EngineError::Excepted { message }) if message.contains("nowhere"))
+            matches!(unknown, Err(EngineError::Excepted { message, .. }) if message.contains("nowhere"))
         );
     });
 }
@@ -253,7 +254,7 @@ fn waiting_for_a_resume_a_timer_and_a_future() {
             }),
         )]));
         assert!(
-            matches!(failing, Err(EngineError::Excepted { message }) if message == "upstream failed")
+            matches!(failing, Err(EngineError::Excepted { message, .. }) if message == "upstream failed")
         );
     });
 }
@@ -697,5 +698,22 @@ fn parked_waiting_processes_wake_for_control_from_many_threads_at_once() {
                 other => panic!("process {i}: {other:?}"),
             }
         }
+    });
+}
+
+#[test]
+fn a_runner_on_a_thread_never_started_says_so() {
+    bounded(QUICK, || {
+        let thread = Arc::new(runtime_thread::RuntimeThread::builder().build().unwrap());
+        let runner = Runner::new(thread);
+        let error = runner.submit(WaitsForResume).wait().unwrap_err();
+        assert!(
+            matches!(
+                error,
+                EngineError::Thread(runtime_thread::Error::NotStarted)
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("not been started"), "{error}");
     });
 }

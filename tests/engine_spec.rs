@@ -242,7 +242,7 @@ fn outputs_are_checked_when_emitted_and_required_ones_at_finish() {
                 .unwrap()
         };
         match run("wrong-type") {
-            ProcessOutcome::Excepted { message } => {
+            ProcessOutcome::Excepted { message, .. } => {
                 assert!(
                     message.starts_with("outputs.result: expected [Integer]"),
                     "{message}"
@@ -251,7 +251,7 @@ fn outputs_are_checked_when_emitted_and_required_ones_at_finish() {
             other => panic!("expected Excepted, got {other:?}"),
         }
         match run("undeclared") {
-            ProcessOutcome::Excepted { message } => assert_eq!(
+            ProcessOutcome::Excepted { message, .. } => assert_eq!(
                 message,
                 "outputs.surprise: no such output (the namespace is not dynamic)"
             ),

@@ -245,7 +245,8 @@ fn a_failed_or_excepted_child_fails_the_parent_before_its_next_step() {
         for (inputs, expected) in [
             (
                 vec![1, -5],
-                "the child 'child1' excepted: negative input -5",
+                "the child 'child1' (engine_workchain::Double) excepted in step 'run': \
+                 negative input -5",
             ),
             (
                 vec![0, 2],
@@ -253,10 +254,16 @@ fn a_failed_or_excepted_child_fails_the_parent_before_its_next_step() {
             ),
         ] {
             let error = runner.run(parent(&inputs)).unwrap_err();
-            let EngineError::Excepted { message } = error else {
+            // The parent names itself and the step that launched the failed child.
+            assert_eq!(
+                error.to_string(),
+                format!("tests.Parent excepted in step 'launch': {expected}")
+            );
+            let EngineError::Excepted { message, step, .. } = error else {
                 panic!("{error:?}")
             };
             assert_eq!(message, expected);
+            assert_eq!(step.as_deref(), Some("launch"));
         }
     });
 }
@@ -287,12 +294,10 @@ fn a_killed_child_is_reported_to_its_parent() {
         until(|| child[0].status().state == ProcessState::Waiting);
         assert!(child[0].kill("no longer needed"));
         let outcome = parent.wait().unwrap();
-        assert_eq!(
-            outcome,
-            ProcessOutcome::Excepted {
-                message: "the child 'child0' was killed: no longer needed".into()
-            }
-        );
+        let ProcessOutcome::Excepted { message, .. } = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(message, "the child 'child0' was killed: no longer needed");
     });
 }
 
@@ -452,7 +457,7 @@ fn a_step_can_return_an_exit_code_and_a_malformed_outline_never_runs() {
         let error = runner.run(Chain::new(Malformed)).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "the process excepted: invalid outline: else_ after step b"
+            "tests.Malformed excepted: invalid outline: else_ after step b"
         );
     });
 }

@@ -151,7 +151,11 @@ fn stop_on_the_thread_itself_requests_the_stop_and_says_it_cannot_join() {
             .run_threadsafe(async move { inner.stop().err() })
             .wait()
             .unwrap();
-        assert!(matches!(outcome, Some(Error::WouldDeadlock)), "{outcome:?}");
+        let Some(error) = outcome else {
+            panic!("stop() on the thread itself succeeded")
+        };
+        assert!(matches!(error, Error::WouldJoinItself), "{error:?}");
+        assert!(error.to_string().contains("request_stop()"), "{error}");
         rt.join().unwrap();
         assert!(!rt.is_running());
     });
@@ -255,5 +259,19 @@ fn the_multi_thread_flavour_runs_work_on_its_workers() {
             .unwrap();
         assert_eq!(worker.as_deref(), Some("multi-pool"));
         assert!(rt.stop().unwrap().is_clean());
+    });
+}
+
+#[test]
+fn a_guard_is_given_for_a_thread_started_before_and_refused_for_a_stopped_one() {
+    bounded(QUICK, || {
+        let rt = RuntimeThread::builder().start().unwrap();
+        {
+            let running = rt.start_guard().unwrap();
+            assert_eq!(running.run_threadsafe(async { 3 }).wait().unwrap(), 3);
+        }
+        assert!(!rt.is_running(), "the guard stopped the thread");
+        assert!(matches!(rt.start_guard(), Err(Error::Stopped)));
+        assert!(matches!(rt.scope(|_| ()), Err(Error::Stopped)));
     });
 }

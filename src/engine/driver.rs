@@ -406,10 +406,11 @@ impl<P: Process> Driver<P> {
             return Err(shared.except(invalid.to_string()));
         }
         match result {
-            Err(payload) => {
-                Err(shared.except(format!("a step panicked: {}", panic_message(&*payload))))
-            }
-            Ok(Err(error)) => Err(shared.except(error.0)),
+            Err(payload) => Err(shared.except_in(
+                self.process.step_name(&name),
+                format!("the step panicked: {}", panic_message(&*payload)),
+            )),
+            Ok(Err(error)) => Err(shared.except_in(self.process.step_name(&name), error.0)),
             Ok(Ok(Command::Continue(step))) => {
                 self.next = Next::Step(step);
                 Ok(())
@@ -552,8 +553,7 @@ impl<P> Saver<P> {
         &self,
         checkpoint: &CheckpointRef<'_, P>,
     ) -> Result<Vec<u8>, PersistError> {
-        (self.encode)(checkpoint)
-            .map_err(|e| PersistError::Store(format!("cannot encode a checkpoint: {e}")))
+        (self.encode)(checkpoint).map_err(|e| PersistError::store("cannot encode a checkpoint", e))
     }
 }
 

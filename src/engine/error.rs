@@ -24,10 +24,14 @@ pub enum EngineError {
         action: &'static str,
     },
     /// A step returned an error or panicked; the process is `Excepted`.
-    #[error("the process excepted: {message}")]
+    #[error("{process} excepted{}: {message}", in_step(step))]
     Excepted {
         /// The error.
         message: String,
+        /// The process type.
+        process: String,
+        /// The step that failed, when a step did.
+        step: Option<String>,
     },
     /// The process was killed.
     #[error("the process was killed: {message}")]
@@ -42,7 +46,7 @@ pub enum EngineError {
         exit_code: ExitCode,
     },
     /// The inputs do not fit the process's spec (the path names the port).
-    #[error("invalid inputs: {0}")]
+    #[error(transparent)]
     InvalidInputs(#[from] super::spec::PortError),
     /// The checkpoint store failed, or holds no (or a corrupt) checkpoint for the pid.
     #[error(transparent)]
@@ -76,7 +80,14 @@ pub enum EngineError {
         /// The process.
         pid: uuid::Uuid,
     },
-    /// The runtime thread that drove the process stopped or failed.
-    #[error("the engine's runtime thread: {0}")]
+    /// The runtime thread that drove the process stopped, was never started, or failed.
+    #[error(transparent)]
     Thread(#[from] crate::thread::Error),
+}
+
+/// ` in step 'name'`, or nothing.
+fn in_step(step: &Option<String>) -> String {
+    step.as_ref()
+        .map(|step| format!(" in step '{step}'"))
+        .unwrap_or_default()
 }

@@ -13,7 +13,7 @@ use super::error::EngineError;
 use super::exit_code::ExitCode;
 use super::process::Outputs;
 use super::runner::Core;
-use super::shared::{KillRequest, ProcessShared};
+use super::shared::{KillRequest, ProcessShared, Settled};
 use super::state::ProcessState;
 
 /// How a process ended.
@@ -28,10 +28,16 @@ pub enum ProcessOutcome {
         /// What it emitted.
         outputs: Outputs,
     },
-    /// A step failed.
+    /// A step failed (or the engine could not go on with the process).
     Excepted {
         /// The error.
         message: String,
+        /// The process type, as its status shows it.
+        #[serde(default)]
+        process: String,
+        /// The step that failed, when a step did (for a work chain, its outline step).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
     },
     /// It was killed.
     Killed {
@@ -48,7 +54,15 @@ impl ProcessOutcome {
                 Ok(outputs)
             }
             ProcessOutcome::Finished { exit_code, .. } => Err(EngineError::Failed { exit_code }),
-            ProcessOutcome::Excepted { message } => Err(EngineError::Excepted { message }),
+            ProcessOutcome::Excepted {
+                message,
+                process,
+                step,
+            } => Err(EngineError::Excepted {
+                message,
+                process,
+                step,
+            }),
             ProcessOutcome::Killed { message } => Err(EngineError::Killed { message }),
         }
     }
@@ -198,11 +212,11 @@ pub struct ProcessHandle {
     controller: ProcessController,
     runner: Core,
     /// Made on the first poll as a future.
-    awaiting: Option<futures::future::BoxFuture<'static, Result<ProcessOutcome, ()>>>,
+    awaiting: Option<futures::future::BoxFuture<'static, Settled>>,
 }
 
-fn settled(outcome: Result<ProcessOutcome, ()>) -> Result<ProcessOutcome, EngineError> {
-    outcome.map_err(|()| EngineError::Thread(crate::thread::Error::Stopped))
+fn settled(outcome: Settled) -> Result<ProcessOutcome, EngineError> {
+    outcome.map_err(EngineError::Thread)
 }
 
 impl ProcessHandle {
@@ -321,7 +335,7 @@ impl ProcessHandle {
     }
 
     /// The outcome as the caller gets it; handed over, so its checkpoint may go.
-    fn deliver(&self, outcome: Result<ProcessOutcome, ()>) -> Result<ProcessOutcome, EngineError> {
+    fn deliver(&self, outcome: Settled) -> Result<ProcessOutcome, EngineError> {
         if outcome.is_ok() {
             self.runner.handed_over(self.shared());
         }

@@ -222,6 +222,22 @@ pub trait Process: Send + 'static {
         true
     }
 
+    /// The name the process's status and errors show: its Rust type by default. A persisted
+    /// process always shows its [`Persistent::TYPE_NAME`], and a [`Chain`](super::Chain) its
+    /// work chain's.
+    fn name() -> &'static str
+    where
+        Self: Sized,
+    {
+        std::any::type_name::<Self>()
+    }
+
+    /// What to call step `step` in errors: the step itself by default. A work chain, whose
+    /// steps all run through one engine step, names the outline step it ran last.
+    fn step_name<'a>(&'a self, step: &'a str) -> Option<&'a str> {
+        Some(step)
+    }
+
     /// Runs one step. Pause and kill requests that arrive meanwhile take effect when it returns
     /// (a force-kill drops it at once).
     fn step(

@@ -501,7 +501,7 @@ impl Core {
         parent: Option<Uuid>,
         listeners: Vec<Arc<dyn ProcessListener>>,
     ) -> ProcessHandle {
-        let identity = Identity::new(std::any::type_name::<P>(), parent, false);
+        let identity = Identity::new(P::name(), parent, false);
         let shared = Arc::new(ProcessShared::new(identity, Restored::FRESH, listeners));
         let ctx = Context::new(shared, self.clone(), P::spec(), inputs);
         let first = process.first_step().to_owned();
@@ -583,11 +583,14 @@ impl Core {
         saver: Option<Saver<P>>,
     ) -> ProcessHandle {
         let shared = ctx.shared().clone();
-        // A refusal (the thread stopped) drops the driver, which marks the process abandoned.
-        let _refused = self
+        // A refusal drops the driver, which marks the process abandoned: say why.
+        if let Err(why) = self
             .inner
             .spawner
-            .spawn_job(drive(process, ctx, start, saver));
+            .spawn_job(drive(process, ctx, start, saver))
+        {
+            shared.refused(why);
+        }
         ProcessHandle::new(shared, self.clone())
     }
 

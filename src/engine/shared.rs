@@ -17,6 +17,9 @@ use super::listener::ProcessListener;
 use super::process::Outputs;
 use super::state::ProcessState;
 
+/// How a process ended for whoever waits: its outcome, or why its runtime gave it up.
+pub(crate) type Settled = Result<ProcessOutcome, crate::thread::Error>;
+
 /// Requests from handles. Kept as state, not as events, so none is lost: a resume that arrives
 /// while the process is paused is still there after `play`.
 #[derive(Default)]
@@ -52,8 +55,8 @@ struct Status {
     outcome: Option<Box<ProcessOutcome>>,
     /// The children it launched (for waits on them, and for passing a kill on).
     children: Vec<Arc<ProcessShared>>,
-    /// Its driver was dropped before the end (the runtime stopped, or refused it).
-    abandoned: bool,
+    /// Why its driver was dropped before the end: the runtime stopped, or refused it.
+    abandoned: Option<crate::thread::Error>,
 }
 
 /// Who a process is: fixed at creation and kept across checkpoints.
@@ -134,7 +137,7 @@ impl ProcessShared {
                 awaiting_resume: from.awaiting_resume,
                 outcome: from.outcome.map(Box::new),
                 children: Vec::new(),
-                abandoned: false,
+                abandoned: None,
             }),
             ended: Condvar::new(),
             published: AtomicBool::new(false),
@@ -250,7 +253,10 @@ impl ProcessShared {
     /// Marks a process whose driver is gone before the end: killed, and its waiters told that
     /// the runtime stopped.
     pub(crate) fn abandon(&self) {
-        self.status.lock().abandoned = true;
+        self.status
+            .lock()
+            .abandoned
+            .get_or_insert(crate::thread::Error::Stopped);
         let message = "the runtime driving the process stopped".to_owned();
         let outcome = if self.state().is_terminal() {
             ProcessOutcome::Killed { message }
@@ -260,18 +266,23 @@ impl ProcessShared {
         self.publish(outcome);
     }
 
-    /// How it ended: `Err(())` if its driver was abandoned.
-    fn settled(status: &Status) -> Option<Result<ProcessOutcome, ()>> {
+    /// Records why a process whose driver its runtime refused never ran (it was abandoned
+    /// as the refused driver was dropped).
+    pub(crate) fn refused(&self, why: crate::thread::Error) {
+        self.status.lock().abandoned = Some(why);
+    }
+
+    /// How it ended: `Err(why)` if its driver was abandoned.
+    fn settled(status: &Status) -> Option<Settled> {
         let outcome = status.outcome.as_deref()?.clone();
-        Some(if status.abandoned {
-            Err(())
-        } else {
-            Ok(outcome)
+        Some(match &status.abandoned {
+            Some(why) => Err(why.clone()),
+            None => Ok(outcome),
         })
     }
 
-    /// The outcome if the process has ended (`Err(())`: abandoned).
-    pub(crate) fn try_outcome(&self) -> Option<Result<ProcessOutcome, ()>> {
+    /// The outcome if the process has ended (`Err`: abandoned, and why).
+    pub(crate) fn try_outcome(&self) -> Option<Settled> {
         Self::settled(&self.status.lock())
     }
 
@@ -280,7 +291,7 @@ impl ProcessShared {
         &self,
         spin: &crate::thread::Spin,
         deadline: Option<std::time::Instant>,
-    ) -> Option<Result<ProcessOutcome, ()>> {
+    ) -> Option<Settled> {
         spin.until(deadline, || self.published.load(Acquire));
         let mut status = self.status.lock();
         loop {
@@ -303,8 +314,8 @@ impl ProcessShared {
         self.wake_when(|| self.outcome_now()).await
     }
 
-    /// Waits until the process ends; `Err(())` if its driver was abandoned.
-    pub(crate) async fn settled_outcome(&self) -> Result<ProcessOutcome, ()> {
+    /// Waits until the process ends; `Err(why)` if its driver was abandoned.
+    pub(crate) async fn settled_outcome(&self) -> Settled {
         self.wake_when(|| self.try_outcome()).await
     }
 
@@ -375,11 +386,19 @@ impl ProcessShared {
         self.end(ProcessOutcome::Finished { exit_code, outputs }, text)
     }
 
+    /// Ends the process excepted, for a reason that is not a step's.
     pub(crate) fn except(&self, message: String) -> ProcessOutcome {
-        tracing::debug!(pid = %self.identity.pid, error = %message, "process excepted");
+        self.except_in(None, message)
+    }
+
+    /// Ends the process excepted, naming the step that failed when one did.
+    pub(crate) fn except_in(&self, step: Option<&str>, message: String) -> ProcessOutcome {
+        tracing::debug!(pid = %self.identity.pid, ?step, error = %message, "process excepted");
         self.end(
             ProcessOutcome::Excepted {
                 message: message.clone(),
+                process: self.identity.type_name.to_owned(),
+                step: step.map(str::to_owned),
             },
             Some(message),
         )

@@ -107,8 +107,15 @@ pub fn store_child_result(
         ProcessOutcome::Finished { exit_code, .. } => Err(StepError(format!(
             "the child '{key}' failed with exit code {exit_code}"
         ))),
-        ProcessOutcome::Excepted { message } => {
-            Err(StepError(format!("the child '{key}' excepted: {message}")))
+        ProcessOutcome::Excepted {
+            message,
+            process,
+            step,
+        } => {
+            let in_step = step.map(|s| format!(" in step '{s}'")).unwrap_or_default();
+            Err(StepError(format!(
+                "the child '{key}' ({process}) excepted{in_step}: {message}"
+            )))
         }
         ProcessOutcome::Killed { message } => Err(StepError(format!(
             "the child '{key}' was killed: {message}"
@@ -194,6 +201,9 @@ pub struct Chain<W> {
     chain: W,
     ctx: Ctx,
     stepper: Stepper,
+    /// The outline step run last, to name it in errors (not part of a checkpoint).
+    #[serde(skip)]
+    last_step: Option<&'static str>,
 }
 
 impl<W: WorkChain> std::fmt::Debug for Chain<W> {
@@ -216,6 +226,7 @@ impl<W: WorkChain> Chain<W> {
             chain,
             ctx: Ctx::new(),
             stepper: Stepper::default(),
+            last_step: None,
         }
     }
 
@@ -253,6 +264,7 @@ impl<W: WorkChain> Chain<W> {
             Found::Return(code) => return Ok(Command::Stop(code)),
             Found::Step(name) => name,
         };
+        self.last_step = Some(name);
         let mut wc = WorkContext {
             ctx: &mut self.ctx,
             process,
@@ -291,8 +303,18 @@ impl<W: WorkChain> Process for Chain<W> {
         ADVANCE
     }
 
+    fn name() -> &'static str {
+        W::TYPE_NAME
+    }
+
     fn kills_children(&self) -> bool {
         self.chain.kills_children()
+    }
+
+    /// The outline step run last: a failed child is reported against the step that launched
+    /// it, an error before the first step against none.
+    fn step_name<'a>(&'a self, _step: &'a str) -> Option<&'a str> {
+        self.last_step
     }
 
     async fn step(&mut self, _step: &str, ctx: &mut Context) -> Result<Command, StepError> {

@@ -71,11 +71,15 @@ pub enum Error {
         limit: usize,
     },
     /// The broker, or the connection to it, failed (it cannot be reached, refused a
-    /// declaration, closed a channel ...). The message says what was being done.
+    /// declaration, closed a channel ...). The message says what was being done; `source`
+    /// keeps the client library's error.
     #[error("broker: {reason}")]
     Broker {
-        /// What failed, and why.
+        /// What failed.
         reason: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
     },
     /// The connection to the broker dropped while this operation waited for its answer. The
     /// request may or may not have been processed; the communicator reconnects by itself.
@@ -85,6 +89,6 @@ pub enum Error {
     )]
     ConnectionLost,
     /// The runtime thread hosting a [`SyncCommunicator`](super::SyncCommunicator) failed.
-    #[error("the communicator's runtime thread: {0}")]
+    #[error(transparent)]
     Thread(#[from] crate::thread::Error),
 }

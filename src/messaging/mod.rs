@@ -6,7 +6,8 @@
 //! `Communicator` is kiwipy's model as a trait: RPC, broadcasts and task queues, with JSON-like
 //! messages (`serde_json::Value`, and `to_value`/`from_value` for typed data). `LocalCommunicator` is
 //! the in-process broker; `AmqpCommunicator` (feature `amqp`) goes through RabbitMQ; `SyncCommunicator`
-//! drives either from plain threads through a `RuntimeThread` and returns the core's `TaskHandle`s. Handlers are plain or async closures; they may answer with a value, an error, a rejection,
+//! drives either from plain threads through a `RuntimeThread` and returns a [`Reply`] for each
+//! operation, whose error is this layer's [`Error`]. Handlers are plain or async closures; they may answer with a value, an error, a rejection,
 //! or an answer that comes later (`Response::later`, `Response::deferred`).
 //!
 //! ```rust
@@ -22,17 +23,17 @@
 //!
 //!     // RPC: a named subscriber, a request, the answer (or Unroutable, Remote, Timeout...).
 //!     comm.add_rpc_subscriber("square", Handler::sync(|v: Value| json!(v.as_i64().unwrap_or(0).pow(2))))
-//!         .wait()??;
-//!     assert_eq!(comm.rpc_send("square", json!(7)).wait()??, json!(49));
+//!         .wait()?;
+//!     assert_eq!(comm.rpc_send("square", json!(7)).wait()?, json!(49));
 //!
 //!     // Broadcasts: to everyone whose filter passes (`*` wildcards, whole-string match).
 //!     comm.add_broadcast_subscriber(
 //!         BroadcastFilter::new().subject("order.*"),
 //!         BroadcastHandler::sync(|b: Broadcast| println!("heard {:?}", b.subject)),
 //!     )
-//!     .wait()??;
+//!     .wait()?;
 //!     comm.broadcast_send(Broadcast::new("details").subject("order.created").sender("shop"))
-//!         .wait()??;
+//!         .wait()?;
 //!
 //!     // Task queues: each task to exactly one worker, acknowledged once answered.
 //!     comm.add_task_subscriber(
@@ -43,10 +44,10 @@
 //!         }),
 //!         TaskSubscriberOptions { prefetch: 4 },
 //!     )
-//!     .wait()??;
+//!     .wait()?;
 //!     let result = comm
 //!         .task_send_with("jobs", json!(41), false, Some(Duration::from_secs(5)))
-//!         .wait()??;
+//!         .wait()?;
 //!     assert_eq!(result, Some(json!(42)));
 //!     comm.close();
 //!     Ok(())
@@ -72,6 +73,7 @@ mod filter;
 mod handler;
 mod local;
 mod message;
+mod reply;
 mod response;
 mod task;
 mod threaded;
@@ -82,6 +84,7 @@ pub use filter::BroadcastFilter;
 pub use handler::{BroadcastHandler, Handler};
 pub use local::{DEFAULT_TIMEOUT, LocalCommunicator};
 pub use message::{Broadcast, Value, from_value, to_value};
+pub use reply::Reply;
 pub use response::{IntoResponse, Responder, Response};
 pub use task::IncomingTask;
 pub use threaded::SyncCommunicator;

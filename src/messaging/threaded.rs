@@ -11,12 +11,13 @@ use super::filter::BroadcastFilter;
 use super::handler::{BroadcastHandler, Handler};
 use super::local::LocalCommunicator;
 use super::message::{Broadcast, Value};
+use super::reply::Reply;
 use super::task::IncomingTask;
-use crate::thread::{RuntimeThread, TaskHandle};
+use crate::thread::RuntimeThread;
 
 /// A communicator for synchronous code. Every operation runs on a [`RuntimeThread`] and returns
-/// the core's [`TaskHandle`]: block with `wait()`/`wait_timeout()`, `.await` it, or leave an
-/// `on_done` callback. Handlers run on the runtime thread, as plain or async closures; inside one,
+/// a [`Reply`]: block with `wait()`/`wait_timeout()`, `.await` it, or leave an `on_done`
+/// callback; its error is this layer's [`Error`] (after [`close`](Self::close), `Closed`). Handlers run on the runtime thread, as plain or async closures; inside one,
 /// call the async communicator ([`inner`](Self::inner)) rather than blocking on this one.
 ///
 /// It also implements [`Communicator`] itself (each call hops through the runtime thread), so
@@ -27,8 +28,8 @@ use crate::thread::{RuntimeThread, TaskHandle};
 /// use runtime_thread::messaging::{Handler, SyncCommunicator, Value};
 ///
 /// let comm = SyncCommunicator::local()?;
-/// comm.add_rpc_subscriber("echo", Handler::sync(|v: Value| v)).wait()??;
-/// let answer = comm.rpc_send("echo", "hello".into()).wait()??;
+/// comm.add_rpc_subscriber("echo", Handler::sync(|v: Value| v)).wait()?;
+/// let answer = comm.rpc_send("echo", "hello".into()).wait()?;
 /// assert_eq!(answer, "hello");
 /// comm.close();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -90,32 +91,28 @@ impl<C: Communicator> SyncCommunicator<C> {
         &self.thread
     }
 
-    fn submit<T, F>(&self, operation: impl FnOnce(C) -> F) -> TaskHandle<Result<T, Error>>
+    fn submit<T, F>(&self, operation: impl FnOnce(C) -> F) -> Reply<T>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, Error>> + Send + 'static,
     {
-        self.thread.run_threadsafe(operation(self.inner.clone()))
+        Reply::new(self.thread.run_threadsafe(operation(self.inner.clone())))
     }
 
     /// See [`Communicator::add_rpc_subscriber`].
-    pub fn add_rpc_subscriber(
-        &self,
-        identifier: &str,
-        handler: Handler,
-    ) -> TaskHandle<Result<(), Error>> {
+    pub fn add_rpc_subscriber(&self, identifier: &str, handler: Handler) -> Reply<()> {
         let identifier = identifier.to_owned();
         self.submit(move |c| async move { c.add_rpc_subscriber(&identifier, handler).await })
     }
 
     /// See [`Communicator::remove_rpc_subscriber`].
-    pub fn remove_rpc_subscriber(&self, identifier: &str) -> TaskHandle<Result<(), Error>> {
+    pub fn remove_rpc_subscriber(&self, identifier: &str) -> Reply<()> {
         let identifier = identifier.to_owned();
         self.submit(move |c| async move { c.remove_rpc_subscriber(&identifier).await })
     }
 
     /// See [`Communicator::rpc_send`].
-    pub fn rpc_send(&self, recipient: &str, message: Value) -> TaskHandle<Result<Value, Error>> {
+    pub fn rpc_send(&self, recipient: &str, message: Value) -> Reply<Value> {
         self.rpc_send_with(recipient, message, None)
     }
 
@@ -125,7 +122,7 @@ impl<C: Communicator> SyncCommunicator<C> {
         recipient: &str,
         message: Value,
         timeout: Option<Duration>,
-    ) -> TaskHandle<Result<Value, Error>> {
+    ) -> Reply<Value> {
         let recipient = recipient.to_owned();
         self.submit(move |c| async move { c.rpc_send_with(&recipient, message, timeout).await })
     }
@@ -135,17 +132,17 @@ impl<C: Communicator> SyncCommunicator<C> {
         &self,
         filter: BroadcastFilter,
         handler: BroadcastHandler,
-    ) -> TaskHandle<Result<SubscriberId, Error>> {
+    ) -> Reply<SubscriberId> {
         self.submit(move |c| async move { c.add_broadcast_subscriber(filter, handler).await })
     }
 
     /// See [`Communicator::remove_broadcast_subscriber`].
-    pub fn remove_broadcast_subscriber(&self, id: SubscriberId) -> TaskHandle<Result<(), Error>> {
+    pub fn remove_broadcast_subscriber(&self, id: SubscriberId) -> Reply<()> {
         self.submit(move |c| async move { c.remove_broadcast_subscriber(id).await })
     }
 
     /// See [`Communicator::broadcast_send`].
-    pub fn broadcast_send(&self, message: Broadcast) -> TaskHandle<Result<(), Error>> {
+    pub fn broadcast_send(&self, message: Broadcast) -> Reply<()> {
         self.submit(move |c| async move { c.broadcast_send(message).await })
     }
 
@@ -155,22 +152,18 @@ impl<C: Communicator> SyncCommunicator<C> {
         queue: &str,
         handler: Handler,
         options: TaskSubscriberOptions,
-    ) -> TaskHandle<Result<SubscriberId, Error>> {
+    ) -> Reply<SubscriberId> {
         let queue = queue.to_owned();
         self.submit(move |c| async move { c.add_task_subscriber(&queue, handler, options).await })
     }
 
     /// See [`Communicator::remove_task_subscriber`].
-    pub fn remove_task_subscriber(&self, id: SubscriberId) -> TaskHandle<Result<(), Error>> {
+    pub fn remove_task_subscriber(&self, id: SubscriberId) -> Reply<()> {
         self.submit(move |c| async move { c.remove_task_subscriber(id).await })
     }
 
     /// See [`Communicator::task_send`].
-    pub fn task_send(
-        &self,
-        task: Value,
-        no_reply: bool,
-    ) -> TaskHandle<Result<Option<Value>, Error>> {
+    pub fn task_send(&self, task: Value, no_reply: bool) -> Reply<Option<Value>> {
         self.task_send_with(super::DEFAULT_TASK_QUEUE, task, no_reply, None)
     }
 
@@ -181,17 +174,13 @@ impl<C: Communicator> SyncCommunicator<C> {
         task: Value,
         no_reply: bool,
         timeout: Option<Duration>,
-    ) -> TaskHandle<Result<Option<Value>, Error>> {
+    ) -> Reply<Option<Value>> {
         let queue = queue.to_owned();
         self.submit(move |c| async move { c.task_send_with(&queue, task, no_reply, timeout).await })
     }
 
     /// See [`Communicator::next_task`].
-    pub fn next_task(
-        &self,
-        queue: &str,
-        timeout: Duration,
-    ) -> TaskHandle<Result<IncomingTask, Error>> {
+    pub fn next_task(&self, queue: &str, timeout: Duration) -> Reply<IncomingTask> {
         let queue = queue.to_owned();
         self.submit(move |c| async move { c.next_task(&queue, timeout).await })
     }
@@ -217,22 +206,13 @@ impl<C: Communicator> SyncCommunicator<C> {
     }
 }
 
-/// A handle's two layers of outcome as one: a runtime thread that has stopped means closed.
-fn flatten<T>(outcome: Result<Result<T, Error>, crate::thread::Error>) -> Result<T, Error> {
-    match outcome {
-        Ok(result) => result,
-        Err(crate::thread::Error::Stopped | crate::thread::Error::NotStarted) => Err(Error::Closed),
-        Err(other) => Err(Error::Thread(other)),
-    }
-}
-
 impl<C: Communicator> Communicator for SyncCommunicator<C> {
     async fn add_rpc_subscriber(&self, identifier: &str, handler: Handler) -> Result<(), Error> {
-        flatten(SyncCommunicator::add_rpc_subscriber(self, identifier, handler).await)
+        SyncCommunicator::add_rpc_subscriber(self, identifier, handler).await
     }
 
     async fn remove_rpc_subscriber(&self, identifier: &str) -> Result<(), Error> {
-        flatten(SyncCommunicator::remove_rpc_subscriber(self, identifier).await)
+        SyncCommunicator::remove_rpc_subscriber(self, identifier).await
     }
 
     async fn rpc_send_with(
@@ -241,7 +221,7 @@ impl<C: Communicator> Communicator for SyncCommunicator<C> {
         message: Value,
         timeout: Option<Duration>,
     ) -> Result<Value, Error> {
-        flatten(SyncCommunicator::rpc_send_with(self, recipient, message, timeout).await)
+        SyncCommunicator::rpc_send_with(self, recipient, message, timeout).await
     }
 
     async fn add_broadcast_subscriber(
@@ -249,15 +229,15 @@ impl<C: Communicator> Communicator for SyncCommunicator<C> {
         filter: BroadcastFilter,
         handler: BroadcastHandler,
     ) -> Result<SubscriberId, Error> {
-        flatten(SyncCommunicator::add_broadcast_subscriber(self, filter, handler).await)
+        SyncCommunicator::add_broadcast_subscriber(self, filter, handler).await
     }
 
     async fn remove_broadcast_subscriber(&self, id: SubscriberId) -> Result<(), Error> {
-        flatten(SyncCommunicator::remove_broadcast_subscriber(self, id).await)
+        SyncCommunicator::remove_broadcast_subscriber(self, id).await
     }
 
     async fn broadcast_send(&self, message: Broadcast) -> Result<(), Error> {
-        flatten(SyncCommunicator::broadcast_send(self, message).await)
+        SyncCommunicator::broadcast_send(self, message).await
     }
 
     async fn add_task_subscriber(
@@ -266,11 +246,11 @@ impl<C: Communicator> Communicator for SyncCommunicator<C> {
         handler: Handler,
         options: TaskSubscriberOptions,
     ) -> Result<SubscriberId, Error> {
-        flatten(SyncCommunicator::add_task_subscriber(self, queue, handler, options).await)
+        SyncCommunicator::add_task_subscriber(self, queue, handler, options).await
     }
 
     async fn remove_task_subscriber(&self, id: SubscriberId) -> Result<(), Error> {
-        flatten(SyncCommunicator::remove_task_subscriber(self, id).await)
+        SyncCommunicator::remove_task_subscriber(self, id).await
     }
 
     async fn task_send_with(
@@ -280,11 +260,11 @@ impl<C: Communicator> Communicator for SyncCommunicator<C> {
         no_reply: bool,
         timeout: Option<Duration>,
     ) -> Result<Option<Value>, Error> {
-        flatten(SyncCommunicator::task_send_with(self, queue, task, no_reply, timeout).await)
+        SyncCommunicator::task_send_with(self, queue, task, no_reply, timeout).await
     }
 
     async fn next_task(&self, queue: &str, timeout: Duration) -> Result<IncomingTask, Error> {
-        flatten(SyncCommunicator::next_task(self, queue, timeout).await)
+        SyncCommunicator::next_task(self, queue, timeout).await
     }
 
     async fn close(&self) {

@@ -28,6 +28,26 @@ pub enum Error {
     #[error("the task was cancelled before it finished")]
     Cancelled,
     /// The task panicked; the runtime thread caught the panic and keeps serving other work.
+    ///
+    /// As with tokio's `JoinError`, the panic is also reported as it happens by the process's
+    /// panic hook, which runs before the panic is caught: the default hook prints the message
+    /// (and a backtrace with `RUST_BACKTRACE=1`) on stderr. A program that expects panics in
+    /// its tasks and reports them through this error can keep stderr quiet with a hook of its
+    /// own, for example one that stays silent on the runtime's threads (named after the
+    /// builder's `name`, its pool `<name>-pool`):
+    ///
+    /// ```
+    /// let default_hook = std::panic::take_hook();
+    /// std::panic::set_hook(Box::new(move |info| {
+    ///     let on_runtime = std::thread::current()
+    ///         .name()
+    ///         .is_some_and(|name| name.starts_with("my-runtime"));
+    ///     if !on_runtime {
+    ///         default_hook(info);
+    ///     }
+    /// }));
+    /// # let _ = std::panic::take_hook();
+    /// ```
     #[error("the task panicked: {message}")]
     Panicked {
         /// The panic payload, when it was a string.
@@ -43,6 +63,13 @@ pub enum Error {
          (or use the multi-thread flavour, where blocking waits from tasks are allowed)"
     )]
     WouldDeadlock,
+    /// [`stop`](crate::RuntimeThread::stop) or [`join`](crate::RuntimeThread::join) was
+    /// called on the runtime's own threads, which cannot wait for themselves to end. A `stop`
+    /// has requested the stop all the same.
+    #[error(
+        "stop() and join() wait for the runtime thread to end, which cannot happen while they run          on it: use request_stop() there (stop() has requested it already), and stop or join          from another thread"
+    )]
+    WouldJoinItself,
     /// The result was already taken out of this handle by an earlier successful wait.
     #[error("the result was already taken from this handle")]
     ResultTaken,

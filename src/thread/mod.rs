@@ -36,7 +36,7 @@
 //! 250 ms for idle pool threads to exit), whatever the tasks do. Stopping again returns the same
 //! report. `request_stop()` only asks (it works from anywhere, including a task on the thread itself);
 //! `join()` waits for the end; a daemon's `main` is `start()` then `join()`. `stop()` or `join()` called
-//! on the runtime's own threads requests the stop and returns `Error::WouldDeadlock`, since a thread
+//! on the runtime's own threads requests the stop and returns `Error::WouldJoinItself`, since a thread
 //! cannot join itself. Dropping a running `RuntimeThread` stops it.
 //!
 //! # Handles and cancellation

@@ -144,7 +144,7 @@ impl RuntimeThread {
     /// Every handle still pending resolves. Calling it again returns the same report.
     ///
     /// Called from the runtime thread itself (or one of its pool threads), it requests the stop
-    /// and returns [`Error::WouldDeadlock`], since a thread cannot join itself.
+    /// and returns [`Error::WouldJoinItself`], since a thread cannot join itself.
     pub fn stop(&self) -> Result<StopReport, Error> {
         self.stop_inner(None)
     }
@@ -166,7 +166,7 @@ impl RuntimeThread {
     /// would wait forever.
     pub fn join(&self) -> Result<StopReport, Error> {
         if context::belongs_to(self.shared.id) {
-            return Err(Error::WouldDeadlock);
+            return Err(Error::WouldJoinItself);
         }
         let mut thread = self.thread.lock();
         match std::mem::replace(&mut *thread, ThreadState::NotStarted) {
@@ -312,15 +312,38 @@ impl RuntimeThread {
         self.shared.stats()
     }
 
-    /// Starts the thread and returns a guard that stops it when dropped, even during a panic
-    /// (the `with` statement analogue).
+    /// Returns a guard that stops the thread when dropped, even during a panic (the `with`
+    /// statement analogue), starting the thread first unless it already runs.
+    ///
+    /// ```
+    /// use runtime_thread::RuntimeThread;
+    ///
+    /// let rt = RuntimeThread::builder().start()?;   // started the usual way
+    /// {
+    ///     let running = rt.start_guard()?;           // a guard for it all the same
+    ///     running.run_threadsafe(async {}).wait()?;
+    /// }
+    /// assert!(!rt.is_running());
+    /// # Ok::<(), runtime_thread::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stopped`] for a thread that is stopping or has stopped, and whatever
+    /// [`start`](Self::start) fails with.
     pub fn start_guard(&self) -> Result<StopGuard<'_>, Error> {
-        self.start()?;
+        match self.start() {
+            Ok(()) => {}
+            Err(Error::AlreadyStarted) if self.is_running() => {}
+            Err(Error::AlreadyStarted) => return Err(Error::Stopped),
+            Err(error) => return Err(error),
+        }
         Ok(StopGuard { thread: self })
     }
 
-    /// Starts the thread, runs `body`, and stops the thread, even if `body` panics (the panic
-    /// then continues once the thread has stopped).
+    /// Runs `body` with the thread running, starting it first unless it already runs, and
+    /// stops the thread afterwards, even if `body` panics (the panic then continues once the
+    /// thread has stopped).
     ///
     /// ```
     /// use runtime_thread::RuntimeThread;

@@ -37,7 +37,7 @@ impl JsonDirPersister {
 }
 
 fn io_error(path: &Path, error: std::io::Error) -> PersistError {
-    PersistError::Store(format!("{}: {error}", path.display()))
+    PersistError::store(path.display().to_string(), error)
 }
 
 impl Persister for JsonDirPersister {

@@ -10,6 +10,8 @@ pub use memory::InMemoryPersister;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqlitePersister;
 
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use super::checkpoint::Checkpoint;
@@ -75,9 +77,36 @@ pub enum PersistError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The store itself failed (I/O, database).
-    #[error("the checkpoint store failed: {0}")]
-    Store(String),
+    /// The store itself failed (I/O, database, encoding); `source` keeps the cause.
+    #[error("the checkpoint store failed: {what}")]
+    Store {
+        /// What the store was doing.
+        what: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl PersistError {
+    /// A store failure while doing `what`, caused by `source`.
+    pub fn store(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        PersistError::Store {
+            what: what.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// A store failure without an underlying error (a custom store's own condition).
+    pub fn store_failed(what: impl Into<String>) -> Self {
+        PersistError::Store {
+            what: what.into(),
+            source: None,
+        }
+    }
 }
 
 pub(crate) fn decode(pid: Uuid, bytes: &[u8]) -> Result<Checkpoint, PersistError> {
@@ -95,5 +124,5 @@ pub(crate) fn decode(pid: Uuid, bytes: &[u8]) -> Result<Checkpoint, PersistError
 pub(crate) fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>, PersistError> {
     checkpoint
         .to_bytes()
-        .map_err(|e| PersistError::Store(format!("cannot encode a checkpoint: {e}")))
+        .map_err(|e| PersistError::store("cannot encode a checkpoint", e))
 }

@@ -61,7 +61,7 @@ impl std::fmt::Debug for SqlitePersister {
 }
 
 fn store_error(error: rusqlite::Error) -> PersistError {
-    PersistError::Store(format!("sqlite: {error}"))
+    PersistError::store("sqlite", error)
 }
 
 impl SqlitePersister {
@@ -260,7 +260,7 @@ impl Db {
         for row in rows {
             let text = row.map_err(store_error)?;
             let pid = Uuid::parse_str(&text)
-                .map_err(|e| PersistError::Store(format!("a row with pid {text:?}: {e}")))?;
+                .map_err(|e| PersistError::store(format!("a row with pid {text:?}"), e))?;
             pids.push(pid);
         }
         Ok(pids)
@@ -324,7 +324,7 @@ impl Checkpointer {
             .query_row("PRAGMA journal_mode", [], |row| row.get(0))
             .map_err(store_error)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(PersistError::Store(format!(
+            return Err(PersistError::store_failed(format!(
                 "the database is in journal mode {mode}, not WAL"
             )));
         }
@@ -337,7 +337,7 @@ impl Checkpointer {
                     catch_up(&connection);
                 }
             })
-            .map_err(|e| PersistError::Store(format!("cannot start the checkpointer: {e}")))?;
+            .map_err(|e| PersistError::store("cannot start the checkpointer", e))?;
         Ok(Checkpointer {
             requests,
             thread: Some(thread),
@@ -414,7 +414,7 @@ impl Batcher {
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || commit_groups(&db, &queue))
-            .map_err(|e| PersistError::Store(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| PersistError::store("cannot start the writer thread", e))?;
         Ok(Batcher {
             shared,
             writer: Some(writer),

@@ -357,6 +357,7 @@ impl AmqpCommunicator {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(true),
             Confirmation::Ack(Some(_)) => Ok(false),
             Confirmation::Nack(_) => Err(Error::Broker {
+                source: None,
                 reason: format!("the broker refused a message to {exchange} / {routing_key}"),
             }),
         }

@@ -14,9 +14,11 @@ use tracing::instrument::WithSubscriber;
 use super::config::AmqpConfig;
 use crate::messaging::Error;
 
-pub(crate) fn broker_error(what: &str, error: impl std::fmt::Display) -> Error {
+/// A broker failure while doing `what`: the message names both, the error stays its source.
+pub(crate) fn broker_error(what: &str, error: lapin::Error) -> Error {
     Error::Broker {
         reason: format!("{what}: {error}"),
+        source: Some(std::sync::Arc::new(error)),
     }
 }
 
@@ -44,6 +46,7 @@ impl Link {
         let connection = tokio::time::timeout(config.connect_timeout, connecting)
             .await
             .map_err(|_| Error::Broker {
+                source: None,
                 reason: format!(
                     "no connection to {} within {:?}",
                     config.redacted_url(),

@@ -15,8 +15,8 @@
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let comm = amqp::connect("amqp://guest:guest@127.0.0.1:5672/%2f")?;
-//!     comm.add_rpc_subscriber("echo", Handler::sync(|v: Value| v)).wait()??;
-//!     assert_eq!(comm.rpc_send("echo", "hi".into()).wait()??, "hi");
+//!     comm.add_rpc_subscriber("echo", Handler::sync(|v: Value| v)).wait()?;
+//!     assert_eq!(comm.rpc_send("echo", "hi".into()).wait()?, "hi");
 //!     comm.close();
 //!     Ok(())
 //! }
@@ -83,8 +83,8 @@ use crate::thread::RuntimeThread;
 /// use runtime_thread::messaging::{Handler, Value};
 ///
 /// let comm = runtime_thread::messaging::amqp::connect("amqp://guest:guest@127.0.0.1/")?;
-/// comm.add_rpc_subscriber("echo", Handler::sync(|v: Value| v)).wait()??;
-/// assert_eq!(comm.rpc_send("echo", "hi".into()).wait()??, "hi");
+/// comm.add_rpc_subscriber("echo", Handler::sync(|v: Value| v)).wait()?;
+/// assert_eq!(comm.rpc_send("echo", "hi".into()).wait()?, "hi");
 /// comm.close();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
