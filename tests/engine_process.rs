@@ -717,3 +717,49 @@ fn a_runner_on_a_thread_never_started_says_so() {
         assert!(error.to_string().contains("not been started"), "{error}");
     });
 }
+
+#[test]
+fn waiting_for_a_state_returns_when_it_is_reached_and_says_when_it_never_will_be() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let waiting = runner.submit(WaitsForResume);
+        let status = waiting
+            .wait_for_state(ProcessState::Waiting, QUICK)
+            .unwrap();
+        assert_eq!(status.state, ProcessState::Waiting);
+        // Not paused, so it stays Waiting: a bounded wait for `Finished` times out.
+        assert!(matches!(
+            waiting.wait_for_state(ProcessState::Finished, Duration::from_millis(20)),
+            Err(EngineError::Thread(runtime_thread::Error::TimedOut(_)))
+        ));
+        assert!(waiting.kill("enough"));
+        // Killed: it will never be Finished.
+        assert!(matches!(
+            waiting.wait_for_state(ProcessState::Finished, QUICK),
+            Err(EngineError::InvalidState {
+                state: ProcessState::Killed,
+                ..
+            })
+        ));
+    });
+}
+
+#[test]
+fn several_handles_share_one_deadline() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let mut handles: Vec<_> = (0..3).map(|_| runner.submit(WaitsForResume)).collect();
+        let deadline = std::time::Instant::now() + Duration::from_millis(30);
+        for handle in &mut handles {
+            assert!(matches!(
+                handle.wait_until(deadline),
+                Err(EngineError::Thread(runtime_thread::Error::TimedOut(_)))
+            ));
+        }
+        for (i, handle) in handles.into_iter().enumerate() {
+            handle.wait_for_state(ProcessState::Waiting, QUICK).unwrap();
+            handle.resume(json!(i)).unwrap();
+            assert_eq!(handle.wait().unwrap().into_outputs().unwrap()["value"], i);
+        }
+    });
+}

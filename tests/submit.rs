@@ -388,3 +388,22 @@ fn a_future_whose_drop_panics_does_not_take_the_thread_down() {
         rt.stop().unwrap();
     });
 }
+
+#[test]
+fn several_task_handles_share_one_deadline_and_stay_usable() {
+    bounded(QUICK, || {
+        let rt = runtime_thread::RuntimeThread::builder().start().unwrap();
+        let (release, gate) = tokio::sync::oneshot::channel::<u32>();
+        let mut slow = rt.run_threadsafe(async move { gate.await.unwrap_or(0) });
+        let mut quick = rt.run_threadsafe(async { 1u32 });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(20);
+        assert_eq!(quick.wait_until(deadline).unwrap(), 1);
+        assert!(matches!(
+            slow.wait_until(deadline),
+            Err(runtime_thread::Error::TimedOut(_))
+        ));
+        release.send(7).unwrap();
+        assert_eq!(slow.wait().unwrap(), 7);
+        rt.stop().unwrap();
+    });
+}

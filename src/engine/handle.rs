@@ -125,6 +125,58 @@ impl ProcessController {
             .collect()
     }
 
+    /// Blocks until the process is in `state` (now or later), and returns its status then,
+    /// instead of polling [`status`](Self::status).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use runtime_thread::engine::{Command, Context, Process, ProcessState, Runner, StepError};
+    ///
+    /// struct Approval;
+    /// impl Process for Approval {
+    ///     async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    ///         if step == "run" {
+    ///             return Ok(Command::wait_for_resume("approved"));
+    ///         }
+    ///         let by = ctx.take_resume_value().unwrap_or_default();
+    ///         ctx.out("by", by);
+    ///         Ok(Command::finish())
+    ///     }
+    /// }
+    ///
+    /// let runner = Runner::start()?;
+    /// let approval = runner.submit(Approval);
+    /// let status = approval.wait_for_state(ProcessState::Waiting, Duration::from_secs(5))?;
+    /// assert!(status.awaiting_resume);
+    /// approval.resume("the manager".into())?;
+    /// assert_eq!(approval.wait()?.into_outputs()?["by"], "the manager");
+    /// # Ok::<(), runtime_thread::engine::EngineError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::Thread(Error::TimedOut)` after `timeout`; [`EngineError::InvalidState`]
+    /// if the process ended in another state, so that it never will be in `state`.
+    pub fn wait_for_state(
+        &self,
+        state: ProcessState,
+        timeout: Duration,
+    ) -> Result<ProcessStatus, EngineError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let reached = crate::thread::block_safely(|| self.shared.wait_for_state(state, deadline))
+            .map_err(EngineError::Thread)?;
+        if reached == state {
+            return Ok(self.status());
+        }
+        if reached.is_terminal() {
+            return Err(EngineError::InvalidState {
+                state: reached,
+                action: "reach the state waited for (it has ended)",
+            });
+        }
+        Err(EngineError::Thread(crate::thread::Error::TimedOut(timeout)))
+    }
+
     /// Asks the process to pause: at once in `Created` or `Waiting` (the wait stays armed), after
     /// the current step in `Running`. Returns false if it has already ended.
     pub fn pause(&self) -> bool {
@@ -304,19 +356,35 @@ impl ProcessHandle {
     /// `EngineError::Thread(Error::WouldDeadlock)`: await the handle there instead. A process
     /// whose runtime stopped before it ended gives `EngineError::Thread(Error::Stopped)`.
     pub fn wait(self) -> Result<ProcessOutcome, EngineError> {
-        self.wait_until(None)
+        self.wait_before(None)
             .unwrap_or(Err(EngineError::Thread(crate::thread::Error::ResultTaken)))
     }
 
     /// Blocks up to `timeout`; the handle stays usable after a time-out.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<ProcessOutcome, EngineError> {
         let deadline = std::time::Instant::now().checked_add(timeout);
-        self.wait_until(deadline).unwrap_or(Err(EngineError::Thread(
-            crate::thread::Error::TimedOut(timeout),
-        )))
+        self.wait_before(deadline)
+            .unwrap_or(Err(EngineError::Thread(crate::thread::Error::TimedOut(
+                timeout,
+            ))))
     }
 
-    fn wait_until(
+    /// Blocks up to a point in time, so that several handles can share one deadline; after
+    /// it, `EngineError::Thread(Error::TimedOut)` (with the time this call waited) and the
+    /// handle stays usable.
+    pub fn wait_until(
+        &mut self,
+        deadline: std::time::Instant,
+    ) -> Result<ProcessOutcome, EngineError> {
+        let start = std::time::Instant::now();
+        self.wait_before(Some(deadline)).unwrap_or_else(|| {
+            Err(EngineError::Thread(crate::thread::Error::TimedOut(
+                start.elapsed(),
+            )))
+        })
+    }
+
+    fn wait_before(
         &self,
         deadline: Option<std::time::Instant>,
     ) -> Option<Result<ProcessOutcome, EngineError>> {

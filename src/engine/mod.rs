@@ -186,6 +186,10 @@ pub use persist::SqlitePersister;
 pub use persist::{InMemoryPersister, JsonDirPersister, PersistError, Persister};
 pub use workchain::{Chain, Flow, WorkChain, WorkContext, store_child_result};
 
+/// The type of a process id (a UUID, as plumpy's pids are), re-exported so that a program can
+/// name it without depending on `uuid` itself.
+pub use uuid::Uuid;
+
 pub use error::EngineError;
 pub use exit_code::ExitCode;
 pub use handle::{ProcessController, ProcessHandle, ProcessOutcome, ProcessStatus};

@@ -108,7 +108,7 @@ pub(crate) struct ProcessShared {
     control: Mutex<Control>,
     changed: Notify,
     status: Mutex<Status>,
-    /// Signalled (under `status`) when the process ends, for blocking waits.
+    /// Signalled (under `status`) when the process changes state or ends, for blocking waits.
     ended: Condvar,
     /// Set once the outcome is published: what a blocking waiter spins on before it sleeps.
     published: AtomicBool,
@@ -360,8 +360,27 @@ impl ProcessShared {
             status.state = to;
             from
         };
+        // A blocking `wait_for_state` sleeps on the same condition variable as the waiters
+        // for the end; with none, this is one atomic read.
+        self.ended.notify_all();
         self.notify(|l, pid| l.on_state_changed(pid, Some(from), to));
         true
+    }
+
+    /// Blocks until the process is in `state`, has ended, or `deadline` passes; returns the
+    /// state it is in then.
+    pub(crate) fn wait_for_state(
+        &self,
+        state: ProcessState,
+        deadline: std::time::Instant,
+    ) -> ProcessState {
+        let mut status = self.status.lock();
+        while status.state != state && status.outcome.is_none() {
+            if self.ended.wait_until(&mut status, deadline).timed_out() {
+                break;
+            }
+        }
+        status.state
     }
 
     pub(crate) fn set_paused(&self, paused: bool, text: Option<String>) {

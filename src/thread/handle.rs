@@ -64,18 +64,42 @@ impl<T: Send + 'static> TaskHandle<T> {
     pub fn wait(self) -> Result<T, Error> {
         // Without a deadline `wait_until` always returns `Some`; the fallback only keeps this
         // free of a panic path.
-        self.wait_until(None).unwrap_or(Err(Error::ResultTaken))
+        self.wait_before(None).unwrap_or(Err(Error::ResultTaken))
     }
 
     /// Like [`wait`](Self::wait), but gives up after `timeout` with [`Error::TimedOut`]; the handle
     /// stays usable, so the caller may wait again, cancel, or await.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<T, Error> {
         let deadline = Instant::now().checked_add(timeout);
-        self.wait_until(deadline)
+        self.wait_before(deadline)
             .unwrap_or(Err(Error::TimedOut(timeout)))
     }
 
-    fn wait_until(&self, deadline: Option<Instant>) -> Option<Result<T, Error>> {
+    /// Like [`wait_timeout`](Self::wait_timeout), up to a point in time: several handles can
+    /// share one deadline. After it, [`Error::TimedOut`] (with the time this call waited) and
+    /// the handle stays usable.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use runtime_thread::RuntimeThread;
+    ///
+    /// let rt = RuntimeThread::builder().start()?;
+    /// let mut handles: Vec<_> = (0..3).map(|i| rt.run_threadsafe(async move { i * 2 })).collect();
+    /// let deadline = Instant::now() + Duration::from_secs(5);
+    /// let doubled: Vec<u32> = handles
+    ///     .iter_mut()
+    ///     .map(|handle| handle.wait_until(deadline))
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(doubled, [0, 2, 4]);
+    /// # Ok::<(), runtime_thread::Error>(())
+    /// ```
+    pub fn wait_until(&mut self, deadline: Instant) -> Result<T, Error> {
+        let start = Instant::now();
+        self.wait_before(Some(deadline))
+            .unwrap_or_else(|| Err(Error::TimedOut(start.elapsed())))
+    }
+
+    fn wait_before(&self, deadline: Option<Instant>) -> Option<Result<T, Error>> {
         if let Some(outcome) = self.completion.try_take() {
             return Some(outcome);
         }
