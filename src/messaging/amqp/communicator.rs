@@ -507,6 +507,27 @@ impl AmqpCommunicator {
         .await
     }
 
+    /// Declares a subscription registered just before on the live connection (waiting for one
+    /// if needed) and, if that fails, takes the registration back with `undo`: the add methods'
+    /// one way to leave nothing half-made.
+    async fn declare_or_undo<T, F>(
+        &self,
+        declare: impl FnOnce(Arc<Link>) -> F,
+        undo: impl FnOnce(&mut Subscriptions),
+    ) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
+        let declared = match self.link().await {
+            Ok(link) => declare(link).await,
+            Err(error) => Err(error),
+        };
+        if declared.is_err() {
+            undo(&mut self.inner.subscriptions.lock());
+        }
+        declared
+    }
+
     /// Cancels consumer `tag` and deletes its `queue` on the live connection, if there is one;
     /// best effort, since a connection that has gone took both with it.
     async fn stop_consuming(&self, tag: &str, queue: &str) {
@@ -626,23 +647,16 @@ impl Communicator for AmqpCommunicator {
                     .rpc
                     .insert(identifier.to_owned(), subscription);
             }
-            let served = match self.link().await {
-                Ok(link) => self.serve_rpc(&link, identifier, handler).await,
-                Err(error) => Err(error),
-            };
-            let mut subscriptions = self.inner.subscriptions.lock();
-            match served {
-                Ok(queue) => {
-                    if let Some(s) = subscriptions.rpc.get_mut(identifier) {
-                        s.queue = Some(queue);
-                    }
-                    Ok(())
-                }
-                Err(error) => {
-                    subscriptions.rpc.remove(identifier);
-                    Err(error)
-                }
+            let queue = self
+                .declare_or_undo(
+                    |link| async move { self.serve_rpc(&link, identifier, handler).await },
+                    |subscriptions| drop(subscriptions.rpc.remove(identifier)),
+                )
+                .await?;
+            if let Some(s) = self.inner.subscriptions.lock().rpc.get_mut(identifier) {
+                s.queue = Some(queue);
             }
+            Ok(())
         })
         .await
     }
@@ -702,18 +716,13 @@ impl Communicator for AmqpCommunicator {
                 subscriptions.broadcast_queue.is_none()
             };
             if start {
-                let consuming = match self.link().await {
-                    Ok(link) => self.consume_broadcasts(&link).await,
-                    Err(error) => Err(error),
-                };
-                let mut subscriptions = self.inner.subscriptions.lock();
-                match consuming {
-                    Ok(consuming) => subscriptions.broadcast_queue = Some(consuming),
-                    Err(error) => {
-                        subscriptions.broadcast.remove(&id);
-                        return Err(error);
-                    }
-                }
+                let consuming = self
+                    .declare_or_undo(
+                        |link| async move { self.consume_broadcasts(&link).await },
+                        |subscriptions| drop(subscriptions.broadcast.remove(&id)),
+                    )
+                    .await?;
+                self.inner.subscriptions.lock().broadcast_queue = Some(consuming);
             }
             Ok(SubscriberId(id))
         })
@@ -785,14 +794,11 @@ impl Communicator for AmqpCommunicator {
                 .lock()
                 .tasks
                 .insert(id, subscription);
-            let consuming = match self.link().await {
-                Ok(link) => self.consume_tasks(&link, id).await,
-                Err(error) => Err(error),
-            };
-            if let Err(error) = consuming {
-                self.inner.subscriptions.lock().tasks.remove(&id);
-                return Err(error);
-            }
+            self.declare_or_undo(
+                |link| async move { self.consume_tasks(&link, id).await },
+                |subscriptions| drop(subscriptions.tasks.remove(&id)),
+            )
+            .await?;
             self.inner.new_subscriber.notify_waiters();
             Ok(SubscriberId(id))
         })
