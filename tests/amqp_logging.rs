@@ -4,7 +4,7 @@
 //! lapin's, let alone one carrying the message. One test: the subscriber is process-wide.
 #![cfg(feature = "amqp")]
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use runtime_thread::messaging::amqp::AmqpCommunicator;
@@ -15,16 +15,16 @@ mod common;
 use common::broker::runtime;
 use common::{bounded, broker};
 
-/// Every line the subscriber writes.
+/// Every line the subscriber writes, and a signal for each.
 #[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<String>>>);
+struct Lines(Arc<(Mutex<Vec<String>>, Condvar)>);
 
 impl std::io::Write for Lines {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap()
-            .push(String::from_utf8_lossy(buf).into_owned());
+        let (lines, written) = &*self.0;
+        let line = String::from_utf8_lossy(buf).into_owned();
+        lines.lock().unwrap().push(line);
+        written.notify_all();
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -33,8 +33,14 @@ impl std::io::Write for Lines {
 }
 
 impl Lines {
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap())
+    /// Every line written so far, once `complete` holds for them or `limit` has passed.
+    fn take_once(&self, complete: impl Fn(&[String]) -> bool, limit: Duration) -> Vec<String> {
+        let (lines, written) = &*self.0;
+        let guard = lines.lock().unwrap();
+        let (mut guard, _) = written
+            .wait_timeout_while(guard, limit, |lines| !complete(lines))
+            .unwrap();
+        std::mem::take(&mut *guard)
     }
 }
 
@@ -66,9 +72,14 @@ fn unroutable_rpcs_and_failed_connects_log_no_warnings_and_no_bodies() {
             let refused = broker::config().url(broker::url_as("guest", "wrong"));
             assert!(AmqpCommunicator::connect(refused).await.is_err());
         });
-        // Let lapin's I/O threads finish what they write.
-        std::thread::sleep(Duration::from_millis(200));
-        let shown = lines.take();
+        // lapin's I/O thread reports the refused login last: the lines are complete once it
+        // has.
+        let refusal_shown = |shown: &[String]| {
+            shown
+                .iter()
+                .any(|l| l.contains(" DEBUG ") && l.contains("ACCESS_REFUSED"))
+        };
+        let shown = lines.take_once(refusal_shown, Duration::from_secs(5));
         for line in &shown {
             eprint!("{line}");
         }
@@ -86,9 +97,7 @@ fn unroutable_rpcs_and_failed_connects_log_no_warnings_and_no_bodies() {
         );
         // lapin's report of the refused login is still there for whoever asks for DEBUG.
         assert!(
-            shown
-                .iter()
-                .any(|l| l.contains(" DEBUG ") && l.contains("ACCESS_REFUSED")),
+            refusal_shown(&shown),
             "lapin's own report of the refused login was lost"
         );
     });

@@ -99,9 +99,9 @@ impl ProcessListener for Recorder {
 
 /// Waits (bounded by the test watchdog) until the process reaches `state`.
 fn until_state(controller: &runtime_thread::engine::ProcessController, state: ProcessState) {
-    while controller.status().state != state {
-        std::thread::yield_now();
-    }
+    controller
+        .wait_for_state(state, QUICK)
+        .unwrap_or_else(|error| panic!("the process never reached {state:?}: {error}"));
 }
 
 /// Waits (bounded by the test watchdog) until no submitted work is left on the runner's thread.

@@ -86,7 +86,7 @@ pub enum EngineError {
 }
 
 /// ` in step 'name'`, or nothing.
-fn in_step(step: &Option<String>) -> String {
+pub(crate) fn in_step(step: &Option<String>) -> String {
     step.as_ref()
         .map(|step| format!(" in step '{step}'"))
         .unwrap_or_default()

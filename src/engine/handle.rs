@@ -392,8 +392,13 @@ impl ProcessHandle {
         let outcome = match shared.try_outcome() {
             Some(outcome) => outcome,
             None => {
-                let spin = self.runner.spawner().spin();
-                match crate::thread::block_safely(|| shared.wait_outcome(spin, deadline)) {
+                let waited = crate::thread::spin_then_block(
+                    self.runner.spawner().spin(),
+                    deadline,
+                    || shared.is_published(),
+                    || shared.wait_outcome(deadline),
+                );
+                match waited {
                     Ok(outcome) => outcome?,
                     Err(refused) => return Some(Err(EngineError::Thread(refused))),
                 }

@@ -18,11 +18,11 @@
 //! Pause is a flag, not a state.
 //!
 //! A process is a state machine of named async steps; each step returns a `Command`: the next step,
-//! a wait (for a `resume`, a timer, a future, or children), a stop with an `ExitCode` (zero is success), or a kill.
-//! A `Runner` drives thousands of processes on one `RuntimeThread`; each only occupies the thread
-//! while a step runs. A step that needs a child process launches it and awaits its handle: the step is
-//! suspended, nothing blocks, and no nested event loop is needed (plumpy needed `nest_asyncio`, then
-//! greenlet portals, for this).
+//! a wait (for a `resume`, a timer, a future, or children), a stop with an `ExitCode` (zero is
+//! success), or a kill. A `Runner` drives thousands of processes on one `RuntimeThread`; each only
+//! occupies the thread while a step runs. A step that needs a child process launches it and awaits
+//! its handle: the step is suspended, nothing blocks, and no nested event loop is needed (plumpy
+//! needed `nest_asyncio`, then greenlet portals, for this).
 //!
 //! ```rust
 //! use runtime_thread::engine::{Command, Context, Process, Runner, StepError};

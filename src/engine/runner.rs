@@ -272,7 +272,7 @@ impl Runner {
         let handles = self.core.load_all()?;
         Ok(handles
             .into_iter()
-            .filter(|handle| handle.status().parent.is_none())
+            .filter(|handle| handle.shared().identity.parent.is_none())
             .collect())
     }
 
@@ -529,7 +529,8 @@ impl Core {
         &self,
         processes: impl IntoIterator<Item = P>,
     ) -> Result<Vec<ProcessHandle>, EngineError> {
-        let created = (processes.into_iter())
+        let created = processes
+            .into_iter()
             .map(|process| self.create_persisted(process, None, None))
             .collect::<Result<Vec<_>, _>>()?;
         let store = self.store()?;
@@ -567,7 +568,7 @@ impl Core {
     /// Starts a created process, whose first checkpoint is saved.
     fn start_created<P: Persistent>(&self, created: Created<P>) -> ProcessHandle {
         self.track(created.ctx.shared());
-        (self).spawn(
+        self.spawn(
             created.process,
             created.ctx,
             created.start,

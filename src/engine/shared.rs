@@ -286,13 +286,13 @@ impl ProcessShared {
         Self::settled(&self.status.lock())
     }
 
+    /// True once the outcome is published: what a blocking waiter spins on before it sleeps.
+    pub(crate) fn is_published(&self) -> bool {
+        self.published.load(Acquire)
+    }
+
     /// Blocks until the process ends or `deadline` passes (`None` then).
-    pub(crate) fn wait_outcome(
-        &self,
-        spin: &crate::thread::Spin,
-        deadline: Option<std::time::Instant>,
-    ) -> Option<Settled> {
-        spin.until(deadline, || self.published.load(Acquire));
+    pub(crate) fn wait_outcome(&self, deadline: Option<std::time::Instant>) -> Option<Settled> {
         let mut status = self.status.lock();
         loop {
             if let Some(settled) = Self::settled(&status) {

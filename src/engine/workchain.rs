@@ -9,7 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::checkpoint::{ChildRef, Persistent};
-use super::error::EngineError;
+use super::error::{EngineError, in_step};
 use super::exit_code::ExitCode;
 use super::handle::{ProcessHandle, ProcessOutcome};
 use super::outline::{Ctx, Found, Outline, Stepper};
@@ -111,12 +111,10 @@ pub fn store_child_result(
             message,
             process,
             step,
-        } => {
-            let in_step = step.map(|s| format!(" in step '{s}'")).unwrap_or_default();
-            Err(StepError(format!(
-                "the child '{key}' ({process}) excepted{in_step}: {message}"
-            )))
-        }
+        } => Err(StepError(format!(
+            "the child '{key}' ({process}) excepted{}: {message}",
+            in_step(&step)
+        ))),
         ProcessOutcome::Killed { message } => Err(StepError(format!(
             "the child '{key}' was killed: {message}"
         ))),

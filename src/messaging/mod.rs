@@ -4,11 +4,12 @@
 //! ([`SyncCommunicator`]), built on the core layer.
 //!
 //! `Communicator` is kiwipy's model as a trait: RPC, broadcasts and task queues, with JSON-like
-//! messages (`serde_json::Value`, and `to_value`/`from_value` for typed data). `LocalCommunicator` is
-//! the in-process broker; `AmqpCommunicator` (feature `amqp`) goes through RabbitMQ; `SyncCommunicator`
-//! drives either from plain threads through a `RuntimeThread` and returns a [`Reply`] for each
-//! operation, whose error is this layer's [`Error`]. Handlers are plain or async closures; they may answer with a value, an error, a rejection,
-//! or an answer that comes later (`Response::later`, `Response::deferred`).
+//! messages (`serde_json::Value`, and `to_value`/`from_value` for typed data). `LocalCommunicator`
+//! is the in-process broker; `AmqpCommunicator` (feature `amqp`) goes through RabbitMQ;
+//! `SyncCommunicator` drives either from plain threads through a `RuntimeThread` and returns a
+//! [`Reply`] for each operation, whose error is this layer's [`Error`]. Handlers are plain or async
+//! closures; they may answer with a value, an error, a rejection, or an answer that comes later
+//! (`Response::later`, `Response::deferred`).
 //!
 //! ```rust
 //! use std::time::Duration;

@@ -15,10 +15,11 @@ use super::reply::Reply;
 use super::task::IncomingTask;
 use crate::thread::RuntimeThread;
 
-/// A communicator for synchronous code. Every operation runs on a [`RuntimeThread`] and returns
-/// a [`Reply`]: block with `wait()`/`wait_timeout()`, `.await` it, or leave an `on_done`
-/// callback; its error is this layer's [`Error`] (after [`close`](Self::close), `Closed`). Handlers run on the runtime thread, as plain or async closures; inside one,
-/// call the async communicator ([`inner`](Self::inner)) rather than blocking on this one.
+/// A communicator for synchronous code. Every operation runs on a [`RuntimeThread`] and returns a
+/// [`Reply`]: block with `wait()`/`wait_timeout()`, `.await` it, or leave an `on_done` callback;
+/// its error is this layer's [`Error`] (after [`close`](Self::close), `Closed`). Handlers run on
+/// the runtime thread, as plain or async closures; inside one, call the async communicator
+/// ([`inner`](Self::inner)) rather than blocking on this one.
 ///
 /// It also implements [`Communicator`] itself (each call hops through the runtime thread), so
 /// code written against the trait runs over it unchanged. When both apply, the inherent methods

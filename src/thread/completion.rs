@@ -2,8 +2,9 @@
 //!
 //! The task side resolves it exactly once (with a value, a panic, a cancellation or `Stopped`); the
 //! handle side takes the value by sleeping on a condition variable (after the handle's own brief
-//! spin, see [`Spin`](super::spin::Spin)), by registering a waker, or by leaving a callback. The `state` atomic is only a fast-path hint: every
-//! transition happens under the mutex, so the protocol is the mutex protocol plus one flag read.
+//! spin, see [`Spin`](super::spin::Spin)), by registering a waker, or by leaving a callback. The
+//! `state` atomic is only a fast-path hint: every transition happens under the mutex, so the
+//! protocol is the mutex protocol plus one flag read.
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::task::{Context, Poll, Waker};

@@ -67,7 +67,9 @@ pub enum Error {
     /// called on the runtime's own threads, which cannot wait for themselves to end. A `stop`
     /// has requested the stop all the same.
     #[error(
-        "stop() and join() wait for the runtime thread to end, which cannot happen while they run          on it: use request_stop() there (stop() has requested it already), and stop or join          from another thread"
+        "stop() and join() wait for the runtime thread to end, which cannot happen while they run \
+         on it: use request_stop() there (stop() has requested it already), and stop or join \
+         from another thread"
     )]
     WouldJoinItself,
     /// The result was already taken out of this handle by an earlier successful wait.

@@ -103,10 +103,12 @@ impl<T: Send + 'static> TaskHandle<T> {
         if let Some(outcome) = self.completion.try_take() {
             return Some(outcome);
         }
-        block_safely(|| {
-            self.spin.until(deadline, || self.completion.is_resolved());
-            self.completion.wait(deadline)
-        })
+        spin_then_block(
+            &self.spin,
+            deadline,
+            || self.completion.is_resolved(),
+            || self.completion.wait(deadline),
+        )
         .unwrap_or_else(|refused| Some(Err(refused)))
     }
 
@@ -210,5 +212,20 @@ pub(crate) fn block_safely<R>(wait: impl FnOnce() -> R) -> Result<R, Error> {
             tokio::task::block_in_place(wait)
         }
         _ => wait(),
+    })
+}
+
+/// How every blocking waiter on a runtime thread's work waits: refused where blocking could
+/// deadlock (see [`block_safely`]), then a short spin until `done` holds (see
+/// [`Spin::until`]), then `sleep`, which blocks until the result is there or `deadline`.
+pub(crate) fn spin_then_block<R>(
+    spin: &Spin,
+    deadline: Option<Instant>,
+    done: impl Fn() -> bool,
+    sleep: impl FnOnce() -> R,
+) -> Result<R, Error> {
+    block_safely(|| {
+        spin.until(deadline, done);
+        sleep()
     })
 }

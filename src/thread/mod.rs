@@ -74,14 +74,15 @@
 //!
 //! # Latency design
 //!
-//! Submissions go through a crossbeam queue with a doorbell. On a current-thread
-//! runtime the dispatcher polls each future once inline: a future ready on its first poll never
-//! becomes a tokio task. After the last job the dispatcher keeps yielding to the scheduler for
-//! `idle_spin` (default 50 µs) before it sleeps, and a blocking `wait()` spins for `wait_spin`
-//! (default 20 µs) before it sleeps, so back-to-back calls skip OS wake-ups; with no traffic the thread
-//! sleeps. Each side spins only while the other was last seen on another CPU, and a process that may
-//! use one CPU only (affinity mask or cgroup quota) never spins: on a shared CPU a spin holds the CPU
-//! the other side needs (57 µs per call pinned to one CPU before this rule, 4.6 µs with it). The doorbell and the result cell are model-checked with loom (`scripts/test` runs them).
+//! Submissions go through a crossbeam queue with a doorbell. On a current-thread runtime the
+//! dispatcher polls each future once inline: a future ready on its first poll never becomes a tokio
+//! task. After the last job the dispatcher keeps yielding to the scheduler for `idle_spin` (default
+//! 50 µs) before it sleeps, and a blocking `wait()` spins for `wait_spin` (default 20 µs) before it
+//! sleeps, so back-to-back calls skip OS wake-ups; with no traffic the thread sleeps. Each side
+//! spins only while the other was last seen on another CPU, and a process that may use one CPU only
+//! (affinity mask or cgroup quota) never spins: on a shared CPU a spin holds the CPU the other side
+//! needs (57 µs per call pinned to one CPU before this rule, 4.6 µs with it). The doorbell and the
+//! result cell are model-checked with loom (`scripts/test` runs them).
 
 //
 // Under `cfg(loom)` only the hand-off protocols and their model tests are compiled: tokio removes
@@ -123,16 +124,14 @@ pub use error::Error;
 #[cfg(not(loom))]
 pub(crate) use error::panic_message;
 #[cfg(not(loom))]
-pub(crate) use handle::block_safely;
-#[cfg(not(loom))]
 pub use handle::{AbortHandle, TaskHandle};
+#[cfg(not(loom))]
+pub(crate) use handle::{block_safely, spin_then_block};
 #[cfg(not(loom))]
 pub use report::{StartupOutcome, StartupTaskReport, Stats, StopCause, StopReport};
 #[cfg(not(loom))]
 pub use runtime_thread::{RuntimeThread, StopGuard};
 #[cfg(not(loom))]
 pub(crate) use spawner::Spawner;
-#[cfg(not(loom))]
-pub(crate) use spin::Spin;
 #[cfg(not(loom))]
 pub use task::TaskOutput;

@@ -48,11 +48,13 @@ impl Persister for InMemoryPersister {
 
     fn save_all(&self, checkpoints: Vec<(Uuid, Vec<u8>)>) -> Result<(), PersistError> {
         let mut saved = self.saved.lock();
-        // The replaced bytes are dropped outside the lock.
-        let _old: Vec<_> = checkpoints
+        let replaced: Vec<_> = checkpoints
             .into_iter()
             .filter_map(|(pid, bytes)| saved.insert(pid, bytes))
             .collect();
+        // The replaced bytes are freed after the lock is released.
+        drop(saved);
+        drop(replaced);
         Ok(())
     }
 

@@ -146,7 +146,9 @@ impl Persister for SqlitePersister {
     fn save_all(&self, checkpoints: Vec<(Uuid, Vec<u8>)>) -> Result<(), PersistError> {
         match &self.batcher {
             Some(batcher) => batcher.queue_all(checkpoints.into_iter().map(|(p, b)| (p, Some(b)))),
-            None => (self.db).apply(checkpoints.iter().map(|(pid, body)| (pid, Some(&body[..])))),
+            None => self
+                .db
+                .apply(checkpoints.iter().map(|(pid, body)| (pid, Some(&body[..])))),
         }
     }
 
@@ -285,33 +287,39 @@ struct Checkpointer {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Checkpoints asked for, and whether the store is closing.
+/// Whether a checkpoint is asked for, and whether the store is closing.
 #[derive(Default)]
 struct Requests {
-    state: Mutex<(bool, bool)>,
+    state: Mutex<RequestState>,
     wake: Condvar,
+}
+
+#[derive(Default)]
+struct RequestState {
+    asked: bool,
+    closing: bool,
 }
 
 impl Requests {
     fn request(&self) {
         let mut state = self.state.lock();
-        if !state.0 {
-            state.0 = true;
+        if !state.asked {
+            state.asked = true;
             self.wake.notify_one();
         }
     }
 
-    /// Waits for a request; false once the store is closing.
+    /// Waits for a request; false once the store is closing and nothing more is asked.
     fn next(&self) -> bool {
         let mut state = self.state.lock();
-        while !state.0 && !state.1 {
+        while !state.asked && !state.closing {
             self.wake.wait(&mut state);
         }
-        std::mem::take(&mut state.0) || !state.1
+        std::mem::take(&mut state.asked) || !state.closing
     }
 
     fn close(&self) {
-        self.state.lock().1 = true;
+        self.state.lock().closing = true;
         self.wake.notify_one();
     }
 }
@@ -538,6 +546,27 @@ mod tests {
         }
     }
 
+    /// A directory of one test's own, removed when the test ends, even by a failed assertion.
+    struct Scratch(std::path::PathBuf);
+
+    impl Scratch {
+        fn new(what: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("sqlite-{what}-{}", Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+
+        fn file(&self, name: &str) -> std::path::PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     fn table(db: &Db) -> HashMap<Uuid, Vec<u8>> {
         db.pids()
             .unwrap()
@@ -549,8 +578,7 @@ mod tests {
     /// After a crash, the table holds exactly the result of some prefix of the writes.
     #[test]
     fn group_commit_leaves_a_prefix_of_the_writes_after_a_crash() {
-        let dir = std::env::temp_dir().join(format!("sqlite-prefix-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = Scratch::new("prefix");
         let pids: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = move || {
@@ -560,7 +588,7 @@ mod tests {
             seed
         };
         for round in 0..20 {
-            let path = dir.join(format!("{round}.sqlite"));
+            let path = dir.file(&format!("{round}.sqlite"));
             let db = Arc::new(Db::open(&path).unwrap());
             let batcher = Batcher::start(db.clone()).unwrap();
             let mut states = vec![HashMap::new()];
@@ -585,16 +613,14 @@ mod tests {
                 "round {round}: the table is not the result of a prefix of the writes"
             );
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The write-ahead log is copied into the database by the store's own thread, not left
     /// to grow, and not inside a commit.
     #[test]
     fn the_checkpointer_moves_the_log_into_the_database() {
-        let dir = std::env::temp_dir().join(format!("sqlite-wal-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("store.sqlite");
+        let dir = Scratch::new("wal");
+        let path = dir.file("store.sqlite");
         let store = SqlitePersister::open(&path).unwrap();
         let pids: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
         // Far more pages than one checkpoint's worth.
@@ -616,14 +642,12 @@ mod tests {
             size()
         );
         drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn queued_writes_are_read_back_at_once_and_committed_by_flush() {
-        let dir = std::env::temp_dir().join(format!("sqlite-batched-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("store.sqlite");
+        let dir = Scratch::new("batched");
+        let path = dir.file("store.sqlite");
         let store = SqlitePersister::open_batched(&path).unwrap();
         let (kept, gone) = (Uuid::new_v4(), Uuid::new_v4());
         store.put_raw(kept, b"not a checkpoint").unwrap();
@@ -642,6 +666,5 @@ mod tests {
         let other = SqlitePersister::open(&path).unwrap();
         assert_eq!(other.list().unwrap(), vec![kept]);
         drop((store, other));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -244,13 +244,12 @@ pub(crate) async fn bind(
         .map_err(|e| broker_error(&format!("cannot bind {queue} to {exchange} as {key}"), e))
 }
 
-/// A channel for one task subscriber, with its prefetch limit (0 = unlimited, as kiwipy).
-pub(crate) async fn task_channel(link: &Link, prefetch: usize) -> Result<Channel, Error> {
-    prefetching_channel(&link.connection, prefetch).await
-}
-
-/// A channel whose consumers each hold at most `prefetch` unacknowledged deliveries.
-async fn prefetching_channel(connection: &Connection, prefetch: usize) -> Result<Channel, Error> {
+/// A channel whose consumers each hold at most `prefetch` unacknowledged deliveries (0 =
+/// unlimited, as kiwipy): one for each task subscriber, and the one pulls take tasks on.
+pub(crate) async fn prefetching_channel(
+    connection: &Connection,
+    prefetch: usize,
+) -> Result<Channel, Error> {
     let channel = connection
         .create_channel()
         .await

@@ -5,10 +5,10 @@
 //! Bodies are written as JSON (which kiwipy's YAML decoder reads) and read as JSON or as the
 //! YAML kiwipy writes, `!!python/tuple` included; see [`codec`].
 //!
-//! [`AmqpCommunicator::connect`] (async) or [`connect`] (a
-//! `SyncCommunicator` on a runtime thread of its own, kiwipy's `connect()`) speak kiwipy 0.9's wire
-//! protocol, so a kiwipy program can call Rust RPC subscribers, send Rust workers tasks and hear Rust
-//! broadcasts, and the other way round (tested against a real kiwipy in both directions):
+//! [`AmqpCommunicator::connect`] (async) or [`connect`] (a `SyncCommunicator` on a runtime thread
+//! of its own, kiwipy's `connect()`) speak kiwipy 0.9's wire protocol, so a kiwipy program can call
+//! Rust RPC subscribers, send Rust workers tasks and hear Rust broadcasts, and the other way round
+//! (tested against a real kiwipy in both directions):
 //!
 //! ```rust,no_run
 //! use runtime_thread::messaging::{amqp, Handler, Value};

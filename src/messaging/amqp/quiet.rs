@@ -1,15 +1,14 @@
 //! lapin's own log events, brought to the level they deserve for a user of this crate.
 //!
-//! lapin logs from the I/O thread it starts for each connection, and from the tasks it runs on
-//! the caller's runtime: a WARN carrying the whole
-//! message (body included) for every message the broker returns, which here means every RPC or
-//! task sent to nobody, already the caller's `Error::Unroutable`; and an ERROR for a connection
-//! the broker refused or closed, already the caller's `Error::Broker` or the communicator's own
-//! warning as it reconnects. So those events go through [`Quiet`] (lapin gets a runtime whose
-//! executor runs its tasks under it, and its I/O thread makes it its default): returned messages
-//! are not logged at all (they carry bodies), lapin's other warnings and errors are logged at
-//! DEBUG, and everything else passes unchanged to the subscriber that was the default where
-//! the connection was opened.
+//! lapin logs from the I/O thread it starts for each connection, and from the tasks it runs on the
+//! caller's runtime: a WARN carrying the whole message (body included) for every message the broker
+//! returns, which here means every RPC or task sent to nobody, already the caller's
+//! `Error::Unroutable`; and an ERROR for a connection the broker refused or closed, already the
+//! caller's `Error::Broker` or the communicator's own warning as it reconnects. So those events go
+//! through [`Quiet`] (lapin gets a runtime whose executor runs its tasks under it, and its I/O
+//! thread makes it its default): returned messages are not logged at all (they carry bodies),
+//! lapin's other warnings and errors are logged at DEBUG, and everything else passes unchanged to
+//! the subscriber that was the default where the connection was opened.
 
 use std::cell::Cell;
 use std::fmt::{self, Write};
@@ -18,9 +17,8 @@ use std::future::Future;
 use async_rs::traits::Executor;
 use async_rs::util::{RuntimeParts, Task};
 use async_rs::{Runtime, Tokio};
-use tracing::instrument::WithSubscriber;
-
 use tracing::field::{Field, Visit};
+use tracing::instrument::WithSubscriber;
 use tracing::level_filters::LevelFilter;
 use tracing::subscriber::Interest;
 use tracing::{Dispatch, Event, Level, Metadata, Subscriber, span};

@@ -140,7 +140,7 @@ impl AmqpCommunicator {
             return Ok(());
         };
         self.ensure_task_queue(link, &queue).await?;
-        let channel = link::task_channel(link, prefetch).await?;
+        let channel = link::prefetching_channel(&link.connection, prefetch).await?;
         let consumer = link::consume(&channel, &queue, "", Acks::Manual).await?;
         if let Some(s) = self.inner.subscriptions.lock().tasks.get_mut(&id) {
             s.channel = Some(channel);
