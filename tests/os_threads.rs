@@ -1,10 +1,10 @@
 //! No OS thread outlives a stopped runtime thread, nor a runner the user has dropped. Thread
-//! counts are per process, so these tests take turns, and each allows the count to fall below
-//! where it started (another test's thread may end meanwhile), never to stay above it.
+//! counts are per process, so the scenarios run in turn in one test, and each allows the count
+//! to fall below where it started (a thread of the harness may end meanwhile), never to stay
+//! above it.
 
 mod common;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{QUICK, bounded};
@@ -13,8 +13,17 @@ use runtime_thread::engine::{
 };
 use runtime_thread::{Error, Flavor, RuntimeThread};
 
-/// One test at a time counts threads.
-static COUNTING: Mutex<()> = Mutex::new(());
+/// The counts are the whole process's, so nothing else may start or end a thread meanwhile:
+/// the test harness starts a test's thread when another test ends, so the scenarios are not
+/// tests of their own but run one after another in this binary's only test.
+#[test]
+fn no_os_thread_outlives_what_started_it() {
+    bounded(Duration::from_secs(60), || {
+        no_os_threads_are_left_after_a_guard_drops();
+        dropping_the_last_runner_stops_its_thread_and_abandons_its_processes();
+        a_runtime_thread_that_drops_its_own_last_handle_at_shutdown_ends_cleanly();
+    });
+}
 
 fn os_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -35,30 +44,26 @@ fn settles_to_at_most(most: usize) -> usize {
     }
 }
 
-#[test]
 fn no_os_threads_are_left_after_a_guard_drops() {
-    let _turn = COUNTING.lock().unwrap_or_else(|p| p.into_inner());
-    bounded(QUICK, || {
-        let before = os_threads();
-        for flavor in [Flavor::CurrentThread, Flavor::MultiThread { workers: 2 }] {
-            let rt = RuntimeThread::builder().flavor(flavor).build().unwrap();
-            {
-                let running = rt.start_guard().unwrap();
-                // Bring up the blocking pool too.
-                let blocking: Vec<_> = (0..4).map(|i| running.submit_blocking(move || i)).collect();
-                for job in blocking {
-                    job.wait().unwrap();
-                }
-                assert_eq!(running.run_threadsafe(async { 1 }).wait().unwrap(), 1);
-                assert!(os_threads() > before, "{flavor:?} started threads");
+    let before = os_threads();
+    for flavor in [Flavor::CurrentThread, Flavor::MultiThread { workers: 2 }] {
+        let rt = RuntimeThread::builder().flavor(flavor).build().unwrap();
+        {
+            let running = rt.start_guard().unwrap();
+            // Bring up the blocking pool too.
+            let blocking: Vec<_> = (0..4).map(|i| running.submit_blocking(move || i)).collect();
+            for job in blocking {
+                job.wait().unwrap();
             }
-            let after = settles_to_at_most(before);
-            assert!(
-                after <= before,
-                "{flavor:?} left threads behind: {after} > {before}"
-            );
+            assert_eq!(running.run_threadsafe(async { 1 }).wait().unwrap(), 1);
+            assert!(os_threads() > before, "{flavor:?} started threads");
         }
-    });
+        let after = settles_to_at_most(before);
+        assert!(
+            after <= before,
+            "{flavor:?} left threads behind: {after} > {before}"
+        );
+    }
 }
 
 /// Waits for a resume that never comes (its driver parks, as data).
@@ -80,83 +85,75 @@ impl Process for Sleeps {
 }
 
 fn until_waiting(handle: &runtime_thread::engine::ProcessHandle) {
-    while handle.status().state != ProcessState::Waiting {
-        std::thread::yield_now();
-    }
+    handle
+        .wait_for_state(ProcessState::Waiting, QUICK)
+        .expect("the process reaches Waiting");
 }
 
-#[test]
 fn dropping_the_last_runner_stops_its_thread_and_abandons_its_processes() {
-    let _turn = COUNTING.lock().unwrap_or_else(|p| p.into_inner());
-    bounded(QUICK, || {
-        let before = os_threads();
-        let runner = Runner::start().unwrap();
-        let clone = runner.clone();
-        let parked = runner.submit(WaitsForResume);
-        let sleeping = runner.submit(Sleeps);
-        until_waiting(&parked);
-        until_waiting(&sleeping);
-        assert!(os_threads() > before, "the runner started its thread");
-        drop(runner);
-        assert!(os_threads() > before, "a clone still holds the runner");
-        drop(clone);
-        // The handles outlive the runner and say what became of their processes.
-        for handle in [parked, sleeping] {
-            assert!(matches!(
-                handle.wait(),
-                Err(EngineError::Thread(Error::Stopped))
-            ));
-        }
-        let after = settles_to_at_most(before);
-        assert!(
-            after <= before,
-            "the engine thread outlived its runner: {after} > {before}"
-        );
-    });
+    let before = os_threads();
+    let runner = Runner::start().unwrap();
+    let clone = runner.clone();
+    let parked = runner.submit(WaitsForResume);
+    let sleeping = runner.submit(Sleeps);
+    until_waiting(&parked);
+    until_waiting(&sleeping);
+    assert!(os_threads() > before, "the runner started its thread");
+    drop(runner);
+    assert!(os_threads() > before, "a clone still holds the runner");
+    drop(clone);
+    // The handles outlive the runner and say what became of their processes.
+    for handle in [parked, sleeping] {
+        assert!(matches!(
+            handle.wait(),
+            Err(EngineError::Thread(Error::Stopped))
+        ));
+    }
+    let after = settles_to_at_most(before);
+    assert!(
+        after <= before,
+        "the engine thread outlived its runner: {after} > {before}"
+    );
 }
 
-#[test]
 fn a_runtime_thread_that_drops_its_own_last_handle_at_shutdown_ends_cleanly() {
-    let _turn = COUNTING.lock().unwrap_or_else(|p| p.into_inner());
-    bounded(QUICK, || {
-        // A panic on the runtime thread (a thread joining itself) is counted here.
-        let panics = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = panics.clone();
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if std::thread::current().name() == Some("self-held") {
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-            previous(info);
-        }));
-        let before = os_threads();
-        let rt = std::sync::Arc::new(
-            RuntimeThread::builder()
-                .name("self-held")
-                .grace_period(Duration::from_millis(10))
-                .start()
-                .unwrap(),
-        );
-        // The only other handle lives in a task that never ends: the stop drops it, on the
-        // runtime thread, as the last one.
-        let held = rt.clone();
-        rt.spawn_threadsafe(async move {
-            let _held = held;
-            std::future::pending::<()>().await;
-        })
-        .unwrap();
-        rt.request_stop();
-        drop(rt);
-        let after = settles_to_at_most(before);
-        let _ = std::panic::take_hook();
-        assert_eq!(
-            panics.load(std::sync::atomic::Ordering::SeqCst),
-            0,
-            "the thread panicked"
-        );
-        assert!(
-            after <= before,
-            "the runtime thread never ended: {after} > {before}"
-        );
-    });
+    // A panic on the runtime thread (a thread joining itself) is counted here.
+    let panics = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = panics.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some("self-held") {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        previous(info);
+    }));
+    let before = os_threads();
+    let rt = std::sync::Arc::new(
+        RuntimeThread::builder()
+            .name("self-held")
+            .grace_period(Duration::from_millis(10))
+            .start()
+            .unwrap(),
+    );
+    // The only other handle lives in a task that never ends: the stop drops it, on the
+    // runtime thread, as the last one.
+    let held = rt.clone();
+    rt.spawn_threadsafe(async move {
+        let _held = held;
+        std::future::pending::<()>().await;
+    })
+    .unwrap();
+    rt.request_stop();
+    drop(rt);
+    let after = settles_to_at_most(before);
+    let _ = std::panic::take_hook();
+    assert_eq!(
+        panics.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the thread panicked"
+    );
+    assert!(
+        after <= before,
+        "the runtime thread never ended: {after} > {before}"
+    );
 }
