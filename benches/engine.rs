@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use runtime_thread::RuntimeThread;
 use runtime_thread::engine::{
-    Chain, Command, Context, Flow, InMemoryPersister, Namespace, Outline, Persistent, Persister,
-    Port, Process, ProcessSpec, Runner, StepError, ValueType, WorkChain, WorkContext, step,
+    Chain, ChainContext, Command, Flow, InMemoryPersister, Namespace, Outline, Persistent,
+    Persister, Port, Process, ProcessSpec, Runner, StepContext, StepError, ValueType, WorkChain,
+    step,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -52,7 +53,7 @@ impl Process for OneOutput {
     fn spec() -> &'static ProcessSpec {
         &ONE_OUTPUT
     }
-    async fn step(&mut self, _: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, _: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         ctx.out("y", json!(self.x));
         Ok(Command::finish())
     }
@@ -66,7 +67,7 @@ impl Persistent for OneOutput {
 struct NestedParent;
 
 impl Process for NestedParent {
-    async fn step(&mut self, _: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, _: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         let outputs = ctx.launch(OneOutput { x: 2 }).await?.into_outputs()?;
         ctx.out("y", outputs["y"].clone());
         Ok(Command::finish())
@@ -87,7 +88,7 @@ impl WorkChain for ThreeSteps {
     fn outline() -> &'static Outline<Self> {
         &THREE_STEPS
     }
-    async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+    async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
         match step {
             "first" => {
                 wc.ctx_mut().insert("value".into(), json!(self.x));
@@ -124,7 +125,7 @@ impl WorkChain for ParentOfTen {
     fn outline() -> &'static Outline<Self> {
         &PARENT_OF_TEN
     }
-    async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+    async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
         if step == "launch_children" {
             for (x, key) in KEYS.iter().enumerate() {
                 let child = OneOutput { x: x as i64 };
@@ -150,7 +151,7 @@ impl WorkChain for ParentOfTen {
 fn parent_of_ten(runner: &Runner, persisted: bool, persist_children: bool) {
     let chain = Chain::new(ParentOfTen { persist_children });
     let handle = if persisted {
-        runner.submit_persisted(chain).unwrap()
+        runner.launch(chain).persisted().start().unwrap()
     } else {
         runner.submit(chain)
     };
@@ -160,7 +161,11 @@ fn parent_of_ten(runner: &Runner, persisted: bool, persist_children: bool) {
 
 fn persisted_runner(store: Arc<dyn Persister>) -> Runner {
     let thread = RuntimeThread::builder().name("bench").start().unwrap();
-    Runner::with_persister(Arc::new(thread), store)
+    Runner::builder()
+        .thread(Arc::new(thread))
+        .persister(store)
+        .start()
+        .unwrap()
 }
 
 /// `execute` one after another, and its baseline, in each of the three conditions.
@@ -178,7 +183,8 @@ fn sequential_execute(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("execute", condition.name()), |b| {
             b.iter(|| {
                 runner
-                    .launch::<OneOutput>(json!({}))
+                    .launch_from_inputs::<OneOutput>(json!({}))
+                    .start()
                     .unwrap()
                     .wait()
                     .unwrap()
@@ -212,7 +218,12 @@ fn trivial_processes(c: &mut Criterion) {
             for _ in 0..iters {
                 let start = Instant::now();
                 let handles: Vec<_> = (0..AT_ONCE)
-                    .map(|_| runner.launch::<OneOutput>(json!({})).unwrap())
+                    .map(|_| {
+                        runner
+                            .launch_from_inputs::<OneOutput>(json!({}))
+                            .start()
+                            .unwrap()
+                    })
                     .collect();
                 for handle in handles {
                     handle.wait().unwrap();

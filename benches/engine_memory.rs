@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 
 use runtime_thread::RuntimeThread;
 use runtime_thread::engine::{
-    Chain, Command, Context, Flow, Outline, Process, ProcessState, Runner, StepError, WorkChain,
-    WorkContext, step,
+    Chain, ChainContext, Command, Flow, Outline, Process, ProcessState, Runner, StepContext,
+    StepError, WorkChain, step,
 };
 
 /// A process that waits for a resume.
 struct WaitForever;
 
 impl Process for WaitForever {
-    async fn step(&mut self, step: &str, _: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, step: &str, _: &mut StepContext) -> Result<Command, StepError> {
         match step {
             "run" => Ok(Command::wait_for_resume("after")),
             _ => Ok(Command::finish()),
@@ -41,7 +41,7 @@ impl WorkChain for ChainWaiting {
     fn outline() -> &'static Outline<Self> {
         &CHAIN_WAITING
     }
-    async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+    async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
         if step == "start" {
             let child = wc.launch(WaitForever);
             wc.to_context("never", &child);
@@ -73,7 +73,7 @@ struct Measured {
 
 fn measure_engine(kind: &str, n: usize) -> Measured {
     let thread = Arc::new(RuntimeThread::builder().name("memory").start().unwrap());
-    let runner = Runner::new(thread);
+    let runner = Runner::builder().thread(thread).start().unwrap();
     // Warm the allocator and the runtime up first, so their one-off growth is not counted.
     let warm: Vec<_> = (0..1000).map(|_| runner.submit(WaitForever)).collect();
     for handle in warm {

@@ -7,7 +7,7 @@
 //!
 //! Run it: `cargo run --example 11_simple_process`
 
-use runtime_thread::engine::{Command, Context, EngineError, Process, Runner, StepError};
+use runtime_thread::engine::{Command, EngineError, Process, Runner, StepContext, StepError};
 use serde_json::json;
 
 /// Its inputs are its fields; its outputs are emitted through the context.
@@ -21,7 +21,7 @@ impl Process for Division {
         "check"
     }
 
-    async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         match step {
             "check" if self.denominator == 0.0 => {
                 // A failure exit code: the process finished, but did not succeed.

@@ -11,8 +11,8 @@
 use std::sync::LazyLock;
 
 use runtime_thread::engine::{
-    Chain, Command, Context, EngineError, Flow, Outline, Process, Runner, StepError, WorkChain,
-    WorkContext, if_, step, while_,
+    Chain, ChainContext, Command, EngineError, Flow, Outline, Process, Runner, StepContext,
+    StepError, WorkChain, if_, step, while_,
 };
 use serde_json::json;
 
@@ -20,7 +20,7 @@ use serde_json::json;
 struct Square(f64);
 
 impl Process for Square {
-    async fn step(&mut self, _: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, _: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         ctx.out("square", json!(self.0 * self.0));
         Ok(Command::finish())
     }
@@ -60,7 +60,7 @@ impl WorkChain for Bisect {
         &OUTLINE
     }
 
-    async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+    async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
         match step {
             "setup" => {
                 if self.target < 0.0 {

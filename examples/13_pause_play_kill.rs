@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use runtime_thread::engine::{
-    Command, Context, EngineError, Process, ProcessState, Runner, StepError,
+    Command, EngineError, Process, ProcessState, Runner, StepContext, StepError,
 };
 use serde_json::json;
 
@@ -20,7 +20,7 @@ struct Ticker {
 }
 
 impl Process for Ticker {
-    async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         match step {
             "run" | "tick" => {
                 self.ticks += 1;

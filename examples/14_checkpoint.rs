@@ -15,8 +15,8 @@ use std::sync::{Arc, LazyLock};
 
 use runtime_thread::RuntimeThread;
 use runtime_thread::engine::{
-    Chain, Command, Context, EngineError, Flow, JsonDirPersister, Outline, Persistent, Process,
-    ProcessState, Runner, StepError, WorkChain, WorkContext, step,
+    Chain, ChainContext, Command, EngineError, Flow, JsonDirPersister, Outline, Persistent,
+    Process, ProcessState, Runner, StepContext, StepError, WorkChain, step,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -26,7 +26,7 @@ use serde_json::json;
 struct Approval;
 
 impl Process for Approval {
-    async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         match step {
             "run" => Ok(Command::wait_for_resume("approved")),
             _ => {
@@ -60,7 +60,7 @@ impl WorkChain for Order {
         &OUTLINE
     }
 
-    async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+    async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
         match step {
             "price" => {
                 self.price = Some(f64::from(self.items) * 9.5);
@@ -85,7 +85,10 @@ impl WorkChain for Order {
 
 fn runner(dir: &Path) -> Result<Runner, EngineError> {
     let thread = Arc::new(RuntimeThread::builder().name("orders").start()?);
-    let runner = Runner::with_persister(thread, Arc::new(JsonDirPersister::new(dir)?));
+    let runner = Runner::builder()
+        .thread(thread)
+        .persister(Arc::new(JsonDirPersister::new(dir)?))
+        .start()?;
     // Loading finds types by these names only: a checkpoint never names code to run.
     runner.register::<Chain<Order>>();
     runner.register::<Approval>();
@@ -94,11 +97,14 @@ fn runner(dir: &Path) -> Result<Runner, EngineError> {
 
 fn first_run(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let runner = runner(dir)?;
-    let order = runner.submit_persisted(Chain::new(Order {
-        items: 4,
-        price: None,
-        priced_in_pid: None,
-    }))?;
+    let order = runner
+        .launch(Chain::new(Order {
+            items: 4,
+            price: None,
+            priced_in_pid: None,
+        }))
+        .persisted()
+        .start()?;
     // Wait until both show `Waiting`: a process is saved before it shows a new state, so both
     // checkpoints now hold their waits (the order's: for its child, by pid).
     let waiting = |state: ProcessState| state == ProcessState::Waiting;

@@ -13,10 +13,10 @@ use common::{QUICK, bounded, until};
 use parking_lot::Mutex;
 use runtime_thread::RuntimeThread;
 use runtime_thread::engine::{
-    Chain, Checkpoint, Command, Context, EngineError, Flow, InMemoryPersister, JsonDirPersister,
-    Outline, PersistError, Persistent, Persister, Position, Process, ProcessController,
-    ProcessHandle, ProcessOutcome, ProcessState, Runner, SavedWait, StepError, WorkChain,
-    WorkContext, step, while_,
+    Chain, ChainContext, Checkpoint, Command, EngineError, Flow, InMemoryPersister,
+    JsonDirPersister, Outline, PersistError, Persistent, Persister, Position, Process,
+    ProcessController, ProcessHandle, ProcessOutcome, ProcessState, Runner, SavedWait, StepContext,
+    StepError, WorkChain, step, while_,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -27,7 +27,11 @@ fn runner_on(store: Arc<dyn Persister>) -> Runner {
         .name("checkpoints")
         .start()
         .unwrap();
-    let runner = Runner::with_persister(Arc::new(thread), store);
+    let runner = Runner::builder()
+        .thread(Arc::new(thread))
+        .persister(store)
+        .start()
+        .unwrap();
     runner.register::<Chain<Five>>();
     runner.register::<Chain<Fan>>();
     runner.register::<Leaf>();
@@ -52,7 +56,7 @@ struct Leaf {
 }
 
 impl Process for Leaf {
-    async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         if step == "run" && self.hold {
             return Ok(Command::wait_for_resume("emit"));
         }
@@ -120,7 +124,7 @@ impl WorkChain for Five {
     fn outline() -> &'static Outline<Self> {
         &FIVE
     }
-    async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+    async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
         let number: u32 = step[1..].parse()?;
         maybe_crash(self.token, number).await;
         self.acc = self.acc * 10 + i64::from(number);
@@ -195,11 +199,13 @@ fn a_crash_at_every_step_of_a_five_step_chain_then_reload_from_sqlite_gives_the_
         let reference_db = temp_path("reference.sqlite");
         let reference = runner_on(crash_store(&reference_db, false).0);
         let expected = reference
-            .submit_persisted(Chain::new(Five {
+            .launch(Chain::new(Five {
                 token: 0,
                 acc: 0,
                 loops: 0,
             }))
+            .persisted()
+            .start()
             .unwrap()
             .wait()
             .unwrap()
@@ -219,11 +225,13 @@ fn a_crash_at_every_step_of_a_five_step_chain_then_reload_from_sqlite_gives_the_
             let (store, flush) = crash_store(&db, batched);
             let first = runner_on(store);
             let handle = first
-                .submit_persisted(Chain::new(Five {
+                .launch(Chain::new(Five {
                     token,
                     acc: 0,
                     loops: 0,
                 }))
+                .persisted()
+                .start()
                 .unwrap();
             crashed.recv_timeout(QUICK).unwrap();
             crash(first);
@@ -264,7 +272,7 @@ impl WorkChain for Fan {
     fn outline() -> &'static Outline<Self> {
         &FAN
     }
-    async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+    async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
         if step == "launch" {
             for x in 1..=self.n {
                 let child = wc
@@ -292,7 +300,11 @@ fn a_chain_waiting_on_children_is_checkpointed_reloaded_in_a_new_runner_and_comp
     bounded(QUICK, || {
         let store: Arc<dyn Persister> = Arc::new(InMemoryPersister::new());
         let first = runner_on(store.clone());
-        let parent = first.submit_persisted(Chain::new(Fan { n: 3 })).unwrap();
+        let parent = first
+            .launch(Chain::new(Fan { n: 3 }))
+            .persisted()
+            .start()
+            .unwrap();
         until(|| {
             parent.status().state == ProcessState::Waiting
                 && parent.children().iter().all(|c| c.status().awaiting_resume)
@@ -350,7 +362,11 @@ fn a_paused_waiting_process_reloads_paused_and_its_wait_continues_after_play() {
     bounded(QUICK, || {
         let store: Arc<dyn Persister> = Arc::new(InMemoryPersister::new());
         let first = runner_on(store.clone());
-        let leaf = first.submit_persisted(Leaf { x: 5, hold: true }).unwrap();
+        let leaf = first
+            .launch(Leaf { x: 5, hold: true })
+            .persisted()
+            .start()
+            .unwrap();
         until(|| leaf.status().awaiting_resume);
         assert!(leaf.pause());
         until(|| store.load(leaf.pid()).is_ok_and(|c| c.paused));
@@ -382,7 +398,11 @@ fn checkpoints_are_taken_at_every_state_and_deleted_at_the_end() {
     bounded(QUICK, || {
         let store = Arc::new(InMemoryPersister::new());
         let runner = runner_on(store.clone());
-        let leaf = runner.submit_persisted(Leaf { x: 1, hold: true }).unwrap();
+        let leaf = runner
+            .launch(Leaf { x: 1, hold: true })
+            .persisted()
+            .start()
+            .unwrap();
         until(|| leaf.status().state == ProcessState::Waiting);
         let saved = store.load(leaf.pid()).unwrap();
         assert_eq!(saved.type_name, "tests.Leaf");
@@ -415,7 +435,10 @@ fn checkpoints_are_taken_at_every_state_and_deleted_at_the_end() {
 fn persisting_without_a_store_is_a_typed_error() {
     let runner = Runner::start().unwrap();
     assert!(matches!(
-        runner.submit_persisted(Leaf { x: 1, hold: false }),
+        runner
+            .launch(Leaf { x: 1, hold: false })
+            .persisted()
+            .start(),
         Err(EngineError::NoPersister)
     ));
     assert!(matches!(runner.load_all(), Err(EngineError::NoPersister)));
@@ -426,7 +449,11 @@ fn corrupt_unknown_and_mismatched_checkpoints_give_clear_errors() {
     bounded(QUICK, || {
         let store = Arc::new(InMemoryPersister::new());
         let runner = runner_on(store.clone());
-        let leaf = runner.submit_persisted(Leaf { x: 1, hold: true }).unwrap();
+        let leaf = runner
+            .launch(Leaf { x: 1, hold: true })
+            .persisted()
+            .start()
+            .unwrap();
         until(|| leaf.status().awaiting_resume);
         let good = store.load(leaf.pid()).unwrap();
         let pid = Uuid::new_v4();
@@ -478,7 +505,11 @@ fn the_json_directory_store_replaces_files_atomically_and_continues_a_process() 
         let dir = temp_path("json-dir");
         let store = Arc::new(JsonDirPersister::new(&dir).unwrap());
         let first = runner_on(store.clone());
-        let leaf = first.submit_persisted(Leaf { x: 2, hold: true }).unwrap();
+        let leaf = first
+            .launch(Leaf { x: 2, hold: true })
+            .persisted()
+            .start()
+            .unwrap();
         until(|| leaf.status().awaiting_resume);
         until(|| {
             store
@@ -519,7 +550,7 @@ struct Sleeper {
 }
 
 impl Process for Sleeper {
-    async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         match step {
             "run" => {
                 self.runs += 1;
@@ -548,7 +579,11 @@ fn a_timer_wait_survives_a_reload_and_a_future_wait_reruns_its_step() {
             let store = Arc::new(InMemoryPersister::new());
             let first = runner_on(store.clone());
             first.register::<Sleeper>();
-            let sleeper = first.submit_persisted(Sleeper { future, runs: 0 }).unwrap();
+            let sleeper = first
+                .launch(Sleeper { future, runs: 0 })
+                .persisted()
+                .start()
+                .unwrap();
             until(|| {
                 store
                     .load(sleeper.pid())
@@ -590,7 +625,11 @@ fn an_ended_process_keeps_its_outcome_in_the_store_until_it_is_handed_over() {
         let store = Arc::new(InMemoryPersister::new());
         let first = runner_on(store.clone());
         // Ended, and nobody has read the outcome: the program dies now.
-        let unread = first.submit_persisted(Leaf { x: 2, hold: false }).unwrap();
+        let unread = first
+            .launch(Leaf { x: 2, hold: false })
+            .persisted()
+            .start()
+            .unwrap();
         let pid = unread.pid();
         drop(unread);
         until_ended_in(store.as_ref(), pid);
@@ -618,7 +657,11 @@ fn on_finish_hands_the_outcome_over_after_its_callback_and_forget_without_one() 
     bounded(QUICK, || {
         let store = Arc::new(InMemoryPersister::new());
         let runner = runner_on(store.clone());
-        let leaf = runner.submit_persisted(Leaf { x: 1, hold: true }).unwrap();
+        let leaf = runner
+            .launch(Leaf { x: 1, hold: true })
+            .persisted()
+            .start()
+            .unwrap();
         let (pid, controller) = (leaf.pid(), leaf.controller());
         until(|| controller.status().awaiting_resume);
         // Forgetting a process that has not ended is refused.
@@ -638,7 +681,11 @@ fn on_finish_hands_the_outcome_over_after_its_callback_and_forget_without_one() 
         until(|| store.list().unwrap().is_empty());
 
         // A handle dropped unread leaves the outcome; `forget` removes it, and may be repeated.
-        let dropped = runner.submit_persisted(Leaf { x: 3, hold: false }).unwrap();
+        let dropped = runner
+            .launch(Leaf { x: 3, hold: false })
+            .persisted()
+            .start()
+            .unwrap();
         let pid = dropped.pid();
         drop(dropped);
         until_ended_in(store.as_ref(), pid);
@@ -696,5 +743,61 @@ fn a_batch_is_submitted_whole_or_not_at_all() {
             0,
             "part of a refused batch started"
         );
+    });
+}
+
+/// Records the states a process enters, as `from->to`.
+#[derive(Default)]
+struct States(Mutex<Vec<String>>);
+
+impl runtime_thread::engine::ProcessListener for States {
+    fn on_state_changed(&self, _: Uuid, from: Option<ProcessState>, to: ProcessState) {
+        let from = from.map_or("-".to_owned(), |f| f.to_string());
+        self.0.lock().push(format!("{from}->{to}"));
+    }
+}
+
+#[test]
+fn one_launch_combines_inputs_a_listener_and_a_checkpoint() {
+    bounded(QUICK, || {
+        let store = Arc::new(InMemoryPersister::new());
+        let runner = runner_on(store.clone());
+        let states = Arc::new(States::default());
+        let handle = runner
+            .launch_from_inputs::<Leaf>(json!({"x": 4, "hold": true}))
+            .listener(states.clone())
+            .persisted()
+            .start()
+            .unwrap();
+        let controller = handle.controller();
+        controller
+            .wait_for_state(ProcessState::Waiting, QUICK)
+            .unwrap();
+        // Persisted: the store holds it, under its registered name, which the status shows.
+        assert_eq!(store.load(handle.pid()).unwrap().type_name, "tests.Leaf");
+        assert_eq!(controller.status().process, "tests.Leaf");
+        controller.resume(json!(null)).unwrap();
+        assert_eq!(handle.wait().unwrap().into_outputs().unwrap()["y"], 12);
+        // The listener was there from the start.
+        assert_eq!(states.0.lock()[0], "-->created");
+        assert_eq!(states.0.lock().last().unwrap(), "running->finished");
+
+        // Bad inputs fail the launch before anything is saved or started.
+        let refused = runner
+            .launch_from_inputs::<Leaf>(json!({"x": "four", "hold": false}))
+            .persisted()
+            .start();
+        assert!(
+            matches!(refused, Err(EngineError::InvalidInputs(_))),
+            "{refused:?}"
+        );
+        // Without a store, a persisted launch is refused and nothing runs.
+        let plain = Runner::start().unwrap();
+        let refused = plain.launch(Leaf { x: 1, hold: false }).persisted().start();
+        assert!(
+            matches!(refused, Err(EngineError::NoPersister)),
+            "{refused:?}"
+        );
+        assert_eq!(plain.thread().stats().submitted, 0);
     });
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::{QUICK, bounded};
 use parking_lot::Mutex;
 use runtime_thread::engine::{
-    Command, Context, EngineError, ExitCode, Process, ProcessListener, ProcessOutcome,
-    ProcessState, Runner, StepError,
+    Command, EngineError, ExitCode, Process, ProcessListener, ProcessOutcome, ProcessState, Runner,
+    StepContext, StepError,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 /// A process scripted from a list of steps, each a closure returning its command.
 type Script = Vec<(
     &'static str,
-    Box<dyn FnMut(&mut Context) -> Result<Command, StepError> + Send>,
+    Box<dyn FnMut(&mut StepContext) -> Result<Command, StepError> + Send>,
 )>;
 
 struct Scripted(Script);
@@ -27,7 +27,7 @@ impl Process for Scripted {
     fn first_step(&self) -> &'static str {
         self.0.first().map_or("run", |(name, _)| name)
     }
-    async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         let (_, body) = self
             .0
             .iter_mut()
@@ -45,7 +45,7 @@ struct Gated {
 }
 
 impl Process for Gated {
-    async fn step(&mut self, step: &str, _ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, step: &str, _ctx: &mut StepContext) -> Result<Command, StepError> {
         match step {
             "run" => {
                 let _ = self.entered.send(());
@@ -66,7 +66,7 @@ impl Process for Gated {
 struct WaitsForResume;
 
 impl Process for WaitsForResume {
-    async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         match step {
             "run" => Ok(Command::wait_for_resume("resumed")),
             _ => {
@@ -132,7 +132,11 @@ fn steps_continue_emit_outputs_and_finish() {
                 }),
             ),
         ]);
-        let handle = runner.submit_with_listeners(process, vec![recorder.clone()]);
+        let handle = runner
+            .launch(process)
+            .listener(recorder.clone())
+            .start()
+            .unwrap();
         let outcome = handle.wait().unwrap();
         let ProcessOutcome::Finished { exit_code, outputs } = outcome else {
             panic!("expected Finished, got {outcome:?}");
@@ -477,7 +481,11 @@ fn paused_waiting_process_keeps_its_wait_armed_across_play() {
     bounded(QUICK, || {
         let runner = Runner::start().unwrap();
         let recorder = Arc::new(Recorder::default());
-        let handle = runner.submit_with_listeners(WaitsForResume, vec![recorder.clone()]);
+        let handle = runner
+            .launch(WaitsForResume)
+            .listener(recorder.clone())
+            .start()
+            .unwrap();
         let controller = handle.controller();
         until_state(&controller, ProcessState::Waiting);
         controller.pause();
@@ -505,7 +513,7 @@ struct Parent;
 struct Child(i64);
 
 impl Process for Child {
-    async fn step(&mut self, _: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, _: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         tokio::task::yield_now().await;
         ctx.out("square", json!(self.0 * self.0));
         Ok(Command::finish())
@@ -513,7 +521,7 @@ impl Process for Child {
 }
 
 impl Process for Parent {
-    async fn step(&mut self, _: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, _: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         // Run children to completion from inside a step: just await them.
         let children: Vec<_> = (1..=3).map(|i| ctx.launch(Child(i))).collect();
         let mut total = 0;
@@ -567,7 +575,7 @@ fn a_stopped_runtime_ends_waiting_processes_killed() {
                 .start()
                 .unwrap(),
         );
-        let runner = Runner::new(thread.clone());
+        let runner = Runner::builder().thread(thread.clone()).start().unwrap();
         let handle = runner.submit(WaitsForResume);
         let controller = handle.controller();
         until_state(&controller, ProcessState::Waiting);
@@ -591,10 +599,11 @@ impl ProcessListener for Panicky {
 fn a_panicking_listener_is_not_fatal() {
     bounded(QUICK, || {
         let runner = Runner::start().unwrap();
-        let handle = runner.submit_with_listeners(
-            Scripted(vec![("run", Box::new(|_| Ok(Command::finish())))]),
-            vec![Arc::new(Panicky)],
-        );
+        let handle = runner
+            .launch(Scripted(vec![("run", Box::new(|_| Ok(Command::finish())))]))
+            .listener(Arc::new(Panicky))
+            .start()
+            .unwrap();
         assert!(handle.wait().unwrap().into_outputs().is_ok());
     });
 }
@@ -651,7 +660,7 @@ fn on_finish_callbacks_run_once_sync_or_async_and_a_panicking_one_is_not_fatal()
 struct FinishesAtOnce;
 
 impl Process for FinishesAtOnce {
-    async fn step(&mut self, _: &str, _: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, _: &str, _: &mut StepContext) -> Result<Command, StepError> {
         Ok(Command::finish())
     }
 }
@@ -705,7 +714,7 @@ fn parked_waiting_processes_wake_for_control_from_many_threads_at_once() {
 fn a_runner_on_a_thread_never_started_says_so() {
     bounded(QUICK, || {
         let thread = Arc::new(runtime_thread::RuntimeThread::builder().build().unwrap());
-        let runner = Runner::new(thread);
+        let runner = Runner::builder().thread(thread).start().unwrap();
         let error = runner.submit(WaitsForResume).wait().unwrap_err();
         assert!(
             matches!(
@@ -770,7 +779,7 @@ struct Naps {
 }
 
 impl Process for Naps {
-    async fn step(&mut self, _: &str, _: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, _: &str, _: &mut StepContext) -> Result<Command, StepError> {
         if self.left == 0 {
             return Ok(Command::finish());
         }
@@ -809,5 +818,21 @@ fn a_blocking_wait_is_not_woken_by_state_changes() {
             slept < 10,
             "the waiter went to sleep {slept} times for 40 state changes"
         );
+    });
+}
+
+#[test]
+fn a_status_names_the_process_by_its_type_without_the_module_path() {
+    bounded(QUICK, || {
+        let runner = Runner::start().unwrap();
+        let handle = runner.submit(WaitsForResume);
+        let controller = handle.controller();
+        until_state(&controller, ProcessState::Waiting);
+        assert_eq!(controller.status().process, "WaitsForResume");
+        controller.kill("done");
+        assert!(matches!(
+            handle.wait().unwrap(),
+            ProcessOutcome::Killed { .. }
+        ));
     });
 }

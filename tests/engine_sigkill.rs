@@ -23,8 +23,8 @@ use std::time::Duration;
 use common::bounded;
 use runtime_thread::RuntimeThread;
 use runtime_thread::engine::{
-    Chain, Command, Context, Flow, Outline, Persistent, Persister, Process, ProcessOutcome,
-    ProcessState, Runner, SqlitePersister, StepError, WorkChain, WorkContext, step,
+    Chain, ChainContext, Command, Flow, Outline, Persistent, Persister, Process, ProcessOutcome,
+    ProcessState, Runner, SqlitePersister, StepContext, StepError, WorkChain, step,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -47,7 +47,7 @@ struct Leaf {
 }
 
 impl Process for Leaf {
-    async fn step(&mut self, _: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, _: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         ctx.out("y", json!(self.x * 2));
         Ok(Command::finish())
     }
@@ -101,7 +101,7 @@ impl WorkChain for Tally {
         &TALLY
     }
 
-    async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+    async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
         report(format_args!("ran {} {step} {}", self.index, monotonic_ns()));
         match step {
             "launch" => {
@@ -137,7 +137,11 @@ fn store(path: &Path, batched: bool) -> Arc<dyn Persister> {
 
 fn runner(store: Arc<dyn Persister>) -> Runner {
     let thread = RuntimeThread::builder().name("kill").start().unwrap();
-    let runner = Runner::with_persister(Arc::new(thread), store);
+    let runner = Runner::builder()
+        .thread(Arc::new(thread))
+        .persister(store)
+        .start()
+        .unwrap();
     runner.register::<Chain<Tally>>();
     runner.register::<Leaf>();
     runner

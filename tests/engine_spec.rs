@@ -6,8 +6,8 @@ use std::sync::LazyLock;
 
 use common::{QUICK, bounded};
 use runtime_thread::engine::{
-    Command, Context, EngineError, Namespace, Port, Process, ProcessOutcome, ProcessSpec, Runner,
-    StepError, ValueType,
+    Command, EngineError, Namespace, Port, Process, ProcessOutcome, ProcessSpec, Runner,
+    StepContext, StepError, ValueType,
 };
 use serde_json::{Value, json};
 
@@ -193,7 +193,7 @@ impl Process for Scale {
         &SPEC
     }
 
-    async fn step(&mut self, _: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, _: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         match self.emit.as_deref() {
             Some("wrong-type") => ctx.out("result", json!("not a number")),
             Some("undeclared") => ctx.out("surprise", json!(1)),
@@ -214,14 +214,18 @@ fn launching_validates_inputs_and_builds_the_process_from_them() {
     bounded(QUICK, || {
         let runner = Runner::start().unwrap();
         let outputs = runner
-            .launch::<Scale>(json!({"x": 21}))
+            .launch_from_inputs::<Scale>(json!({"x": 21}))
+            .start()
             .unwrap()
             .wait()
             .unwrap()
             .into_outputs()
             .unwrap();
         assert_eq!(outputs["result"], 42, "the default factor was filled in");
-        match runner.launch::<Scale>(json!({"x": "21"})) {
+        match runner
+            .launch_from_inputs::<Scale>(json!({"x": "21"}))
+            .start()
+        {
             Err(EngineError::InvalidInputs(error)) => {
                 assert_eq!(error.path, "inputs.x");
             }
@@ -236,7 +240,8 @@ fn outputs_are_checked_when_emitted_and_required_ones_at_finish() {
         let runner = Runner::start().unwrap();
         let run = |emit: &str| {
             runner
-                .launch::<Scale>(json!({"x": 1, "emit": emit}))
+                .launch_from_inputs::<Scale>(json!({"x": 1, "emit": emit}))
+                .start()
                 .unwrap()
                 .wait()
                 .unwrap()

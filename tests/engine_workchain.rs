@@ -7,9 +7,9 @@ use std::sync::LazyLock;
 
 use common::{QUICK, bounded, until};
 use runtime_thread::engine::{
-    Chain, Command, Context, Ctx, EngineError, ExitCode, Flow, Namespace, Outline, Port, Process,
-    ProcessOutcome, ProcessSpec, ProcessState, Runner, StepError, ValueType, WorkChain,
-    WorkContext, if_, return_, return_code, step, while_,
+    Chain, ChainContext, ChainCtx, Command, EngineError, ExitCode, Flow, Namespace, Outline, Port,
+    Process, ProcessOutcome, ProcessSpec, ProcessState, Runner, StepContext, StepError, ValueType,
+    WorkChain, if_, return_, return_code, step, while_,
 };
 use serde_json::{Value, json};
 
@@ -35,7 +35,7 @@ static BRANCHY: LazyLock<Outline<Branchy>> = LazyLock::new(|| {
                 step("round"),
                 if_(
                     "second",
-                    |b: &Branchy, ctx: &Ctx| b.rounds == 2 && ctx.contains_key("stop_early"),
+                    |b: &Branchy, ctx: &ChainCtx| b.rounds == 2 && ctx.contains_key("stop_early"),
                     [return_code(ExitCode::new(7, "stopped in round two"))],
                 ),
             ],
@@ -49,7 +49,7 @@ impl WorkChain for Branchy {
     fn outline() -> &'static Outline<Self> {
         &BRANCHY
     }
-    async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+    async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
         let trace = wc
             .ctx_mut()
             .entry("trace")
@@ -156,7 +156,7 @@ struct Double {
 }
 
 impl Process for Double {
-    async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         match (step, self.x) {
             ("run", 1000) => Ok(Command::wait_for_resume("done")),
             ("run", x) if x < 0 => Err(StepError::msg(format!("negative input {x}"))),
@@ -187,7 +187,7 @@ impl WorkChain for Parent {
     fn outline() -> &'static Outline<Self> {
         &PARENT
     }
-    async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+    async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
         match step {
             "launch" => {
                 for (i, x) in self.inputs.iter().enumerate() {
@@ -211,7 +211,7 @@ impl WorkChain for Parent {
         &mut self,
         key: &str,
         outcome: ProcessOutcome,
-        ctx: &mut Ctx,
+        ctx: &mut ChainCtx,
     ) -> Result<(), StepError> {
         if self.tolerate_failures && outcome.clone().into_outputs().is_err() {
             ctx.insert(key.to_owned(), json!({"y": 0}));
@@ -245,7 +245,7 @@ fn a_failed_or_excepted_child_fails_the_parent_before_its_next_step() {
         for (inputs, expected) in [
             (
                 vec![1, -5],
-                "the child 'child1' (engine_workchain::Double) excepted in step 'run': \
+                "the child 'child1' (Double) excepted in step 'run': \
                  negative input -5",
             ),
             (
@@ -338,7 +338,7 @@ impl WorkChain for Lenient {
     fn outline() -> &'static Outline<Self> {
         &LENIENT
     }
-    async fn step(&mut self, _: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+    async fn step(&mut self, _: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
         let child = wc.launch(Double { x: 1000 });
         wc.to_context("child", &child);
         Ok(Flow::Next)
@@ -380,7 +380,7 @@ impl WorkChain for Grandparent {
     fn outline() -> &'static Outline<Self> {
         &GRANDPARENT
     }
-    async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+    async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
         match (step, self.inline) {
             ("go", true) => {
                 let outcome = wc.launch(parent(&[10, 20])).await?;
@@ -422,7 +422,7 @@ impl WorkChain for Stopper {
     fn outline() -> &'static Outline<Self> {
         &STOPPER
     }
-    async fn step(&mut self, step: &str, _: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+    async fn step(&mut self, step: &str, _: &mut ChainContext<'_>) -> Result<Flow, StepError> {
         match step {
             "stop" => Ok(Flow::Return(ExitCode::new(400, "enough"))),
             _ => Err(StepError::msg("a step after a return ran")),
@@ -440,7 +440,7 @@ impl WorkChain for Malformed {
     fn outline() -> &'static Outline<Self> {
         &MALFORMED
     }
-    async fn step(&mut self, _: &str, _: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+    async fn step(&mut self, _: &str, _: &mut ChainContext<'_>) -> Result<Flow, StepError> {
         Err(StepError::msg("a step of a malformed outline ran"))
     }
 }
@@ -472,7 +472,7 @@ fn a_later_step_may_overwrite_a_ctx_key() {
         fn outline() -> &'static Outline<Self> {
             &TWICE
         }
-        async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+        async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
             match step {
                 "first" | "second" => {
                     let x = if step == "first" { 1 } else { 2 };
@@ -528,7 +528,7 @@ impl WorkChain for Counter {
     fn outline() -> &'static Outline<Self> {
         &COUNTER
     }
-    async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+    async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
         if step == "add" {
             self.done += 1;
         } else {
@@ -543,7 +543,8 @@ fn a_work_chain_launches_from_an_inputs_mapping_checked_against_its_spec() {
     bounded(QUICK, || {
         let runner = Runner::start().unwrap();
         let outputs = runner
-            .launch_chain::<Counter>(json!({"n": 3}))
+            .launch_chain_from_inputs::<Counter>(json!({"n": 3}))
+            .start()
             .unwrap()
             .wait()
             .unwrap()
@@ -551,20 +552,30 @@ fn a_work_chain_launches_from_an_inputs_mapping_checked_against_its_spec() {
             .unwrap();
         assert_eq!(outputs["total"], 3);
         // The default fills in a missing input; the handle's status shows the chain's type.
-        let handle = runner.launch_chain::<Counter>(json!({})).unwrap();
+        let handle = runner
+            .launch_chain_from_inputs::<Counter>(json!({}))
+            .start()
+            .unwrap();
         assert_eq!(handle.wait().unwrap().into_outputs().unwrap()["total"], 2);
         // A wrong input is refused before anything runs, with its port's path.
         let error = runner
-            .launch_chain::<Counter>(json!({"n": "three"}))
+            .launch_chain_from_inputs::<Counter>(json!({"n": "three"}))
+            .start()
             .unwrap_err()
             .to_string();
         assert!(error.contains("inputs.n"), "{error}");
         // Persisted: the inputs go into its checkpoints.
         let store = std::sync::Arc::new(Recording::default());
         let thread = std::sync::Arc::new(runtime_thread::RuntimeThread::builder().start().unwrap());
-        let persisted = Runner::with_persister(thread, store.clone());
+        let persisted = Runner::builder()
+            .thread(thread)
+            .persister(store.clone())
+            .start()
+            .unwrap();
         let handle = persisted
-            .launch_chain_persisted::<Counter>(json!({"n": 1}))
+            .launch_chain_from_inputs::<Counter>(json!({"n": 1}))
+            .persisted()
+            .start()
             .unwrap();
         let first = store
             .saved

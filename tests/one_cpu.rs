@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{QUICK, bounded};
 use runtime_thread::RuntimeThread;
-use runtime_thread::engine::{Command, Context, Process, Runner, StepError};
+use runtime_thread::engine::{Command, Process, Runner, StepContext, StepError};
 
 /// Round trips per measurement: enough to average out a stray preemption.
 const CALLS: u32 = 2_000;
@@ -76,7 +76,7 @@ fn on_one_cpu_the_runtime_thread_does_not_spin_between_calls() {
 struct Trivial;
 
 impl Process for Trivial {
-    async fn step(&mut self, _: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, _: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         ctx.out("y", 1.into());
         Ok(Command::finish())
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{QUICK, bounded};
 use runtime_thread::engine::{
-    Command, Context, EngineError, Process, ProcessState, Runner, StepError,
+    Command, EngineError, Process, ProcessState, Runner, StepContext, StepError,
 };
 use runtime_thread::{Error, Flavor, RuntimeThread};
 
@@ -70,7 +70,7 @@ fn no_os_threads_are_left_after_a_guard_drops() {
 struct WaitsForResume;
 
 impl Process for WaitsForResume {
-    async fn step(&mut self, _: &str, _: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, _: &str, _: &mut StepContext) -> Result<Command, StepError> {
         Ok(Command::wait_for_resume("never"))
     }
 }
@@ -79,7 +79,7 @@ impl Process for WaitsForResume {
 struct Sleeps;
 
 impl Process for Sleeps {
-    async fn step(&mut self, _: &str, _: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, _: &str, _: &mut StepContext) -> Result<Command, StepError> {
         Ok(Command::sleep("never", Duration::from_secs(3600)))
     }
 }

@@ -30,7 +30,7 @@ use super::checkpoint::{CHECKPOINT_VERSION, CheckpointRef, ChildRef, Position, S
 use super::exit_code::ExitCode;
 use super::handle::ProcessOutcome;
 use super::persist::{PersistError, Persister};
-use super::process::{Command, Context, Outputs, Process, Resumed, StepName, WaitOn};
+use super::process::{Command, Outputs, Process, Resumed, StepContext, StepName, WaitOn};
 use super::shared::{Control, Parked, ProcessShared};
 use super::state::ProcessState;
 use crate::thread::panic_message;
@@ -77,7 +77,7 @@ enum Armed {
 }
 
 impl Armed {
-    fn arm(on: WaitOn, step: &str, ctx: &Context) -> Result<Self, String> {
+    fn arm(on: WaitOn, step: &str, ctx: &StepContext) -> Result<Self, String> {
         Ok(match on {
             WaitOn::Resume => Self::arm_resume(ctx.shared(), None),
             WaitOn::Timer(delay) => Armed::Timer {
@@ -94,7 +94,7 @@ impl Armed {
     }
 
     /// Re-arms a wait read from a checkpoint (a future's wait is not one: its step re-runs).
-    fn rearm(saved: SavedWait, ctx: &Context) -> Result<Self, String> {
+    fn rearm(saved: SavedWait, ctx: &StepContext) -> Result<Self, String> {
         Ok(match saved {
             SavedWait::Resume { value } => {
                 // A resume sent between the load and now must not be overwritten.
@@ -131,7 +131,7 @@ impl Armed {
         Armed::Resume
     }
 
-    fn arm_children(children: Vec<ChildRef>, ctx: &Context) -> Result<Self, String> {
+    fn arm_children(children: Vec<ChildRef>, ctx: &StepContext) -> Result<Self, String> {
         let mut armed = Vec::with_capacity(children.len());
         for child in children {
             let Some(shared) = ctx.shared().child(child.pid) else {
@@ -191,7 +191,7 @@ impl Armed {
 /// mostly the size of this future, so the driver is one flat loop over a small state.
 pub(crate) fn drive<P: Process>(
     process: P,
-    ctx: Context,
+    ctx: StepContext,
     start: Start,
     saver: Option<Saver<P>>,
 ) -> impl Future<Output = ()> + Send {
@@ -313,7 +313,7 @@ impl<P> Drop for Driver<P> {
 struct Driver<P> {
     shared: Arc<ProcessShared>,
     process: P,
-    ctx: Context,
+    ctx: StepContext,
     saver: Option<Saver<P>>,
     /// What comes next: a step to run, or a wait in progress (it survives pauses).
     next: Next,
@@ -560,7 +560,7 @@ impl<P> Saver<P> {
 /// The checkpoint of a process in its present state (not ended: see `after_end`).
 pub(crate) fn checkpoint_of<'a, P>(
     shared: &'a ProcessShared,
-    ctx: &'a Context,
+    ctx: &'a StepContext,
     state: ProcessState,
     process: &'a P,
     position: &'a Position,

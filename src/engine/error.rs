@@ -72,7 +72,9 @@ pub enum EngineError {
         reason: String,
     },
     /// Persisting or loading needs a runner built with a persister.
-    #[error("this runner has no checkpoint store (build it with Runner::with_persister)")]
+    #[error(
+        "this runner has no checkpoint store (give it one with Runner::builder().persister(..))"
+    )]
     NoPersister,
     /// The process is already running in this runner.
     #[error("process {pid} is already running in this runner")]

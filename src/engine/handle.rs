@@ -130,11 +130,11 @@ impl ProcessController {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use runtime_thread::engine::{Command, Context, Process, ProcessState, Runner, StepError};
+    /// use runtime_thread::engine::{Command, StepContext, Process, ProcessState, Runner, StepError};
     ///
     /// struct Approval;
     /// impl Process for Approval {
-    ///     async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    ///     async fn step(&mut self, step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
     ///         if step == "run" {
     ///             return Ok(Command::wait_for_resume("approved"));
     ///         }

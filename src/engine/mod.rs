@@ -17,6 +17,9 @@
 //!
 //! Pause is a flag, not a state.
 //!
+//! Names: a process's step sees a [`StepContext`]; a work chain's step sees a [`ChainContext`]
+//! (the same, plus the chain's own variables, its [`ChainCtx`], which plumpy calls `ctx`).
+//!
 //! A process is a state machine of named async steps; each step returns a `Command`: the next step,
 //! a wait (for a `resume`, a timer, a future, or children), a stop with an `ExitCode` (zero is
 //! success), or a kill. A `Runner` drives thousands of processes on one `RuntimeThread`; each only
@@ -25,13 +28,13 @@
 //! needed `nest_asyncio`, then greenlet portals, for this).
 //!
 //! ```rust
-//! use runtime_thread::engine::{Command, Context, Process, Runner, StepError};
+//! use runtime_thread::engine::{Command, StepContext, Process, Runner, StepError};
 //! use serde_json::json;
 //!
 //! struct Square(i64);
 //!
 //! impl Process for Square {
-//!     async fn step(&mut self, _step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+//!     async fn step(&mut self, _step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
 //!         ctx.out("square", json!(self.0 * self.0));
 //!         Ok(Command::finish())
 //!     }
@@ -40,7 +43,7 @@
 //! struct SumOfSquares;
 //!
 //! impl Process for SumOfSquares {
-//!     async fn step(&mut self, _step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+//!     async fn step(&mut self, _step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
 //!         let mut sum = 0;
 //!         for n in 1..=3 {
 //!             // Run a child to completion from inside a step: just await it.
@@ -61,10 +64,10 @@
 //!
 //! A process type may declare `spec()`, a `ProcessSpec` of input and output
 //! namespaces whose ports have types, defaults, optional flags and validators, nested (and dynamic)
-//! namespaces, and ports exposed from another process's spec. `Runner::launch::<P>(inputs)` checks
-//! JSON inputs against it, fills in defaults and builds the process from them (its fields are its
-//! inputs; `launch_chain::<W>(inputs)` does the same for a work chain); an error names the full port
-//! path, such as `inputs.ns.b: required, but not given`. Each
+//! namespaces, and ports exposed from another process's spec. `Runner::launch_from_inputs::<P>(inputs)`
+//! checks JSON inputs against it, fills in defaults and builds the process from them (its fields are
+//! its inputs; `launch_chain_from_inputs::<W>(inputs)` does the same for a work chain); an error
+//! names the full port path, such as `inputs.ns.b: required, but not given`. Each
 //! output is checked when emitted (an invalid one ends the process `Excepted`), and required outputs
 //! when the process finishes successfully (a missing one turns the finish into exit code 11, AiiDA's
 //! "missing output").
@@ -82,7 +85,7 @@
 //!
 //! ```rust
 //! use std::sync::LazyLock;
-//! use runtime_thread::engine::{Chain, Flow, Outline, Runner, StepError, WorkChain, WorkContext, step, while_};
+//! use runtime_thread::engine::{Chain, Flow, Outline, Runner, StepError, WorkChain, ChainContext, step, while_};
 //!
 //! struct Halve { n: u64, steps: u32 }
 //!
@@ -94,7 +97,7 @@
 //! impl WorkChain for Halve {
 //!     const TYPE_NAME: &'static str = "readme.Halve";
 //!     fn outline() -> &'static Outline<Self> { &OUTLINE }
-//!     async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+//!     async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
 //!         match step {
 //!             "halve" => { self.n /= 2; self.steps += 1; }
 //!             _ => wc.out("steps", self.steps.into()),
@@ -111,8 +114,9 @@
 //! # Checkpoints
 //!
 //! A process type that is `Serialize + Deserialize` and names itself
-//! (`impl Persistent { const TYPE_NAME }`; a `Chain` of such a work chain is one) can be started with
-//! `submit_persisted` on a runner built `with_persister(thread, store)`. Stores: `InMemoryPersister`,
+//! (`impl Persistent { const TYPE_NAME }`; a `Chain` of such a work chain is one) can be launched
+//! [`persisted`](Launch::persisted) on a runner built with a store
+//! (`Runner::builder().persister(store)`). Stores: `InMemoryPersister`,
 //! `JsonDirPersister` (one `<pid>.json` per process, written to a temporary file, synced and renamed
 //! over the old one) and `SqlitePersister` (feature `sqlite`, one row per process, WAL mode;
 //! `open` commits each save before it returns, `open_batched` commits in groups: a writer thread
@@ -166,6 +170,7 @@ mod driver;
 mod error;
 mod exit_code;
 mod handle;
+mod launch;
 mod listener;
 mod outline;
 mod persist;
@@ -178,13 +183,14 @@ mod workchain;
 
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, ChildRef, Persistent, Position, SavedWait};
 pub use outline::{
-    Branch, Ctx, Instruction, Outline, Predicate, Stepper, if_, return_, return_code, step, while_,
+    Branch, ChainCtx, Instruction, Outline, Predicate, Stepper, if_, return_, return_code, step,
+    while_,
 };
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use persist::SqlitePersister;
 pub use persist::{InMemoryPersister, JsonDirPersister, PersistError, Persister};
-pub use workchain::{Chain, Flow, WorkChain, WorkContext, store_child_result};
+pub use workchain::{Chain, ChainContext, Flow, WorkChain, store_child_result};
 
 /// The type of a process id (a UUID, as plumpy's pids are), re-exported so that a program can
 /// name it without depending on `uuid` itself.
@@ -193,8 +199,9 @@ pub use uuid::Uuid;
 pub use error::EngineError;
 pub use exit_code::ExitCode;
 pub use handle::{ProcessController, ProcessHandle, ProcessOutcome, ProcessStatus};
+pub use launch::Launch;
 pub use listener::ProcessListener;
-pub use process::{Command, Context, Outputs, Process, StepError, StepName, WaitOn};
-pub use runner::Runner;
+pub use process::{Command, Outputs, Process, StepContext, StepError, StepName, WaitOn};
+pub use runner::{Runner, RunnerBuilder};
 pub use spec::{Namespace, Port, PortError, ProcessSpec, Validator, ValueType};
 pub use state::ProcessState;

@@ -11,11 +11,11 @@ use serde_json::{Map, Value};
 use super::exit_code::ExitCode;
 
 /// The work chain's persisted context: a JSON map (children's results land here).
-pub type Ctx = Map<String, Value>;
+pub type ChainCtx = Map<String, Value>;
 
 /// A predicate of an `if_` or `while_`: a plain function of the chain and its context, so it
 /// is deterministic and a reloaded chain takes the same branches.
-pub type Predicate<W> = fn(&W, &Ctx) -> bool;
+pub type Predicate<W> = fn(&W, &ChainCtx) -> bool;
 
 /// One branch of an `if_`: the predicate's name, the predicate, the block it guards.
 pub type Branch<W> = (&'static str, Predicate<W>, Vec<Instruction<W>>);
@@ -241,7 +241,7 @@ impl Stepper {
         &mut self,
         outline: &Outline<W>,
         chain: &W,
-        ctx: &Ctx,
+        ctx: &ChainCtx,
     ) -> Result<Found, String> {
         if self.frames.is_empty() {
             self.frames.push(Frame {
@@ -408,7 +408,7 @@ mod tests {
     fn walk(outline: &Outline<u32>, chain: &mut u32) -> Vec<String> {
         let mut stepper = Stepper::default();
         let mut ran = Vec::new();
-        let ctx = Ctx::new();
+        let ctx = ChainCtx::new();
         loop {
             match stepper.find_next(outline, chain, &ctx).unwrap() {
                 Found::Step(name) => {
@@ -510,7 +510,10 @@ mod tests {
             serde_json::json!({"frames": [{"index": 0, "branch": 1}, {"index": 0}]}),
         )
         .unwrap();
-        let error = stepper.find_next(&outline, &0, &Ctx::new()).err().unwrap();
+        let error = stepper
+            .find_next(&outline, &0, &ChainCtx::new())
+            .err()
+            .unwrap();
         assert!(error.contains("does not fit"), "{error}");
     }
 }

@@ -30,7 +30,7 @@ pub enum Command {
     /// Run this step next.
     Continue(StepName),
     /// Wait, then run step `then` (the value that ended the wait is in
-    /// [`Context::take_resume_value`]).
+    /// [`StepContext::take_resume_value`]).
     Wait {
         /// The step to run after the wait.
         then: StepName,
@@ -54,7 +54,7 @@ pub enum WaitOn {
     Future(BoxFuture<'static, Result<Value, String>>),
     /// Children this process launched, by pid: the wait ends when all have ended, and the
     /// value is a map from each key to the child's [`ProcessOutcome`] (see
-    /// [`Context::take_child_outcomes`]). Being data, this wait survives a checkpoint.
+    /// [`StepContext::take_child_outcomes`]). Being data, this wait survives a checkpoint.
     Children(Vec<ChildRef>),
 }
 
@@ -180,12 +180,12 @@ impl StepError {
 /// loop is ever needed.
 ///
 /// ```
-/// use runtime_thread::engine::{Command, Context, Process, Runner, StepError};
+/// use runtime_thread::engine::{Command, StepContext, Process, Runner, StepError};
 ///
 /// struct Add { a: i64, b: i64 }
 ///
 /// impl Process for Add {
-///     async fn step(&mut self, step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+///     async fn step(&mut self, step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
 ///         match step {
 ///             "run" => {
 ///                 ctx.out("sum", (self.a + self.b).into());
@@ -222,14 +222,15 @@ pub trait Process: Send + 'static {
         true
     }
 
-    /// The name the process's status and errors show: its Rust type by default. A persisted
-    /// process always shows its [`Persistent::TYPE_NAME`], and a [`Chain`](super::Chain) its
-    /// work chain's.
+    /// The name the process's status and errors show: by default its type's name without the
+    /// module path (`Add` for `my_app::jobs::Add`), as plumpy shows a process's class name. A
+    /// persisted process shows its [`Persistent::TYPE_NAME`], and a [`Chain`](super::Chain)
+    /// its work chain's.
     fn name() -> &'static str
     where
         Self: Sized,
     {
-        std::any::type_name::<Self>()
+        short_type_name(std::any::type_name::<Self>())
     }
 
     /// What to call step `step` in errors: the step itself by default. A work chain, whose
@@ -243,8 +244,18 @@ pub trait Process: Send + 'static {
     fn step(
         &mut self,
         step: &str,
-        ctx: &mut Context,
+        ctx: &mut StepContext,
     ) -> impl Future<Output = Result<Command, StepError>> + Send;
+}
+
+/// `full` without the module path of its outermost type: `a::b::Add` is `Add`, and
+/// `a::Wrap<b::Add>` is `Wrap<b::Add>` (a slice of `full`, so no allocation).
+fn short_type_name(full: &'static str) -> &'static str {
+    let outer = full.find('<').unwrap_or(full.len());
+    match full[..outer].rfind("::") {
+        Some(separator) => &full[separator + 2..],
+        None => full,
+    }
 }
 
 /// What ended a wait, for the next step. Children's outcomes stay typed until a checkpoint
@@ -282,7 +293,7 @@ fn children_to_value(outcomes: &BTreeMap<String, ProcessOutcome>) -> Value {
 }
 
 /// What a step can see and do besides its own fields.
-pub struct Context {
+pub struct StepContext {
     shared: Arc<ProcessShared>,
     runner: Core,
     spec: &'static ProcessSpec,
@@ -294,9 +305,9 @@ pub struct Context {
     pub(crate) invalid_output: Option<Box<PortError>>,
 }
 
-impl std::fmt::Debug for Context {
+impl std::fmt::Debug for StepContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
+        f.debug_struct("StepContext")
             .field("pid", &self.shared.identity.pid)
             .field("inputs", &self.inputs)
             .field("outputs", &self.outputs)
@@ -304,14 +315,14 @@ impl std::fmt::Debug for Context {
     }
 }
 
-impl Context {
+impl StepContext {
     pub(crate) fn new(
         shared: Arc<ProcessShared>,
         runner: Core,
         spec: &'static ProcessSpec,
         inputs: Option<Value>,
     ) -> Self {
-        Context {
+        StepContext {
             shared,
             runner,
             spec,
@@ -391,10 +402,25 @@ impl Context {
         &mut self,
         child: P,
     ) -> Result<ProcessHandle, EngineError> {
-        let handle = self
-            .runner
-            .start_persisted(child, None, Some(self.shared.identity.pid))?;
+        let handle =
+            self.runner
+                .start_persisted(child, None, Some(self.shared.identity.pid), Vec::new())?;
         self.shared.add_child(handle.shared().clone());
         Ok(handle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_type_name;
+
+    #[test]
+    fn a_type_name_loses_its_module_path_but_keeps_its_parameters() {
+        assert_eq!(short_type_name("my_app::jobs::Add"), "Add");
+        assert_eq!(short_type_name("Add"), "Add");
+        assert_eq!(
+            short_type_name("my_app::Wrap<my_app::jobs::Add>"),
+            "Wrap<my_app::jobs::Add>"
+        );
     }
 }

@@ -5,7 +5,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
@@ -16,26 +15,31 @@ use super::error::EngineError;
 use super::handle::ProcessHandle;
 use super::listener::ProcessListener;
 use super::persist::{PersistError, Persister};
-use super::process::{Context, Outputs, Process, Resumed};
+use super::process::{Outputs, Process, Resumed, StepContext};
 use super::shared::{Identity, ProcessShared, Restored};
 use super::spec::{PortError, ProcessSpec};
 use super::state::ProcessState;
-use super::workchain::{Chain, WorkChain};
 use crate::thread::{RuntimeThread, Spawner};
 
 /// Runs processes on a runtime thread: thousands at once, each a task that only occupies the
-/// thread while a step runs. With a [`Persister`] it also checkpoints the processes started
-/// with [`submit_persisted`](Runner::submit_persisted) and continues them with
-/// [`load`](Runner::load) / [`load_all`](Runner::load_all), in this program or a later one.
+/// thread while a step runs. With a [`Persister`] it also checkpoints the processes launched
+/// [`persisted`](Launch::persisted) and continues them with [`load`](Runner::load) /
+/// [`load_all`](Runner::load_all), in this program or a later one.
+///
+/// There are two ways to start a process: [`submit`](Runner::submit) (or
+/// [`run`](Runner::run), which also waits) for a process value with nothing else to set, and
+/// [`launch`](Runner::launch) / [`launch_from_inputs`](Runner::launch_from_inputs) /
+/// [`launch_chain_from_inputs`](Runner::launch_chain_from_inputs) for a [`Launch`] to
+/// configure: persisted, with listeners.
 ///
 /// # Lifetime
 ///
 /// A runner made with [`start`](Runner::start) owns its thread: when the last clone of it is
 /// dropped, the thread stops at once, without a grace period. Its processes are abandoned
 /// (their handles report `Error::Stopped`), as in a crash: persisted ones keep their last
-/// checkpoint, to be loaded again. A runner on a thread of yours ([`new`](Runner::new),
-/// [`with_persister`](Runner::with_persister)) leaves the thread to you: its processes run on
-/// until that thread stops. The processes themselves never keep a thread alive.
+/// checkpoint, to be loaded again. A runner on a thread of yours
+/// ([`RunnerBuilder::thread`]) leaves the thread to you: its processes run on until that
+/// thread stops. The processes themselves never keep a thread alive.
 #[derive(Clone)]
 pub struct Runner {
     core: Core,
@@ -49,6 +53,54 @@ impl std::fmt::Debug for Runner {
             .field("owns_thread", &self.hold.owns_thread)
             .field("persisted", &self.core.inner.persister.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Runner`]; made by [`Runner::builder`].
+#[derive(Default)]
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct RunnerBuilder {
+    thread: Option<Arc<RuntimeThread>>,
+    persister: Option<Arc<dyn Persister>>,
+}
+
+impl std::fmt::Debug for RunnerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerBuilder")
+            .field("thread", &self.thread)
+            .field("persister", &self.persister.is_some())
+            .finish()
+    }
+}
+
+impl RunnerBuilder {
+    /// Runs the processes on `thread`, which stays the caller's to stop: the runner does not
+    /// stop it. Without this the runner starts a thread of its own, named `engine`, and stops
+    /// it with its last clone (see [Lifetime](Runner#lifetime)).
+    pub fn thread(mut self, thread: Arc<RuntimeThread>) -> Self {
+        self.thread = Some(thread);
+        self
+    }
+
+    /// Checkpoints persisted processes into `persister`, and loads them from it.
+    pub fn persister(mut self, persister: Arc<dyn Persister>) -> Self {
+        self.persister = Some(persister);
+        self
+    }
+
+    /// Makes the runner, starting its own thread unless one was given.
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::Thread` when the runner's own thread could not be started.
+    pub fn start(self) -> Result<Runner, EngineError> {
+        Ok(match self.thread {
+            Some(thread) => Runner::build(thread, self.persister, false),
+            None => {
+                let thread = RuntimeThread::builder().name("engine").start()?;
+                Runner::build(Arc::new(thread), self.persister, true)
+            }
+        })
     }
 }
 
@@ -115,25 +167,39 @@ struct Prepared {
 }
 
 impl Runner {
-    /// A runner on a runtime thread of its own, which stops when the last clone of the runner
-    /// is dropped (see [Lifetime](Runner#lifetime)).
+    /// The engine behind this runner, which launches are started on.
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// A runner on a runtime thread of its own, without a checkpoint store: the shorthand of
+    /// `Runner::builder().start()`. The thread stops when the last clone of the runner is
+    /// dropped (see [Lifetime](Runner#lifetime)).
     ///
     /// # Errors
     ///
     /// The thread could not be started (`EngineError::Thread`).
     pub fn start() -> Result<Self, EngineError> {
-        let thread = RuntimeThread::builder().name("engine").start()?;
-        Ok(Runner::build(Arc::new(thread), None, true))
+        Runner::builder().start()
     }
 
-    /// A runner on an existing runtime thread, which stays the caller's to stop.
-    pub fn new(thread: Arc<RuntimeThread>) -> Self {
-        Runner::build(thread, None, false)
-    }
-
-    /// A runner on an existing runtime thread that checkpoints into `persister`.
-    pub fn with_persister(thread: Arc<RuntimeThread>, persister: Arc<dyn Persister>) -> Self {
-        Runner::build(thread, Some(persister), false)
+    /// Configures a runner: the thread it runs on and the store it checkpoints into.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use runtime_thread::RuntimeThread;
+    /// use runtime_thread::engine::{InMemoryPersister, Runner};
+    ///
+    /// let thread = Arc::new(RuntimeThread::builder().name("engine").start()?);
+    /// let runner = Runner::builder()
+    ///     .thread(thread.clone())
+    ///     .persister(Arc::new(InMemoryPersister::new()))
+    ///     .start()?;
+    /// assert!(runner.persister().is_some());
+    /// # Ok::<(), runtime_thread::engine::EngineError>(())
+    /// ```
+    pub fn builder() -> RunnerBuilder {
+        RunnerBuilder::default()
     }
 
     fn build(
@@ -161,71 +227,26 @@ impl Runner {
         self.core.inner.persister.as_ref()
     }
 
-    /// Starts `process` and returns its handle.
+    /// Starts `process`, not persisted and without listeners, and returns its handle: the
+    /// shorthand of `launch(process).start()`, which cannot fail in that case.
     pub fn submit<P: Process>(&self, process: P) -> ProcessHandle {
         self.core.start_fresh(process, None, None, Vec::new())
     }
 
-    /// Starts `process` with listeners attached from the beginning (they see `Created`).
-    pub fn submit_with_listeners<P: Process>(
-        &self,
-        process: P,
-        listeners: Vec<Arc<dyn ProcessListener>>,
-    ) -> ProcessHandle {
-        self.core.start_fresh(process, None, None, listeners)
-    }
-
-    /// Validates `inputs` against `P`'s spec (filling in defaults), builds the process from them
-    /// (its fields are its inputs) and starts it. Invalid inputs are refused before anything
-    /// runs, with the full port path in the error.
-    pub fn launch<P>(&self, inputs: Value) -> Result<ProcessHandle, EngineError>
-    where
-        P: Process + DeserializeOwned,
-    {
-        let (process, inputs) = build_from_inputs::<P>(P::spec(), inputs)?;
-        Ok(self
-            .core
-            .start_fresh(process, Some(inputs), None, Vec::new()))
-    }
-
-    /// [`launch`](Self::launch) for a work chain, as plumpy launches one with an inputs
-    /// mapping: the inputs are checked against `W`'s spec (defaults filled in), the chain is
-    /// built from them (its fields are its inputs) and starts at the top of its outline.
-    pub fn launch_chain<W>(&self, inputs: Value) -> Result<ProcessHandle, EngineError>
-    where
-        W: WorkChain + DeserializeOwned,
-    {
-        let (chain, inputs) = build_from_inputs::<W>(W::spec(), inputs)?;
-        Ok(self
-            .core
-            .start_fresh(Chain::new(chain), Some(inputs), None, Vec::new()))
-    }
-
     /// Runs `process` to the end from synchronous code and returns its outputs; a failure exit
     /// code, an exception or a kill comes back as an error. Inside a step, launch a child with
-    /// [`Context::launch`] and await it instead.
+    /// [`StepContext::launch`] and await it instead.
     pub fn run<P: Process>(&self, process: P) -> Result<Outputs, EngineError> {
         self.submit(process).wait()?.into_outputs()
     }
 
     /// Registers `P` under [`Persistent::TYPE_NAME`], so that its checkpoints can be loaded.
-    /// Submitting a persisted `P` registers it too; register before loading in a new program.
+    /// Launching a persisted `P` registers it too; register before loading in a new program.
     pub fn register<P: Persistent>(&self) {
         self.core.register::<P>();
     }
 
-    /// Starts `process` as a persisted process: it is saved before it starts and at every
-    /// state it enters (see the [module docs](super)). Needs a runner built
-    /// [`with_persister`](Runner::with_persister).
-    pub fn submit_persisted<P: Persistent>(
-        &self,
-        process: P,
-    ) -> Result<ProcessHandle, EngineError> {
-        self.core.start_persisted(process, None, None)
-    }
-
-    /// Starts every process of `processes` as [`submit_persisted`](Self::submit_persisted)
-    /// does, after saving their first checkpoints as one: a crash during the submission leaves
+    /// Starts every process of `processes` persisted, as [`Launch::persisted`] does, after saving their first checkpoints as one: a crash during the submission leaves
     /// all of them in the store or none, with a store that saves in one transaction (the
     /// SQLite and in-memory ones; see [`Persister::save_all`]).
     pub fn submit_persisted_all<P: Persistent>(
@@ -233,26 +254,6 @@ impl Runner {
         processes: impl IntoIterator<Item = P>,
     ) -> Result<Vec<ProcessHandle>, EngineError> {
         self.core.start_persisted_all(processes)
-    }
-
-    /// [`launch`](Runner::launch) for a persisted process.
-    pub fn launch_persisted<P: Persistent>(
-        &self,
-        inputs: Value,
-    ) -> Result<ProcessHandle, EngineError> {
-        let (process, inputs) = build_from_inputs::<P>(P::spec(), inputs)?;
-        self.core.start_persisted(process, Some(inputs), None)
-    }
-
-    /// [`launch_chain`](Self::launch_chain), persisted (see
-    /// [`submit_persisted`](Self::submit_persisted)).
-    pub fn launch_chain_persisted<W>(&self, inputs: Value) -> Result<ProcessHandle, EngineError>
-    where
-        W: WorkChain + Serialize + DeserializeOwned,
-    {
-        let (chain, inputs) = build_from_inputs::<W>(W::spec(), inputs)?;
-        self.core
-            .start_persisted(Chain::new(chain), Some(inputs), None)
     }
 
     /// Continues the process saved under `pid` (and the children it waits for) from its
@@ -494,7 +495,7 @@ impl Core {
         self.start_fresh(child, None, Some(parent), Vec::new())
     }
 
-    fn start_fresh<P: Process>(
+    pub(crate) fn start_fresh<P: Process>(
         &self,
         process: P,
         inputs: Option<Value>,
@@ -503,7 +504,7 @@ impl Core {
     ) -> ProcessHandle {
         let identity = Identity::new(P::name(), parent, false);
         let shared = Arc::new(ProcessShared::new(identity, Restored::FRESH, listeners));
-        let ctx = Context::new(shared, self.clone(), P::spec(), inputs);
+        let ctx = StepContext::new(shared, self.clone(), P::spec(), inputs);
         let first = process.first_step().to_owned();
         self.spawn(process, ctx, Start::Step(first), None)
     }
@@ -513,8 +514,9 @@ impl Core {
         process: P,
         inputs: Option<Value>,
         parent: Option<Uuid>,
+        listeners: Vec<Arc<dyn ProcessListener>>,
     ) -> Result<ProcessHandle, EngineError> {
-        let created = self.create_persisted(process, inputs, parent)?;
+        let created = self.create_persisted(process, inputs, parent, listeners)?;
         // Saved before anything runs, so even a crash before the first step loses nothing.
         created
             .saver
@@ -531,7 +533,7 @@ impl Core {
     ) -> Result<Vec<ProcessHandle>, EngineError> {
         let created = processes
             .into_iter()
-            .map(|process| self.create_persisted(process, None, None))
+            .map(|process| self.create_persisted(process, None, None, Vec::new()))
             .collect::<Result<Vec<_>, _>>()?;
         let store = self.store()?;
         store.save_all(created.iter().map(|c| (c.pid(), c.bytes.clone())).collect())?;
@@ -544,12 +546,13 @@ impl Core {
         process: P,
         inputs: Option<Value>,
         parent: Option<Uuid>,
+        listeners: Vec<Arc<dyn ProcessListener>>,
     ) -> Result<Created<P>, EngineError> {
         let store = self.store()?;
         self.register::<P>();
         let identity = Identity::new(P::TYPE_NAME, parent, true);
-        let shared = Arc::new(ProcessShared::new(identity, Restored::FRESH, Vec::new()));
-        let ctx = Context::new(shared.clone(), self.clone(), P::spec(), inputs);
+        let shared = Arc::new(ProcessShared::new(identity, Restored::FRESH, listeners));
+        let ctx = StepContext::new(shared.clone(), self.clone(), P::spec(), inputs);
         let first = process.first_step().to_owned();
         let start = Start::Step(first.clone());
         let saver = saver(store, &start);
@@ -579,7 +582,7 @@ impl Core {
     fn spawn<P: Process>(
         &self,
         process: P,
-        ctx: Context,
+        ctx: StepContext,
         start: Start,
         saver: Option<Saver<P>>,
     ) -> ProcessHandle {
@@ -620,7 +623,7 @@ impl Core {
 /// A persisted process made but not started: what it needs to start, and its first checkpoint.
 struct Created<P> {
     process: P,
-    ctx: Context,
+    ctx: StepContext,
     start: Start,
     saver: Saver<P>,
     bytes: Vec<u8>,
@@ -674,7 +677,10 @@ fn encode<P: serde::Serialize>(
 }
 
 /// Checks `inputs` against `spec` (filling in defaults) and builds a `P` from them.
-fn build_from_inputs<P>(spec: &ProcessSpec, inputs: Value) -> Result<(P, Value), EngineError>
+pub(crate) fn build_from_inputs<P>(
+    spec: &ProcessSpec,
+    inputs: Value,
+) -> Result<(P, Value), EngineError>
 where
     P: DeserializeOwned,
 {
@@ -736,7 +742,7 @@ fn prepare<P: Persistent>(checkpoint: Checkpoint) -> Result<Prepared, EngineErro
                 // Ended before it was saved: its shared state already holds the outcome.
                 return ProcessHandle::new(started, runner.clone());
             };
-            let mut ctx = Context::new(started, runner.clone(), P::spec(), inputs);
+            let mut ctx = StepContext::new(started, runner.clone(), P::spec(), inputs);
             ctx.outputs = outputs;
             ctx.resumed = resumed.map(|value| Box::new(Resumed::Value(value)));
             let saver = saver(store, &start);

@@ -12,26 +12,26 @@ use super::checkpoint::{ChildRef, Persistent};
 use super::error::{EngineError, in_step};
 use super::exit_code::ExitCode;
 use super::handle::{ProcessHandle, ProcessOutcome};
-use super::outline::{Ctx, Found, Outline, Stepper};
-use super::process::{Command, Context, Outputs, Process, StepError, WaitOn};
+use super::outline::{ChainCtx, Found, Outline, Stepper};
+use super::process::{Command, Outputs, Process, StepContext, StepError, WaitOn};
 use super::spec::ProcessSpec;
 
 /// What a work chain step tells the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Flow {
     /// Go on with the outline (after the children added with
-    /// [`WorkContext::to_context`] have ended, if any).
+    /// [`ChainContext::to_context`] have ended, if any).
     Next,
     /// Stop the chain with this exit code (as `return_` in the outline does).
     Return(ExitCode),
 }
 
 /// A work chain: named steps run in the order of its [`Outline`]. Wrap it in a [`Chain`] to
-/// run it. Its fields and its [`Ctx`] are saved in checkpoints (when it is persisted).
+/// run it. Its fields and its [`ChainCtx`] are saved in checkpoints (when it is persisted).
 ///
 /// ```
 /// use std::sync::LazyLock;
-/// use runtime_thread::engine::{Chain, Flow, Outline, Runner, StepError, WorkChain, WorkContext, step, while_};
+/// use runtime_thread::engine::{Chain, Flow, Outline, Runner, StepError, WorkChain, ChainContext, step, while_};
 ///
 /// struct Countdown { left: u32 }
 ///
@@ -43,7 +43,7 @@ pub enum Flow {
 /// impl WorkChain for Countdown {
 ///     const TYPE_NAME: &'static str = "doc.Countdown";
 ///     fn outline() -> &'static Outline<Self> { &OUTLINE }
-///     async fn step(&mut self, step: &str, wc: &mut WorkContext<'_>) -> Result<Flow, StepError> {
+///     async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
 ///         match step {
 ///             "tick" => self.left -= 1,
 ///             _ => wc.out("done", true.into()),
@@ -72,7 +72,7 @@ pub trait WorkChain: Send + Sized + 'static {
     fn step(
         &mut self,
         step: &str,
-        wc: &mut WorkContext<'_>,
+        wc: &mut ChainContext<'_>,
     ) -> impl Future<Output = Result<Flow, StepError>> + Send;
 
     /// Takes the outcome of a child the last step waited for. The default stores a successful
@@ -82,7 +82,7 @@ pub trait WorkChain: Send + Sized + 'static {
         &mut self,
         key: &str,
         outcome: ProcessOutcome,
-        ctx: &mut Ctx,
+        ctx: &mut ChainCtx,
     ) -> Result<(), StepError> {
         store_child_result(key, outcome, ctx)
     }
@@ -97,7 +97,7 @@ pub trait WorkChain: Send + Sized + 'static {
 pub fn store_child_result(
     key: &str,
     outcome: ProcessOutcome,
-    ctx: &mut Ctx,
+    ctx: &mut ChainCtx,
 ) -> Result<(), StepError> {
     match outcome {
         ProcessOutcome::Finished { exit_code, outputs } if exit_code.is_success() => {
@@ -122,15 +122,15 @@ pub fn store_child_result(
 }
 
 /// What a work chain step can see and do.
-pub struct WorkContext<'a> {
-    ctx: &'a mut Ctx,
-    process: &'a mut Context,
+pub struct ChainContext<'a> {
+    ctx: &'a mut ChainCtx,
+    process: &'a mut StepContext,
     awaiting: Vec<ChildRef>,
 }
 
-impl std::fmt::Debug for WorkContext<'_> {
+impl std::fmt::Debug for ChainContext<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkContext")
+        f.debug_struct("ChainContext")
             .field("ctx", &self.ctx)
             .field("process", &self.process)
             .field("awaiting", &self.awaiting)
@@ -138,14 +138,14 @@ impl std::fmt::Debug for WorkContext<'_> {
     }
 }
 
-impl WorkContext<'_> {
+impl ChainContext<'_> {
     /// The chain's context (persisted; children's results are stored here).
-    pub fn ctx(&self) -> &Ctx {
+    pub fn ctx(&self) -> &ChainCtx {
         self.ctx
     }
 
     /// The chain's context, to change.
-    pub fn ctx_mut(&mut self) -> &mut Ctx {
+    pub fn ctx_mut(&mut self) -> &mut ChainCtx {
         self.ctx
     }
 
@@ -159,7 +159,7 @@ impl WorkContext<'_> {
         self.process.inputs()
     }
 
-    /// Emits an output (checked against the spec, as [`Context::out`]).
+    /// Emits an output (checked against the spec, as [`StepContext::out`]).
     pub fn out(&mut self, name: impl Into<String>, value: Value) {
         self.process.out(name, value);
     }
@@ -197,7 +197,7 @@ impl WorkContext<'_> {
 #[derive(Serialize, Deserialize)]
 pub struct Chain<W> {
     chain: W,
-    ctx: Ctx,
+    ctx: ChainCtx,
     stepper: Stepper,
     /// The outline step run last, to name it in errors (not part of a checkpoint).
     #[serde(skip)]
@@ -222,7 +222,7 @@ impl<W: WorkChain> Chain<W> {
     pub fn new(chain: W) -> Self {
         Chain {
             chain,
-            ctx: Ctx::new(),
+            ctx: ChainCtx::new(),
             stepper: Stepper::default(),
             last_step: None,
         }
@@ -234,7 +234,7 @@ impl<W: WorkChain> Chain<W> {
     }
 
     /// Its context.
-    pub fn ctx(&self) -> &Ctx {
+    pub fn ctx(&self) -> &ChainCtx {
         &self.ctx
     }
 
@@ -243,7 +243,7 @@ impl<W: WorkChain> Chain<W> {
         self.stepper.describe(W::outline())
     }
 
-    async fn advance(&mut self, process: &mut Context) -> Result<Command, StepError> {
+    async fn advance(&mut self, process: &mut StepContext) -> Result<Command, StepError> {
         if process.resumed.is_some() {
             for (key, outcome) in process.take_child_outcomes()? {
                 self.chain.on_child_ended(&key, outcome, &mut self.ctx)?;
@@ -263,7 +263,7 @@ impl<W: WorkChain> Chain<W> {
             Found::Step(name) => name,
         };
         self.last_step = Some(name);
-        let mut wc = WorkContext {
+        let mut wc = ChainContext {
             ctx: &mut self.ctx,
             process,
             awaiting: Vec::new(),
@@ -315,7 +315,7 @@ impl<W: WorkChain> Process for Chain<W> {
         self.last_step
     }
 
-    async fn step(&mut self, _step: &str, ctx: &mut Context) -> Result<Command, StepError> {
+    async fn step(&mut self, _step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
         self.advance(ctx).await
     }
 }
