@@ -31,7 +31,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use runtime_thread::messaging::amqp::{self, AmqpCommunicator, AmqpConfig};
 use runtime_thread::messaging::{
     Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Handler, SyncCommunicator,
-    TaskSubscriberOptions, Value,
+    TaskSendOptions, TaskSubscriberOptions, Value,
 };
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -144,8 +144,9 @@ fn main() {
                     in_flight(TASK_N, |i| {
                         let comm = comm.clone();
                         async move {
-                            let task = comm.task_send_with(queue, payload(i), false, None);
-                            assert_eq!(task.await.unwrap().unwrap()["i"], i);
+                            let task =
+                                comm.task_send_with(payload(i), TaskSendOptions::for_queue(queue));
+                            assert_eq!(task.await.unwrap()["i"], i);
                         }
                     })
                 })

@@ -95,6 +95,7 @@ fn main() {
 /// communicator doing nothing, in the same run.
 #[cfg(feature = "amqp")]
 fn waiting_pull() {
+    use runtime_thread::messaging::Communicator;
     use runtime_thread::messaging::amqp::{self, AmqpConfig};
 
     let Ok(url) = std::env::var("RUNTIME_THREAD_AMQP_URL") else {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use runtime_thread::messaging::{
     Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Handler, LocalCommunicator,
-    SyncCommunicator, TaskSubscriberOptions, Value,
+    SyncCommunicator, TaskSendOptions, TaskSubscriberOptions, Value,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -180,8 +180,9 @@ fn task_throughput(c: &mut Criterion) {
             |b, _| {
                 b.iter_custom(|iters| {
                     time_calls(&rt, iters, |_| async {
-                        let sends = (0..BATCH)
-                            .map(|i| comm.task_send_with("bench", Value::from(i), false, None));
+                        let sends = (0..BATCH).map(|i| {
+                            comm.task_send_with(Value::from(i), TaskSendOptions::for_queue("bench"))
+                        });
                         for result in futures::future::join_all(sends).await {
                             result.unwrap();
                         }

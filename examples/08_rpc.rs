@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use runtime_thread::messaging::{
-    Error, Handler, Response, SyncCommunicator, Value, from_value, to_value,
+    Communicator, Error, Handler, Response, SyncCommunicator, Value, from_value, to_value,
 };
 use serde::{Deserialize, Serialize};
 

@@ -9,7 +9,9 @@
 
 use std::sync::mpsc;
 
-use runtime_thread::messaging::{Broadcast, BroadcastFilter, BroadcastHandler, SyncCommunicator};
+use runtime_thread::messaging::{
+    Broadcast, BroadcastFilter, BroadcastHandler, Communicator, SyncCommunicator,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let comm = SyncCommunicator::local()?;

@@ -10,7 +10,8 @@
 use std::time::Duration;
 
 use runtime_thread::messaging::{
-    Handler, Response, SyncCommunicator, TaskSubscriberOptions, Value,
+    Communicator, Handler, Response, SyncCommunicator, TaskSendOptions, TaskSubscriberOptions,
+    Value,
 };
 use serde_json::json;
 
@@ -33,10 +34,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Send twelve tasks without waiting, then collect the answers.
     let started = std::time::Instant::now();
     let pending: Vec<_> = (1..=12)
-        .map(|i| comm.task_send_with("resize", json!(format!("img{i}.png")), false, None))
+        .map(|i| {
+            comm.task_send_with(
+                json!(format!("img{i}.png")),
+                TaskSendOptions::for_queue("resize"),
+            )
+        })
         .collect();
     for handle in pending {
-        println!("{}", handle.wait()?.unwrap_or_default());
+        println!("{}", handle.wait()?);
     }
     println!(
         "12 tasks x 10 ms on 3 workers x 2 slots took {:?}",
@@ -61,19 +67,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .wait()?;
     for n in [1, 2, 3] {
         let answer = comm
-            .task_send_with("numbers", json!(n), false, None)
+            .task_send_with(json!(n), TaskSendOptions::for_queue("numbers"))
             .wait()?;
-        println!("{}", answer.unwrap_or_default());
+        println!("{}", answer);
     }
 
     // Pulling instead of subscribing: take one task, answer it.
-    let sender = comm.task_send_with("manual", json!("by hand"), false, None);
+    let sender = comm.task_send_with(json!("by hand"), TaskSendOptions::for_queue("manual"));
     let task = comm.next_task("manual", Duration::from_secs(1)).wait()?;
     println!("pulled {}", task.body());
     comm.thread()
         .run_threadsafe(async move { task.complete(json!("answered by hand")).await })
         .wait()?;
-    println!("the sender got {}", sender.wait()?.unwrap_or_default());
+    println!("the sender got {}", sender.wait()?);
 
     comm.close();
     Ok(())

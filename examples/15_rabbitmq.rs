@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use runtime_thread::messaging::amqp::{self, AmqpConfig};
 use runtime_thread::messaging::{
-    Broadcast, BroadcastFilter, BroadcastHandler, Handler, TaskSubscriberOptions, Value,
+    Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Handler, TaskSendOptions,
+    TaskSubscriberOptions, Value,
 };
 use serde_json::json;
 
@@ -111,11 +112,11 @@ fn client() -> Result<(), Box<dyn Error>> {
 
     // Ten tasks in flight at once: each call returns a handle at once; wait for them all.
     let sent: Vec<_> = (1..=10)
-        .map(|n| comm.task_send_with("squares", json!(n), false, None))
+        .map(|n| comm.task_send_with(json!(n), TaskSendOptions::for_queue("squares")))
         .collect();
     let mut squares = Vec::new();
     for handle in sent {
-        squares.push(handle.wait()?.unwrap_or_default());
+        squares.push(handle.wait()?);
     }
     println!("client: squares {}", json!(squares));
 

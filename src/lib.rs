@@ -28,7 +28,7 @@
 //!
 //! | layer | module | what it gives |
 //! |---|---|---|
-//! | core | [`thread`] (its items are re-exported at the root) | [`RuntimeThread`]: submission from any thread, handles that always resolve, startup tasks, blocking jobs, signals, a bounded stop |
+//! | core | the crate root | [`RuntimeThread`]: submission from any thread, handles that always resolve, startup tasks, blocking jobs, signals, a bounded stop |
 //! | messaging | [`messaging`] | kiwipy's model: RPC, broadcasts and task queues behind one trait, in process or over RabbitMQ, from async code or plain threads |
 //! | engine | [`engine`] | plumpy's model: processes as state machines of async steps, specs and ports, work chains, children, checkpoints |
 //!
@@ -59,13 +59,28 @@
 pub mod engine;
 #[cfg(not(loom))]
 pub mod messaging;
-pub mod thread;
+mod thread;
 
 // The README's examples include the RabbitMQ transport's, so they are tested with `amqp` on (as
 // `scripts/test` does, with every feature).
 #[cfg(all(doctest, not(loom), feature = "amqp"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Each public item has one path: the core's items live at the crate root, not also under a
+/// `thread` module.
+///
+/// ```compile_fail
+/// use runtime_thread::thread::RuntimeThread;
+/// ```
+///
+/// ```
+/// use runtime_thread::{RuntimeThread, TaskHandle};
+/// use runtime_thread::engine::{Runner, StepContext};
+/// use runtime_thread::messaging::Communicator;
+/// ```
+#[cfg(all(doctest, not(loom)))]
+pub struct OnePublicPath;
 
 #[cfg(not(loom))]
 pub use thread::{

@@ -19,7 +19,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use runtime_thread::messaging::amqp::AmqpCommunicator;
 use runtime_thread::messaging::{
     Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Error, Handler, Response,
-    TaskSubscriberOptions, Value,
+    TaskSendOptions, TaskSubscriberOptions, Value,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -82,8 +82,9 @@ fn tasks_held_by_a_worker_killed_with_sigkill_go_to_another_worker() {
                 .await
                 .unwrap();
             for id in 0..5 {
-                let queued = client.task_send_with("held", json!({"id": id}), true, None);
-                assert_eq!(queued.await.unwrap(), None);
+                let queued = client
+                    .task_send_no_reply(json!({"id": id}), TaskSendOptions::for_queue("held"));
+                assert_eq!(queued.await.unwrap(), ());
             }
             let mut took: Vec<String> = (0..5).map(|_| next_line()).collect();
             took.sort();
@@ -305,8 +306,10 @@ fn garbage_truncated_and_oversized_bodies_get_clear_errors_and_consumers_keep_ru
 
             // Everything still runs.
             assert_eq!(comm.rpc_send("victim", json!(1)).await.unwrap(), 1);
-            let task = comm.task_send_with("work", json!(2), false, None).await;
-            assert_eq!(task.unwrap(), Some(json!(2)));
+            let task = comm
+                .task_send_with(json!(2), TaskSendOptions::for_queue("work"))
+                .await;
+            assert_eq!(task.unwrap(), json!(2));
             comm.broadcast_send(Broadcast::new(json!("valid")))
                 .await
                 .unwrap();

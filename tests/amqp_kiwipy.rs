@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use runtime_thread::messaging::amqp::AmqpCommunicator;
 use runtime_thread::messaging::{
     Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Error, Handler, Response,
-    TaskSubscriberOptions, Value,
+    TaskSendOptions, TaskSubscriberOptions, Value,
 };
 use serde_json::json;
 
@@ -181,11 +181,11 @@ fn a_rust_client_calls_kiwipy_rpcs_sends_kiwipy_workers_tasks_and_broadcasts_to_
             );
 
             let doubled = comm
-                .task_send_with("py-tasks", json!(21), false, None)
+                .task_send_with(json!(21), TaskSendOptions::for_queue("py-tasks"))
                 .await;
-            assert_eq!(doubled.unwrap(), Some(json!(42)));
+            assert_eq!(doubled.unwrap(), json!(42));
             let failed = comm
-                .task_send_with("py-tasks", json!("fail"), false, None)
+                .task_send_with(json!("fail"), TaskSendOptions::for_queue("py-tasks"))
                 .await;
             match failed {
                 Err(Error::Remote { message }) => {
@@ -193,10 +193,13 @@ fn a_rust_client_calls_kiwipy_rpcs_sends_kiwipy_workers_tasks_and_broadcasts_to_
                 }
                 other => panic!("failing task: {other:?}"),
             }
-            let later = comm.task_send_with("py-tasks", json!("later"), false, None);
-            assert_eq!(later.await.unwrap(), Some(json!("done later in python")));
-            let queued = comm.task_send_with("py-tasks", json!({"noreply": "rs-1"}), true, None);
-            assert_eq!(queued.await.unwrap(), None);
+            let later = comm.task_send_with(json!("later"), TaskSendOptions::for_queue("py-tasks"));
+            assert_eq!(later.await.unwrap(), json!("done later in python"));
+            let queued = comm.task_send_no_reply(
+                json!({"noreply": "rs-1"}),
+                TaskSendOptions::for_queue("py-tasks"),
+            );
+            assert_eq!(queued.await.unwrap(), ());
             loop {
                 let done = comm.rpc_send("py-no-reply", Value::Null).await.unwrap();
                 if done == json!(["rs-1"]) {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
-use runtime_thread::messaging::Communicator;
 use runtime_thread::messaging::amqp::AmqpCommunicator;
+use runtime_thread::messaging::{Communicator, TaskSendOptions};
 use serde_json::json;
 
 mod common;
@@ -63,7 +63,7 @@ fn a_waiting_pull_is_a_consumer_of_its_queue_and_gets_a_task_at_once() {
             let queue = format!("{prefix}.pull");
             // Declares the queue, and leaves it empty.
             sender
-                .task_send_with("pull", json!(-1), true, None)
+                .task_send_no_reply(json!(-1), TaskSendOptions::for_queue("pull"))
                 .await
                 .unwrap();
             let first = puller
@@ -87,7 +87,7 @@ fn a_waiting_pull_is_a_consumer_of_its_queue_and_gets_a_task_at_once() {
                 .await;
                 let sent = Instant::now();
                 sender
-                    .task_send_with("pull", json!(i), true, None)
+                    .task_send_no_reply(json!(i), TaskSendOptions::for_queue("pull"))
                     .await
                     .unwrap();
                 let task = waiting.await.unwrap().unwrap();
@@ -127,7 +127,7 @@ fn a_pull_that_times_out_leaves_no_consumer_and_loses_no_task() {
             // Whatever those abandoned pulls' consumers caught went back to the queue.
             for i in 0..20 {
                 sender
-                    .task_send_with("late", json!(i), true, None)
+                    .task_send_no_reply(json!(i), TaskSendOptions::for_queue("late"))
                     .await
                     .unwrap();
             }

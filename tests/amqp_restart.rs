@@ -12,7 +12,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use runtime_thread::messaging::amqp::AmqpCommunicator;
 use runtime_thread::messaging::{
-    Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Error, Handler,
+    Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Error, Handler, TaskSendOptions,
     TaskSubscriberOptions, Value,
 };
 use serde_json::json;
@@ -78,15 +78,14 @@ fn a_broker_restart_while_rpcs_tasks_and_broadcasts_flow_loses_no_task() {
                         loop {
                             let sent = client
                                 .task_send_with(
-                                    "jobs",
                                     json!({"id": id}),
-                                    false,
-                                    Some(Duration::from_secs(5)),
+                                    TaskSendOptions::for_queue("jobs")
+                                        .timeout(Duration::from_secs(5)),
                                 )
                                 .await;
                             match sent {
                                 Ok(answer) => {
-                                    assert_eq!(answer, Some(json!({"id": id})));
+                                    assert_eq!(answer, json!({"id": id}));
                                     break;
                                 }
                                 Err(error) => {
@@ -181,8 +180,9 @@ fn a_broker_restart_while_rpcs_tasks_and_broadcasts_flow_loses_no_task() {
                 .broadcast_send(Broadcast::new(json!("after")))
                 .await
                 .unwrap();
-            let task = client.task_send_with("jobs", json!({"id": TASKS}), false, None);
-            assert_eq!(task.await.unwrap(), Some(json!({"id": TASKS})));
+            let task =
+                client.task_send_with(json!({"id": TASKS}), TaskSendOptions::for_queue("jobs"));
+            assert_eq!(task.await.unwrap(), json!({"id": TASKS}));
             common::until(|| heard.load(SeqCst) > before);
             client.delete_task_queue("jobs").await.unwrap();
             client.close().await;

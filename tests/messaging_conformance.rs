@@ -12,7 +12,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use runtime_thread::messaging::{
     Broadcast, BroadcastFilter, BroadcastHandler, Communicator, DEFAULT_TASK_QUEUE, Error, Handler,
-    IncomingTask, LocalCommunicator, Response, SubscriberId, SyncCommunicator,
+    IncomingTask, LocalCommunicator, Response, SubscriberId, SyncCommunicator, TaskSendOptions,
     TaskSubscriberOptions, Value, from_value, to_value,
 };
 use serde_json::json;
@@ -181,7 +181,7 @@ async fn close_refuses_everything_afterwards<C: Communicator>(comm: C) {
     let closed = |r: Result<(), Error>| assert!(matches!(r, Err(Error::Closed)), "{r:?}");
     closed(comm.add_rpc_subscriber("a", echo()).await);
     closed(comm.rpc_send("a", json!(1)).await.map(drop));
-    closed(comm.task_send(json!(1), false).await.map(drop));
+    closed(comm.task_send(json!(1)).await.map(drop));
     closed(comm.broadcast_send(Broadcast::new(1)).await);
     closed(
         comm.add_broadcast_subscriber(BroadcastFilter::new(), BroadcastHandler::sync(|_| {}))
@@ -325,7 +325,10 @@ async fn rpc_times_out_when_the_server_never_answers<C: Communicator>(comm: C) {
         Err(Error::Timeout(t)) if t == timeout
     ));
     let task_timeout = comm
-        .task_send_with("nobody-consumes", json!(1), false, Some(timeout))
+        .task_send_with(
+            json!(1),
+            TaskSendOptions::for_queue("nobody-consumes").timeout(timeout),
+        )
         .await;
     assert!(
         matches!(task_timeout, Err(Error::Timeout(_))),
@@ -351,7 +354,7 @@ async fn close_releases_callers_that_are_waiting<C: Communicator>(comm: C) {
     let task = tokio::spawn({
         let comm = comm.clone();
         async move {
-            comm.task_send_with("unconsumed", json!(1), false, None)
+            comm.task_send_with(json!(1), TaskSendOptions::for_queue("unconsumed"))
                 .await
         }
     });
@@ -389,7 +392,7 @@ async fn a_handler_can_call_the_communicator<C: Communicator>(comm: C) {
             let comm = me.clone();
             async move {
                 let inner = comm.rpc_send("inner", v).await?;
-                let task = comm.task_send(json!("from a handler"), false).await?;
+                let task = comm.task_send(json!("from a handler")).await?;
                 comm.broadcast_send(Broadcast::new("handled")).await?;
                 Ok::<_, Error>(json!({"inner": inner, "task": task}))
             }
@@ -421,7 +424,9 @@ async fn a_cancelled_nested_reply_is_cancelled_not_silence<C: Communicator>(comm
         Err(Error::Cancelled)
     ));
     subscribe(&comm, "gives-up", dropping()).await;
-    let task = comm.task_send_with("gives-up", json!(1), false, None).await;
+    let task = comm
+        .task_send_with(json!(1), TaskSendOptions::for_queue("gives-up"))
+        .await;
     assert!(matches!(task, Err(Error::Cancelled)), "{task:?}");
 }
 
@@ -432,10 +437,7 @@ async fn task_send_returns_the_result<C: Communicator>(comm: C) {
         Handler::sync(|v: Value| json!(v.as_i64().unwrap_or(0) * 3)),
     )
     .await;
-    assert_eq!(
-        comm.task_send(json!(14), false).await.unwrap(),
-        Some(json!(42))
-    );
+    assert_eq!(comm.task_send(json!(14)).await.unwrap(), json!(42));
 }
 
 async fn future_task_result_arrives_later<C: Communicator>(comm: C) {
@@ -450,10 +452,7 @@ async fn future_task_result_arrives_later<C: Communicator>(comm: C) {
         }),
     )
     .await;
-    assert_eq!(
-        comm.task_send(json!(0), false).await.unwrap(),
-        Some(json!(42))
-    );
+    assert_eq!(comm.task_send(json!(0)).await.unwrap(), json!(42));
 }
 
 async fn task_exception_is_a_remote_error<C: Communicator>(comm: C) {
@@ -464,7 +463,7 @@ async fn task_exception_is_a_remote_error<C: Communicator>(comm: C) {
     )
     .await;
     assert!(matches!(
-        comm.task_send(json!(1), false).await,
+        comm.task_send(json!(1)).await,
         Err(Error::Remote { message }) if message == "bad input"
     ));
 }
@@ -477,10 +476,12 @@ async fn task_no_reply_is_processed_once<C: Communicator>(comm: C) {
         Handler::sync(move |v: Value| done_tx.send(v).unwrap()),
     )
     .await;
-    assert_eq!(comm.task_send(json!("once"), true).await.unwrap(), None);
+    comm.task_send_no_reply(json!("once"), TaskSendOptions::default())
+        .await
+        .unwrap();
     assert_eq!(done.recv().await.unwrap(), json!("once"));
     // A later task proves the first was not delivered twice: it is the next one seen.
-    comm.task_send(json!("twice?"), false).await.unwrap();
+    comm.task_send(json!("twice?")).await.unwrap();
     assert_eq!(done.recv().await.unwrap(), json!("twice?"));
 }
 
@@ -495,11 +496,11 @@ async fn add_remove_task_subscriber<C: Communicator>(comm: C) {
         }),
     )
     .await;
-    comm.task_send_with("work", json!(1), false, None)
+    comm.task_send_with(json!(1), TaskSendOptions::for_queue("work"))
         .await
         .unwrap();
     comm.remove_task_subscriber(id).await.unwrap();
-    comm.task_send_with("work", json!("unprocessed"), true, None)
+    comm.task_send_no_reply(json!("unprocessed"), TaskSendOptions::for_queue("work"))
         .await
         .unwrap();
     // The task waits in the queue, untouched: pulling it proves it was not processed.
@@ -549,7 +550,7 @@ async fn a_task_every_subscriber_rejects_is_neither_lost_nor_spun<C: Communicato
     let sender = tokio::spawn({
         let comm = comm.clone();
         async move {
-            comm.task_send_with("picky", json!("job"), false, None)
+            comm.task_send_with(json!("job"), TaskSendOptions::for_queue("picky"))
                 .await
         }
     });
@@ -566,7 +567,7 @@ async fn a_task_every_subscriber_rejects_is_neither_lost_nor_spun<C: Communicato
     assert!(!sender.is_finished(), "the task must wait, not fail");
     // A subscriber that accepts gets it: it was kept, not lost.
     subscribe(&comm, "picky", Handler::sync(|_| json!("taken"))).await;
-    assert_eq!(sender.await.unwrap().unwrap(), Some(json!("taken")));
+    assert_eq!(sender.await.unwrap().unwrap(), json!("taken"));
     assert_eq!(offers.load(SeqCst), 2);
 }
 
@@ -584,14 +585,14 @@ async fn a_subscriber_removed_with_a_task_in_hand_gives_it_to_another<C: Communi
     let sender = tokio::spawn({
         let comm = comm.clone();
         async move {
-            comm.task_send_with("handover", json!("job"), false, None)
+            comm.task_send_with(json!("job"), TaskSendOptions::for_queue("handover"))
                 .await
         }
     });
     holding.recv().await.unwrap();
     subscribe(&comm, "handover", Handler::sync(|_| json!("second"))).await;
     comm.remove_task_subscriber(stuck).await.unwrap();
-    assert_eq!(sender.await.unwrap().unwrap(), Some(json!("second")));
+    assert_eq!(sender.await.unwrap().unwrap(), json!("second"));
 }
 
 async fn prefetch_limits_tasks_in_hand<C: Communicator>(comm: C) {
@@ -630,7 +631,10 @@ async fn prefetch_limits_tasks_in_hand<C: Communicator>(comm: C) {
     let senders: Vec<_> = (0..5)
         .map(|i| {
             let comm = comm.clone();
-            tokio::spawn(async move { comm.task_send_with("limited", json!(i), false, None).await })
+            tokio::spawn(async move {
+                comm.task_send_with(json!(i), TaskSendOptions::for_queue("limited"))
+                    .await
+            })
         })
         .collect();
     // Two subscribers with prefetch 1: exactly two tasks start while the gate is shut.
@@ -640,7 +644,7 @@ async fn prefetch_limits_tasks_in_hand<C: Communicator>(comm: C) {
     gate.add_permits(5);
     let mut answers = Vec::new();
     for sender in senders {
-        answers.push(sender.await.unwrap().unwrap().unwrap());
+        answers.push(sender.await.unwrap().unwrap());
     }
     answers.sort_by_key(|v| v.as_i64());
     assert_eq!(answers, (0..5).map(|i| json!(i)).collect::<Vec<_>>());
@@ -656,7 +660,10 @@ async fn pull_api_complete_requeue_and_empty<C: Communicator>(comm: C) {
     assert!(matches!(empty, Err(Error::QueueEmpty { queue }) if queue == "pull"));
     let sender = tokio::spawn({
         let comm = comm.clone();
-        async move { comm.task_send_with("pull", json!(10), false, None).await }
+        async move {
+            comm.task_send_with(json!(10), TaskSendOptions::for_queue("pull"))
+                .await
+        }
     });
     // Given back explicitly, then by dropping: it comes back each time.
     let first = comm.next_task("pull", LIMIT).await.unwrap();
@@ -669,7 +676,7 @@ async fn pull_api_complete_requeue_and_empty<C: Communicator>(comm: C) {
     let task = comm.next_task("pull", LIMIT).await.unwrap();
     let doubled = task.body().as_i64().unwrap() * 2;
     task.complete(json!(doubled)).await;
-    assert_eq!(sender.await.unwrap().unwrap(), Some(json!(20)));
+    assert_eq!(sender.await.unwrap().unwrap(), json!(20));
     // Answered tasks are gone.
     assert!(
         comm.next_task("pull", Duration::from_millis(20))
@@ -689,7 +696,10 @@ fn on_a_plain_thread(task: IncomingTask, settle: impl FnOnce(IncomingTask) + Sen
 async fn pulled_tasks_settle_on_a_plain_thread<C: Communicator>(comm: C) {
     let sender = tokio::spawn({
         let comm = comm.clone();
-        async move { comm.task_send_with("plain", json!(10), false, None).await }
+        async move {
+            comm.task_send_with(json!(10), TaskSendOptions::for_queue("plain"))
+                .await
+        }
     });
     // Given back explicitly, then by dropping: it comes back each time.
     let task = comm.next_task("plain", LIMIT).await.unwrap();
@@ -702,19 +712,22 @@ async fn pulled_tasks_settle_on_a_plain_thread<C: Communicator>(comm: C) {
     on_a_plain_thread(task, |task| {
         futures::executor::block_on(task.complete(json!(20)));
     });
-    assert_eq!(sender.await.unwrap().unwrap(), Some(json!(20)));
+    assert_eq!(sender.await.unwrap().unwrap(), json!(20));
 
     // Given back while a push subscriber waits: the subscriber gets it, although the thread
     // that gave it back has no runtime to start the subscriber's handler on.
     let sender = tokio::spawn({
         let comm = comm.clone();
-        async move { comm.task_send_with("plain", json!(5), false, None).await }
+        async move {
+            comm.task_send_with(json!(5), TaskSendOptions::for_queue("plain"))
+                .await
+        }
     });
     let task = comm.next_task("plain", LIMIT).await.unwrap();
     let tripler = Handler::sync(|v: Value| json!(v.as_i64().unwrap_or(0) * 3));
     subscribe(&comm, "plain", tripler).await;
     on_a_plain_thread(task, IncomingTask::requeue);
-    assert_eq!(sender.await.unwrap().unwrap(), Some(json!(15)));
+    assert_eq!(sender.await.unwrap().unwrap(), json!(15));
 }
 
 /// A task to a queue nobody consumes is not unroutable (its queue is declared as it is sent):
@@ -722,7 +735,10 @@ async fn pulled_tasks_settle_on_a_plain_thread<C: Communicator>(comm: C) {
 async fn a_task_nobody_takes_yet_waits_in_its_queue<C: Communicator>(comm: C) {
     let waited = Duration::from_millis(100);
     let sent = comm
-        .task_send_with("later", json!("for whoever comes"), false, Some(waited))
+        .task_send_with(
+            json!("for whoever comes"),
+            TaskSendOptions::for_queue("later").timeout(waited),
+        )
         .await;
     assert!(
         matches!(sent, Err(Error::Timeout(t)) if t == waited),
@@ -737,16 +753,16 @@ async fn named_queues_are_separate<C: Communicator>(comm: C) {
     subscribe(&comm, "a", Handler::sync(|_| json!("from a"))).await;
     subscribe(&comm, "b", Handler::sync(|_| json!("from b"))).await;
     assert_eq!(
-        comm.task_send_with("a", json!(0), false, None)
+        comm.task_send_with(json!(0), TaskSendOptions::for_queue("a"))
             .await
             .unwrap(),
-        Some(json!("from a"))
+        json!("from a")
     );
     assert_eq!(
-        comm.task_send_with("b", json!(0), false, None)
+        comm.task_send_with(json!(0), TaskSendOptions::for_queue("b"))
             .await
             .unwrap(),
-        Some(json!("from b"))
+        json!("from b")
     );
 }
 
@@ -772,11 +788,17 @@ async fn ten_thousand_tasks_over_four_subscribers_exactly_once<C: Communicator>(
     }
     let results = futures::future::join_all((0..TASKS).map(|i| {
         let comm = comm.clone();
-        async move { (i, comm.task_send_with("bulk", json!(i), false, None).await) }
+        async move {
+            (
+                i,
+                comm.task_send_with(json!(i), TaskSendOptions::for_queue("bulk"))
+                    .await,
+            )
+        }
     }))
     .await;
     for (i, result) in results {
-        assert_eq!(result.unwrap(), Some(json!(i * 2)));
+        assert_eq!(result.unwrap(), json!(i * 2));
     }
     assert_eq!(seen.lock().len(), TASKS as usize);
     for count in per_subscriber {

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{QUICK, bounded};
 use runtime_thread::messaging::{
-    Error, Handler, IntoResponse, Response, SyncCommunicator, TaskSubscriberOptions, Value,
+    Communicator, Error, Handler, IntoResponse, Response, SyncCommunicator, TaskSendOptions,
+    TaskSubscriberOptions, Value,
 };
 use serde_json::json;
 
@@ -31,10 +32,10 @@ fn plain_threads_call_and_handlers_run_on_the_runtime_thread() {
         .wait()
         .unwrap();
         let result = comm
-            .task_send_with("jobs", json!(41), false, None)
+            .task_send_with(json!(41), TaskSendOptions::for_queue("jobs"))
             .wait()
             .unwrap();
-        assert_eq!(result, Some(json!(42)));
+        assert_eq!(result, json!(42));
         comm.close();
         assert!(comm.is_closed());
     });
@@ -181,7 +182,7 @@ fn stopping_the_runtime_with_tasks_in_hand_neither_hangs_nor_loses_them() {
         )
         .wait()
         .unwrap();
-        comm.task_send_with("work", json!("job"), true, None)
+        comm.task_send_no_reply(json!("job"), TaskSendOptions::for_queue("work"))
             .wait()
             .unwrap();
         holding.recv_timeout(QUICK).unwrap();

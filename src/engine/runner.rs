@@ -23,13 +23,13 @@ use crate::thread::{RuntimeThread, Spawner};
 
 /// Runs processes on a runtime thread: thousands at once, each a task that only occupies the
 /// thread while a step runs. With a [`Persister`] it also checkpoints the processes launched
-/// [`persisted`](Launch::persisted) and continues them with [`load`](Runner::load) /
+/// [`persisted`](super::Launch::persisted) and continues them with [`load`](Runner::load) /
 /// [`load_all`](Runner::load_all), in this program or a later one.
 ///
 /// There are two ways to start a process: [`submit`](Runner::submit) (or
 /// [`run`](Runner::run), which also waits) for a process value with nothing else to set, and
 /// [`launch`](Runner::launch) / [`launch_from_inputs`](Runner::launch_from_inputs) /
-/// [`launch_chain_from_inputs`](Runner::launch_chain_from_inputs) for a [`Launch`] to
+/// [`launch_chain_from_inputs`](Runner::launch_chain_from_inputs) for a [`Launch`](super::Launch) to
 /// configure: persisted, with listeners.
 ///
 /// # Lifetime
@@ -246,9 +246,16 @@ impl Runner {
         self.core.register::<P>();
     }
 
-    /// Starts every process of `processes` persisted, as [`Launch::persisted`] does, after saving their first checkpoints as one: a crash during the submission leaves
-    /// all of them in the store or none, with a store that saves in one transaction (the
-    /// SQLite and in-memory ones; see [`Persister::save_all`]).
+    /// Starts every process of `processes` persisted, as
+    /// [`Launch::persisted`](super::Launch::persisted) does, after saving their first
+    /// checkpoints as one: a crash during the submission leaves all of them in the store or
+    /// none, with a store that saves in one transaction (the SQLite and in-memory ones; see
+    /// [`Persister::save_all`]).
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::NoPersister` on a runner without a store; the store's failure to save
+    /// the batch, in which case none of the processes starts.
     pub fn submit_persisted_all<P: Persistent>(
         &self,
         processes: impl IntoIterator<Item = P>,

@@ -36,6 +36,47 @@ impl Default for TaskSubscriberOptions {
     }
 }
 
+/// Where a task goes and how long its sender waits: the options of
+/// [`Communicator::task_send_with`] and [`Communicator::task_send_no_reply`].
+///
+/// ```
+/// use std::time::Duration;
+/// use runtime_thread::messaging::{DEFAULT_TASK_QUEUE, TaskSendOptions};
+///
+/// let options = TaskSendOptions::for_queue("resize").timeout(Duration::from_secs(30));
+/// assert_eq!(options.queue, "resize");
+/// assert_eq!(TaskSendOptions::default().queue, DEFAULT_TASK_QUEUE);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSendOptions {
+    /// The queue (default [`DEFAULT_TASK_QUEUE`]).
+    pub queue: String,
+    /// How long to wait (default `None`: the communicator's default timeout).
+    pub timeout: Option<Duration>,
+}
+
+impl Default for TaskSendOptions {
+    fn default() -> Self {
+        TaskSendOptions::for_queue(DEFAULT_TASK_QUEUE)
+    }
+}
+
+impl TaskSendOptions {
+    /// The options for `queue`, with the default timeout.
+    pub fn for_queue(queue: impl Into<String>) -> Self {
+        TaskSendOptions {
+            queue: queue.into(),
+            timeout: None,
+        }
+    }
+
+    /// Waits up to `timeout` instead of the communicator's default.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
 /// RPC, broadcasts and task queues, as kiwipy offers them, over some transport.
 ///
 /// Every operation that waits for an answer has a timeout: the communicator's default, or the
@@ -107,24 +148,28 @@ pub trait Communicator: Clone + Send + Sync + 'static {
         id: SubscriberId,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Queues `task` on `queue`. With `no_reply` it returns `Ok(None)` once queued; otherwise it
-    /// waits for the result up to `timeout` (or the default one).
+    /// Queues `task` on the options' queue and waits for its result, up to the options' timeout
+    /// (or the default one). A task subscriber's [`Response::Rejected`](super::Response::Rejected)
+    /// hands it to another subscriber; its error answer is [`Error::Remote`].
     fn task_send_with(
         &self,
-        queue: &str,
         task: Value,
-        no_reply: bool,
-        timeout: Option<Duration>,
-    ) -> impl Future<Output = Result<Option<Value>, Error>> + Send;
+        options: TaskSendOptions,
+    ) -> impl Future<Output = Result<Value, Error>> + Send;
 
     /// [`task_send_with`](Self::task_send_with) on the default queue with the default timeout.
-    fn task_send(
+    fn task_send(&self, task: Value) -> impl Future<Output = Result<Value, Error>> + Send {
+        self.task_send_with(task, TaskSendOptions::default())
+    }
+
+    /// Queues `task` on the options' queue without asking for a result (kiwipy's
+    /// `no_reply=True`): returns once the task is queued (over RabbitMQ, once the broker has
+    /// confirmed it), within the options' timeout.
+    fn task_send_no_reply(
         &self,
         task: Value,
-        no_reply: bool,
-    ) -> impl Future<Output = Result<Option<Value>, Error>> + Send {
-        self.task_send_with(DEFAULT_TASK_QUEUE, task, no_reply, None)
-    }
+        options: TaskSendOptions,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Pulls the next task from `queue`, waiting up to `timeout`; [`Error::QueueEmpty`] if none
     /// came. The task goes back to the queue unless it is answered. Waiting costs nothing and

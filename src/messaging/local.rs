@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::communicator::{Communicator, SubscriberId, TaskSubscriberOptions};
+use super::communicator::{Communicator, SubscriberId, TaskSendOptions, TaskSubscriberOptions};
 use super::error::Error;
 use super::filter::BroadcastFilter;
 use super::handler::{BroadcastHandler, Handler};
@@ -527,39 +527,14 @@ impl Communicator for LocalCommunicator {
         Ok(())
     }
 
-    async fn task_send_with(
-        &self,
-        queue: &str,
-        task: Value,
-        no_reply: bool,
-        timeout: Option<Duration>,
-    ) -> Result<Option<Value>, Error> {
-        self.check_open()?;
-        let (reply, answer) = if no_reply {
-            (None, None)
-        } else {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        };
-        let assignments = {
-            let mut state = self.inner.state.lock();
-            let task_queue = state.queues.entry(queue.to_owned()).or_default();
-            task_queue.pending.push_back(QueuedTask {
-                body: task,
-                reply,
-                rejected_by: Vec::new(),
-            });
-            task_queue.arrivals.notify_waiters();
-            self.inner.assign(queue, task_queue)
-        };
-        self.inner.start_workers(assignments);
-        let Some(answer) = answer else {
-            return Ok(None);
-        };
-        // A dropped reply sender means the broker closed.
-        let answer = async move { answer.await.unwrap_or(Err(Error::Closed)).map(Some) };
-        self.await_answer(answer, timeout.unwrap_or(self.inner.default_timeout))
-            .await
+    async fn task_send_with(&self, task: Value, options: TaskSendOptions) -> Result<Value, Error> {
+        let reply = self.send_task(&options.queue, task, false, options.timeout);
+        reply.await?.ok_or(Error::Closed)
+    }
+
+    async fn task_send_no_reply(&self, task: Value, options: TaskSendOptions) -> Result<(), Error> {
+        let queued = self.send_task(&options.queue, task, true, options.timeout);
+        queued.await.map(drop)
     }
 
     async fn next_task(&self, queue: &str, timeout: Duration) -> Result<IncomingTask, Error> {
@@ -628,5 +603,44 @@ impl Communicator for LocalCommunicator {
 
     fn is_closed(&self) -> bool {
         self.inner.closed.is_cancelled()
+    }
+}
+
+impl LocalCommunicator {
+    /// Queues `task`, and unless `no_reply` waits for its result: what both task-sending
+    /// operations of the trait do.
+    async fn send_task(
+        &self,
+        queue: &str,
+        task: Value,
+        no_reply: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Value>, Error> {
+        self.check_open()?;
+        let (reply, answer) = if no_reply {
+            (None, None)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        };
+        let assignments = {
+            let mut state = self.inner.state.lock();
+            let task_queue = state.queues.entry(queue.to_owned()).or_default();
+            task_queue.pending.push_back(QueuedTask {
+                body: task,
+                reply,
+                rejected_by: Vec::new(),
+            });
+            task_queue.arrivals.notify_waiters();
+            self.inner.assign(queue, task_queue)
+        };
+        self.inner.start_workers(assignments);
+        let Some(answer) = answer else {
+            return Ok(None);
+        };
+        // A dropped reply sender means the broker closed.
+        let answer = async move { answer.await.unwrap_or(Err(Error::Closed)).map(Some) };
+        self.await_answer(answer, timeout.unwrap_or(self.inner.default_timeout))
+            .await
     }
 }

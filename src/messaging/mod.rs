@@ -6,16 +6,16 @@
 //! `Communicator` is kiwipy's model as a trait: RPC, broadcasts and task queues, with JSON-like
 //! messages (`serde_json::Value`, and `to_value`/`from_value` for typed data). `LocalCommunicator`
 //! is the in-process broker; `AmqpCommunicator` (feature `amqp`) goes through RabbitMQ;
-//! `SyncCommunicator` drives either from plain threads through a `RuntimeThread` and returns a
-//! [`Reply`] for each operation, whose error is this layer's [`Error`]. Handlers are plain or async
+//! `SyncCommunicator` drives either from plain threads through a `RuntimeThread`: its operations
+//! are the trait's (so `use` the trait), each returning a [`Reply`], whose error is this layer's [`Error`]. Handlers are plain or async
 //! closures; they may answer with a value, an error, a rejection, or an answer that comes later
 //! (`Response::later`, `Response::deferred`).
 //!
 //! ```rust
 //! use std::time::Duration;
 //! use runtime_thread::messaging::{
-//!     Broadcast, BroadcastFilter, BroadcastHandler, Handler, Response, SyncCommunicator,
-//!     TaskSubscriberOptions, Value,
+//!     Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Handler, Response,
+//!     SyncCommunicator, TaskSendOptions, TaskSubscriberOptions, Value,
 //! };
 //! use serde_json::json;
 //!
@@ -46,10 +46,9 @@
 //!         TaskSubscriberOptions { prefetch: 4 },
 //!     )
 //!     .wait()?;
-//!     let result = comm
-//!         .task_send_with("jobs", json!(41), false, Some(Duration::from_secs(5)))
-//!         .wait()?;
-//!     assert_eq!(result, Some(json!(42)));
+//!     let options = TaskSendOptions::for_queue("jobs").timeout(Duration::from_secs(5));
+//!     let result = comm.task_send_with(json!(41), options).wait()?;
+//!     assert_eq!(result, json!(42));
 //!     comm.close();
 //!     Ok(())
 //! }
@@ -79,7 +78,9 @@ mod response;
 mod task;
 mod threaded;
 
-pub use communicator::{Communicator, DEFAULT_TASK_QUEUE, SubscriberId, TaskSubscriberOptions};
+pub use communicator::{
+    Communicator, DEFAULT_TASK_QUEUE, SubscriberId, TaskSendOptions, TaskSubscriberOptions,
+};
 pub use error::Error;
 pub use filter::BroadcastFilter;
 pub use handler::{BroadcastHandler, Handler};

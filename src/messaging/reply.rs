@@ -16,7 +16,7 @@ use crate::thread::TaskHandle;
 /// has stopped answers [`Error::Closed`].
 ///
 /// ```
-/// use runtime_thread::messaging::{Error, Handler, SyncCommunicator, Value};
+/// use runtime_thread::messaging::{Communicator, Error, Handler, SyncCommunicator, Value};
 ///
 /// let comm = SyncCommunicator::local()?;
 /// comm.add_rpc_subscriber("echo", Handler::sync(|v: Value| v)).wait()?;

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::communicator::{Communicator, SubscriberId, TaskSubscriberOptions};
+use super::communicator::{Communicator, SubscriberId, TaskSendOptions, TaskSubscriberOptions};
 use super::error::Error;
 use super::filter::BroadcastFilter;
 use super::handler::{BroadcastHandler, Handler};
@@ -21,12 +21,12 @@ use crate::thread::RuntimeThread;
 /// the runtime thread, as plain or async closures; inside one, call the async communicator
 /// ([`inner`](Self::inner)) rather than blocking on this one.
 ///
-/// It also implements [`Communicator`] itself (each call hops through the runtime thread), so
-/// code written against the trait runs over it unchanged. When both apply, the inherent methods
-/// below (returning handles) are the ones `comm.method()` calls.
+/// Its operations are those of the [`Communicator`] trait (bring the trait into scope), each
+/// hopping through the runtime thread and returning a [`Reply`] rather than an opaque future,
+/// so code written against the trait runs over it unchanged.
 ///
 /// ```
-/// use runtime_thread::messaging::{Handler, SyncCommunicator, Value};
+/// use runtime_thread::messaging::{Communicator, Handler, SyncCommunicator, Value};
 ///
 /// let comm = SyncCommunicator::local()?;
 /// comm.add_rpc_subscriber("echo", Handler::sync(|v: Value| v)).wait()?;
@@ -92,100 +92,6 @@ impl<C: Communicator> SyncCommunicator<C> {
         &self.thread
     }
 
-    fn submit<T, F>(&self, operation: impl FnOnce(C) -> F) -> Reply<T>
-    where
-        T: Send + 'static,
-        F: Future<Output = Result<T, Error>> + Send + 'static,
-    {
-        Reply::new(self.thread.run_threadsafe(operation(self.inner.clone())))
-    }
-
-    /// See [`Communicator::add_rpc_subscriber`].
-    pub fn add_rpc_subscriber(&self, identifier: &str, handler: Handler) -> Reply<()> {
-        let identifier = identifier.to_owned();
-        self.submit(move |c| async move { c.add_rpc_subscriber(&identifier, handler).await })
-    }
-
-    /// See [`Communicator::remove_rpc_subscriber`].
-    pub fn remove_rpc_subscriber(&self, identifier: &str) -> Reply<()> {
-        let identifier = identifier.to_owned();
-        self.submit(move |c| async move { c.remove_rpc_subscriber(&identifier).await })
-    }
-
-    /// See [`Communicator::rpc_send`].
-    pub fn rpc_send(&self, recipient: &str, message: Value) -> Reply<Value> {
-        self.rpc_send_with(recipient, message, None)
-    }
-
-    /// See [`Communicator::rpc_send_with`].
-    pub fn rpc_send_with(
-        &self,
-        recipient: &str,
-        message: Value,
-        timeout: Option<Duration>,
-    ) -> Reply<Value> {
-        let recipient = recipient.to_owned();
-        self.submit(move |c| async move { c.rpc_send_with(&recipient, message, timeout).await })
-    }
-
-    /// See [`Communicator::add_broadcast_subscriber`].
-    pub fn add_broadcast_subscriber(
-        &self,
-        filter: BroadcastFilter,
-        handler: BroadcastHandler,
-    ) -> Reply<SubscriberId> {
-        self.submit(move |c| async move { c.add_broadcast_subscriber(filter, handler).await })
-    }
-
-    /// See [`Communicator::remove_broadcast_subscriber`].
-    pub fn remove_broadcast_subscriber(&self, id: SubscriberId) -> Reply<()> {
-        self.submit(move |c| async move { c.remove_broadcast_subscriber(id).await })
-    }
-
-    /// See [`Communicator::broadcast_send`].
-    pub fn broadcast_send(&self, message: Broadcast) -> Reply<()> {
-        self.submit(move |c| async move { c.broadcast_send(message).await })
-    }
-
-    /// See [`Communicator::add_task_subscriber`].
-    pub fn add_task_subscriber(
-        &self,
-        queue: &str,
-        handler: Handler,
-        options: TaskSubscriberOptions,
-    ) -> Reply<SubscriberId> {
-        let queue = queue.to_owned();
-        self.submit(move |c| async move { c.add_task_subscriber(&queue, handler, options).await })
-    }
-
-    /// See [`Communicator::remove_task_subscriber`].
-    pub fn remove_task_subscriber(&self, id: SubscriberId) -> Reply<()> {
-        self.submit(move |c| async move { c.remove_task_subscriber(id).await })
-    }
-
-    /// See [`Communicator::task_send`].
-    pub fn task_send(&self, task: Value, no_reply: bool) -> Reply<Option<Value>> {
-        self.task_send_with(super::DEFAULT_TASK_QUEUE, task, no_reply, None)
-    }
-
-    /// See [`Communicator::task_send_with`].
-    pub fn task_send_with(
-        &self,
-        queue: &str,
-        task: Value,
-        no_reply: bool,
-        timeout: Option<Duration>,
-    ) -> Reply<Option<Value>> {
-        let queue = queue.to_owned();
-        self.submit(move |c| async move { c.task_send_with(&queue, task, no_reply, timeout).await })
-    }
-
-    /// See [`Communicator::next_task`].
-    pub fn next_task(&self, queue: &str, timeout: Duration) -> Reply<IncomingTask> {
-        let queue = queue.to_owned();
-        self.submit(move |c| async move { c.next_task(&queue, timeout).await })
-    }
-
     /// Closes the communicator (callers still waiting get [`Error::Closed`]) and, if it owns its
     /// runtime thread, stops that too. Bounded; safe to call more than once, from any thread.
     pub fn close(&self) {
@@ -201,71 +107,90 @@ impl<C: Communicator> SyncCommunicator<C> {
         }
     }
 
-    /// Whether [`close`](Self::close) was called on the communicator underneath.
-    pub fn is_closed(&self) -> bool {
-        self.inner.is_closed()
+    /// Runs `operation` on the communicator underneath, on the runtime thread.
+    fn submit<T, F>(&self, operation: impl FnOnce(C) -> F) -> Reply<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        Reply::new(self.thread.run_threadsafe(operation(self.inner.clone())))
     }
 }
 
+// Each operation is written once, here: the trait's methods return a [`Reply`], which is a
+// future for async callers and a blocking handle for synchronous ones (an impl may name a more
+// precise return type than the trait's `impl Future`, and callers of the concrete type see it).
+#[allow(refining_impl_trait)]
 impl<C: Communicator> Communicator for SyncCommunicator<C> {
-    async fn add_rpc_subscriber(&self, identifier: &str, handler: Handler) -> Result<(), Error> {
-        SyncCommunicator::add_rpc_subscriber(self, identifier, handler).await
+    fn add_rpc_subscriber(&self, identifier: &str, handler: Handler) -> Reply<()> {
+        let identifier = identifier.to_owned();
+        self.submit(move |c| async move { c.add_rpc_subscriber(&identifier, handler).await })
     }
 
-    async fn remove_rpc_subscriber(&self, identifier: &str) -> Result<(), Error> {
-        SyncCommunicator::remove_rpc_subscriber(self, identifier).await
+    fn remove_rpc_subscriber(&self, identifier: &str) -> Reply<()> {
+        let identifier = identifier.to_owned();
+        self.submit(move |c| async move { c.remove_rpc_subscriber(&identifier).await })
     }
 
-    async fn rpc_send_with(
+    fn rpc_send_with(
         &self,
         recipient: &str,
         message: Value,
         timeout: Option<Duration>,
-    ) -> Result<Value, Error> {
-        SyncCommunicator::rpc_send_with(self, recipient, message, timeout).await
+    ) -> Reply<Value> {
+        let recipient = recipient.to_owned();
+        self.submit(move |c| async move { c.rpc_send_with(&recipient, message, timeout).await })
     }
 
-    async fn add_broadcast_subscriber(
+    fn rpc_send(&self, recipient: &str, message: Value) -> Reply<Value> {
+        self.rpc_send_with(recipient, message, None)
+    }
+
+    fn add_broadcast_subscriber(
         &self,
         filter: BroadcastFilter,
         handler: BroadcastHandler,
-    ) -> Result<SubscriberId, Error> {
-        SyncCommunicator::add_broadcast_subscriber(self, filter, handler).await
+    ) -> Reply<SubscriberId> {
+        self.submit(move |c| async move { c.add_broadcast_subscriber(filter, handler).await })
     }
 
-    async fn remove_broadcast_subscriber(&self, id: SubscriberId) -> Result<(), Error> {
-        SyncCommunicator::remove_broadcast_subscriber(self, id).await
+    fn remove_broadcast_subscriber(&self, id: SubscriberId) -> Reply<()> {
+        self.submit(move |c| async move { c.remove_broadcast_subscriber(id).await })
     }
 
-    async fn broadcast_send(&self, message: Broadcast) -> Result<(), Error> {
-        SyncCommunicator::broadcast_send(self, message).await
+    fn broadcast_send(&self, message: Broadcast) -> Reply<()> {
+        self.submit(move |c| async move { c.broadcast_send(message).await })
     }
 
-    async fn add_task_subscriber(
+    fn add_task_subscriber(
         &self,
         queue: &str,
         handler: Handler,
         options: TaskSubscriberOptions,
-    ) -> Result<SubscriberId, Error> {
-        SyncCommunicator::add_task_subscriber(self, queue, handler, options).await
+    ) -> Reply<SubscriberId> {
+        let queue = queue.to_owned();
+        self.submit(move |c| async move { c.add_task_subscriber(&queue, handler, options).await })
     }
 
-    async fn remove_task_subscriber(&self, id: SubscriberId) -> Result<(), Error> {
-        SyncCommunicator::remove_task_subscriber(self, id).await
+    fn remove_task_subscriber(&self, id: SubscriberId) -> Reply<()> {
+        self.submit(move |c| async move { c.remove_task_subscriber(id).await })
     }
 
-    async fn task_send_with(
-        &self,
-        queue: &str,
-        task: Value,
-        no_reply: bool,
-        timeout: Option<Duration>,
-    ) -> Result<Option<Value>, Error> {
-        SyncCommunicator::task_send_with(self, queue, task, no_reply, timeout).await
+    fn task_send_with(&self, task: Value, options: TaskSendOptions) -> Reply<Value> {
+        self.submit(move |c| async move { c.task_send_with(task, options).await })
     }
 
-    async fn next_task(&self, queue: &str, timeout: Duration) -> Result<IncomingTask, Error> {
-        SyncCommunicator::next_task(self, queue, timeout).await
+    fn task_send(&self, task: Value) -> Reply<Value> {
+        self.task_send_with(task, TaskSendOptions::default())
+    }
+
+    fn task_send_no_reply(&self, task: Value, options: TaskSendOptions) -> Reply<()> {
+        self.submit(move |c| async move { c.task_send_no_reply(task, options).await })
+    }
+
+    fn next_task(&self, queue: &str, timeout: Duration) -> Reply<IncomingTask> {
+        let queue = queue.to_owned();
+        self.submit(move |c| async move { c.next_task(&queue, timeout).await })
     }
 
     async fn close(&self) {

@@ -38,6 +38,17 @@ use super::spin::Spin;
 /// # Ok::<(), Error>(())
 /// ```
 ///
+/// # In detail
+///
+/// A `TaskHandle` always resolves, exactly once: with the value, or
+/// `Cancelled`, `Panicked { message }` (the runtime thread survives and serves the next call) or
+/// `Stopped`. `wait()` blocks; `wait_timeout(d)` returns `TimedOut` and leaves the handle usable;
+/// `is_finished()` polls; the handle is a `Future` usable from any executor. `cancel()` resolves the
+/// handle with `Cancelled` at once and drops the future at its next poll; a blocking closure that has
+/// started cannot be interrupted, so its result is discarded. `on_done(f)` calls `f` exactly once: at
+/// once on the calling thread if the work is done, otherwise on the thread that finishes it (usually
+/// the runtime thread, so keep it short). Dropping a handle detaches the work; it still runs.
+///
 /// [`wait`]: TaskHandle::wait
 /// [`wait_timeout`]: TaskHandle::wait_timeout
 /// [`is_finished`]: TaskHandle::is_finished

@@ -15,8 +15,34 @@ use super::error::{Error, panic_message};
 /// A type-erased job as it travels through the injection queue.
 pub(crate) type Job = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// What a fire-and-forget task may return: nothing, or a `Result` whose error is then reported
-/// through `tracing` instead of being lost.
+/// What a fire-and-forget task ([`spawn_threadsafe`](crate::RuntimeThread::spawn_threadsafe),
+/// a startup task) may return: nothing, or a `Result` whose error is then reported (through
+/// `tracing`, or in the stop report) instead of being lost.
+///
+/// Why not any type, as `tokio::spawn` takes: nobody reads a detached task's output, so an
+/// `Err` in it would vanish silently, and without specialisation a generic bound cannot tell a
+/// `Result` from other types. A future with another output ends with `;` to drop it, or
+/// runs with [`run_threadsafe`](crate::RuntimeThread::run_threadsafe), whose handle gives the
+/// value back.
+///
+/// ```compile_fail
+/// # let rt = runtime_thread::RuntimeThread::builder().start()?;
+/// rt.spawn_threadsafe(async { 42_usize })?; // a usize would be dropped unseen
+/// # Ok::<(), runtime_thread::Error>(())
+/// ```
+///
+/// ```
+/// # let rt = runtime_thread::RuntimeThread::builder().start()?;
+/// rt.spawn_threadsafe(async { 42_usize; })?; // dropped on purpose
+/// rt.spawn_threadsafe(async { "42".parse::<usize>() })?; // an Err would be logged
+/// # Ok::<(), runtime_thread::Error>(())
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "a detached task must return `()` or a `Result`, not `{Self}`",
+    label = "this future's output would be dropped unseen",
+    note = "end the future with `;` to drop the value on purpose, or use `run_threadsafe` to get it back",
+    note = "a `Result` is accepted: its error is logged instead of lost"
+)]
 pub trait TaskOutput: Send + 'static {
     /// The failure to report, if the task failed.
     fn failure(&self) -> Option<String>;

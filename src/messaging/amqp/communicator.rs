@@ -31,7 +31,7 @@ mod serve;
 use crate::messaging::task::{IncomingTask, Settle};
 use crate::messaging::{
     Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Error, Handler, Response,
-    SubscriberId, TaskSubscriberOptions,
+    SubscriberId, TaskSendOptions, TaskSubscriberOptions,
 };
 
 /// A [`Communicator`] over RabbitMQ, wire-compatible with kiwipy: a kiwipy program can call its
@@ -822,40 +822,14 @@ impl Communicator for AmqpCommunicator {
         .await
     }
 
-    async fn task_send_with(
-        &self,
-        queue: &str,
-        task: Value,
-        no_reply: bool,
-        timeout: Option<Duration>,
-    ) -> Result<Option<Value>, Error> {
-        self.check_open()?;
-        let timeout = timeout.unwrap_or(self.inner.config.default_timeout);
-        let queue = &self.inner.config.task_queue_name(queue);
-        let send = async {
-            let link = self.link().await?;
-            // kiwipy's publisher declares its queue before sending; so does this one.
-            self.ensure_task_queue(&link, queue).await?;
-            let body = wire::task_body(&task, no_reply);
-            let exchange = &self.inner.config.task_exchange;
-            if !no_reply {
-                return (self
-                    .request(&link, exchange, queue, body, true, queue)
-                    .await)
-                    .map(Some);
-            }
-            let request = Request {
-                exchange,
-                routing_key: queue,
-                persistent: true,
-                recipient: queue,
-            };
-            let correlation_id = Uuid::new_v4().to_string();
-            self.send_request(&link, &request, &body, &correlation_id)
-                .await
-                .map(|()| None)
-        };
-        self.within(timeout, send, || Error::Timeout(timeout)).await
+    async fn task_send_with(&self, task: Value, options: TaskSendOptions) -> Result<Value, Error> {
+        let reply = self.send_task(&options.queue, task, false, options.timeout);
+        reply.await?.ok_or(Error::Closed)
+    }
+
+    async fn task_send_no_reply(&self, task: Value, options: TaskSendOptions) -> Result<(), Error> {
+        let queued = self.send_task(&options.queue, task, true, options.timeout);
+        queued.await.map(drop)
     }
 
     async fn next_task(&self, queue: &str, timeout: Duration) -> Result<IncomingTask, Error> {
@@ -904,5 +878,45 @@ impl Communicator for AmqpCommunicator {
 
     fn is_closed(&self) -> bool {
         self.inner.closed.is_cancelled()
+    }
+}
+
+impl AmqpCommunicator {
+    /// Queues `task`, and unless `no_reply` waits for its result: what both task-sending
+    /// operations of the trait do.
+    async fn send_task(
+        &self,
+        queue: &str,
+        task: Value,
+        no_reply: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Value>, Error> {
+        self.check_open()?;
+        let timeout = timeout.unwrap_or(self.inner.config.default_timeout);
+        let queue = &self.inner.config.task_queue_name(queue);
+        let send = async {
+            let link = self.link().await?;
+            // kiwipy's publisher declares its queue before sending; so does this one.
+            self.ensure_task_queue(&link, queue).await?;
+            let body = wire::task_body(&task, no_reply);
+            let exchange = &self.inner.config.task_exchange;
+            if !no_reply {
+                return (self
+                    .request(&link, exchange, queue, body, true, queue)
+                    .await)
+                    .map(Some);
+            }
+            let request = Request {
+                exchange,
+                routing_key: queue,
+                persistent: true,
+                recipient: queue,
+            };
+            let correlation_id = Uuid::new_v4().to_string();
+            self.send_request(&link, &request, &body, &correlation_id)
+                .await
+                .map(|()| None)
+        };
+        self.within(timeout, send, || Error::Timeout(timeout)).await
     }
 }

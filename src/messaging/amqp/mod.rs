@@ -11,7 +11,7 @@
 //! (tested against a real kiwipy in both directions):
 //!
 //! ```rust,no_run
-//! use runtime_thread::messaging::{amqp, Handler, Value};
+//! use runtime_thread::messaging::{amqp, Communicator, Handler, Value};
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let comm = amqp::connect("amqp://guest:guest@127.0.0.1:5672/%2f")?;
@@ -80,7 +80,7 @@ use crate::thread::RuntimeThread;
 /// stops the thread.
 ///
 /// ```no_run
-/// use runtime_thread::messaging::{Handler, Value};
+/// use runtime_thread::messaging::{Communicator, Handler, Value};
 ///
 /// let comm = runtime_thread::messaging::amqp::connect("amqp://guest:guest@127.0.0.1/")?;
 /// comm.add_rpc_subscriber("echo", Handler::sync(|v: Value| v)).wait()?;
