@@ -5,33 +5,25 @@
 //! pids), its inputs and outputs. Loading needs the process type registered by name, so nothing
 //! in a checkpoint can choose what code runs.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::handle::ProcessOutcome;
-use super::process::{Outputs, Process, Resumed};
+use super::outcome::{Outputs, ProcessOutcome};
 use super::state::ProcessState;
 
 /// The checkpoint format's version; a checkpoint of another version is refused with a clear error.
 pub const CHECKPOINT_VERSION: u32 = 1;
-
-/// A process that can be checkpointed: its fields are its state, and it has a stable name under
-/// which a [`Runner`](super::Runner) finds its type when loading.
-pub trait Persistent: Process + Serialize + DeserializeOwned {
-    /// A name that stays the same across builds (not `std::any::type_name`).
-    const TYPE_NAME: &'static str;
-}
 
 /// A saved process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// [`CHECKPOINT_VERSION`].
     pub version: u32,
-    /// The registered [`Persistent::TYPE_NAME`].
+    /// The registered [`Persistent::TYPE_NAME`](super::Persistent::TYPE_NAME).
     pub type_name: String,
     /// The process id (kept across reloads).
     pub pid: Uuid,
@@ -61,6 +53,40 @@ pub struct Checkpoint {
     pub outcome: Option<ProcessOutcome>,
 }
 
+/// What ended a wait, for the next step. Children's outcomes stay typed until a checkpoint
+/// needs them as JSON.
+#[derive(Debug)]
+pub(crate) enum Resumed {
+    /// A resume value, a future's value, or anything read back from a checkpoint.
+    Value(Value),
+    /// The outcomes of the awaited children, by key.
+    Children(BTreeMap<String, ProcessOutcome>),
+}
+
+/// As a checkpoint holds it: the value, or the children's outcomes as a map by key.
+impl serde::Serialize for Resumed {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Resumed::Value(value) => value.serialize(serializer),
+            Resumed::Children(outcomes) => outcomes.serialize(serializer),
+        }
+    }
+}
+
+impl Resumed {
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            Resumed::Value(value) => value,
+            Resumed::Children(outcomes) => children_to_value(&outcomes),
+        }
+    }
+}
+
+fn children_to_value(outcomes: &BTreeMap<String, ProcessOutcome>) -> Value {
+    // An outcome is plain data (strings, numbers, maps of JSON values): it always serialises.
+    serde_json::to_value(outcomes).unwrap_or(Value::Null)
+}
+
 /// A live process's checkpoint, borrowed rather than copied and encoded straight to the same
 /// JSON as [`Checkpoint`] (the fields must stay the same: a test checks it).
 #[derive(Serialize)]
@@ -80,6 +106,13 @@ pub(crate) struct CheckpointRef<'a, P> {
     pub(crate) resumed: Option<&'a Resumed>,
     pub(crate) children: Vec<Uuid>,
     pub(crate) outcome: Option<&'a ProcessOutcome>,
+}
+
+/// Encodes a live process's checkpoint as the JSON bytes a [`Checkpoint`] decodes from.
+pub(crate) fn encode<P: Serialize>(
+    checkpoint: &CheckpointRef<'_, P>,
+) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(checkpoint)
 }
 
 /// Where a saved process is.

@@ -26,11 +26,14 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use super::checkpoint::{CHECKPOINT_VERSION, CheckpointRef, ChildRef, Position, SavedWait};
+use super::checkpoint::{
+    CHECKPOINT_VERSION, CheckpointRef, ChildRef, Position, Resumed, SavedWait,
+};
+use super::error::PersistError;
 use super::exit_code::ExitCode;
-use super::handle::ProcessOutcome;
-use super::persist::{PersistError, Persister};
-use super::process::{Command, Outputs, Process, Resumed, StepContext, StepName, WaitOn};
+use super::outcome::{Outputs, ProcessOutcome};
+use super::persist::Persister;
+use super::process::{Command, Process, StepContext, StepName, WaitOn};
 use super::shared::{Control, Parked, ProcessShared};
 use super::state::ProcessState;
 use crate::thread::panic_message;

@@ -1,4 +1,8 @@
-//! The engine's error type.
+//! The engine's error types: [`EngineError`], and [`PersistError`] for checkpoint stores.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
 
 use super::exit_code::ExitCode;
 use super::state::ProcessState;
@@ -7,14 +11,6 @@ use super::state::ProcessState;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
-    /// A transition the state machine does not allow.
-    #[error("a process cannot go from {from} to {to}")]
-    InvalidTransition {
-        /// The current state.
-        from: ProcessState,
-        /// The state asked for.
-        to: ProcessState,
-    },
     /// The operation needs another state (e.g. `resume` outside `Waiting`).
     #[error("the process is {state}, so it cannot {action}")]
     InvalidState {
@@ -50,7 +46,7 @@ pub enum EngineError {
     InvalidInputs(#[from] super::spec::PortError),
     /// The checkpoint store failed, or holds no (or a corrupt) checkpoint for the pid.
     #[error(transparent)]
-    Persist(#[from] super::persist::PersistError),
+    Persist(#[from] PersistError),
     /// A checkpoint names a process type that was not registered with the runner.
     #[error(
         "the checkpoint of process {pid} is of type {type_name:?}, which is not registered \
@@ -92,4 +88,54 @@ pub(crate) fn in_step(step: &Option<String>) -> String {
     step.as_ref()
         .map(|step| format!(" in step '{step}'"))
         .unwrap_or_default()
+}
+
+/// A store's failure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum PersistError {
+    /// No checkpoint for this pid.
+    #[error("no checkpoint for process {pid}")]
+    NotFound {
+        /// The process.
+        pid: Uuid,
+    },
+    /// The stored bytes are not a checkpoint this build can read.
+    #[error("the checkpoint of process {pid} is corrupt: {reason}")]
+    Corrupt {
+        /// The process.
+        pid: Uuid,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store itself failed (I/O, database, encoding); `source` keeps the cause.
+    #[error("the checkpoint store failed: {what}")]
+    Store {
+        /// What the store was doing.
+        what: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl PersistError {
+    /// A store failure while doing `what`, caused by `source`.
+    pub fn store(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        PersistError::Store {
+            what: what.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// A store failure without an underlying error (a custom store's own condition).
+    pub fn store_failed(what: impl Into<String>) -> Self {
+        PersistError::Store {
+            what: what.into(),
+            source: None,
+        }
+    }
 }

@@ -1,16 +1,20 @@
-//! [`Launch`]: one way to start a process with options (persisted, listeners, from inputs).
+//! Launching processes: [`Launch`], the one way to start a process with options (persisted,
+//! listeners, from inputs), and the launch methods of [`Runner`] and [`StepContext`] (a step
+//! launches children through the runner that runs it).
 
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::checkpoint::Persistent;
 use super::error::EngineError;
 use super::handle::ProcessHandle;
 use super::listener::ProcessListener;
-use super::process::{Outputs, Process};
-use super::runner::{Core, Runner, build_from_inputs};
+use super::outcome::Outputs;
+use super::process::StepContext;
+use super::process::{Persistent, Process};
+use super::runner::{Runner, build_from_inputs};
+use super::runner_core::Core;
 use super::workchain::{Chain, WorkChain};
 
 /// How a persisted launch starts its process: chosen by [`Launch::persisted`], the one place
@@ -107,6 +111,32 @@ impl Runner {
             self,
             built.map(|(chain, inputs)| (Chain::new(chain), Some(inputs))),
         )
+    }
+}
+
+impl StepContext {
+    /// Launches a child process on the same runner. Either await its handle inside the step
+    /// (the parent's step is simply suspended meanwhile: no nested event loop), or return
+    /// [`Command::wait_for_children`](super::Command::wait_for_children) with its pid, a wait that a checkpoint can hold.
+    /// Killing this process kills the child too (see [`Process::kills_children`]).
+    pub fn launch<P: Process>(&mut self, child: P) -> ProcessHandle {
+        let handle = self.runner().start_child(child, self.pid());
+        self.shared().add_child(handle.shared().clone());
+        handle
+    }
+
+    /// Launches a child that is checkpointed in the runner's persister, so that a reloaded
+    /// parent finds it again (a child launched with [`launch`](Self::launch) is not saved).
+    pub fn launch_persisted<P: Persistent>(
+        &mut self,
+        child: P,
+    ) -> Result<ProcessHandle, EngineError> {
+        let parent = Some(self.pid());
+        let handle = self
+            .runner()
+            .start_persisted(child, None, parent, Vec::new())?;
+        self.shared().add_child(handle.shared().clone());
+        Ok(handle)
     }
 }
 

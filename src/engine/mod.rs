@@ -164,6 +164,27 @@
 //! sent while the process is paused it is kept, never lost, and used once played; any other time it is
 //! refused with a typed error. Every kill ends the driving task: nothing is left pending. Listeners
 //! see every state change, pause, play and output; a panicking listener is logged, not fatal.
+//!
+//! # Layout
+//!
+//! The engine's modules, each using only those below it:
+//!
+//! ```text
+//! launch                  Launch, and the launch methods of Runner and StepContext
+//! runner                  Runner, RunnerBuilder: starting, saving and loading processes
+//! workchain  outline      work chains (a process) and their outlines
+//! driver                  runs one process's steps and waits, saves its checkpoints
+//! process                 Process, Persistent, Command, StepContext
+//! handle                  ProcessHandle, ProcessController
+//! runner_core  park       what a runner's processes share; its parked drivers
+//! shared                  one process's state, control requests and listeners
+//! checkpoint  persist     checkpoints as data and their encoding; the stores
+//! outcome  error          ProcessOutcome, ProcessStatus; EngineError, PersistError
+//! state  exit_code  spec  listener   plain types
+//! ```
+//!
+//! A step launches children through the runner that runs it; `launch` adds that method to
+//! `StepContext`, so the step context itself needs only what the runner shares (`runner_core`).
 
 mod checkpoint;
 mod driver;
@@ -172,16 +193,19 @@ mod exit_code;
 mod handle;
 mod launch;
 mod listener;
+mod outcome;
 mod outline;
+mod park;
 mod persist;
 mod process;
 mod runner;
+mod runner_core;
 mod shared;
 mod spec;
 mod state;
 mod workchain;
 
-pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, ChildRef, Persistent, Position, SavedWait};
+pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, ChildRef, Position, SavedWait};
 pub use outline::{
     Branch, ChainCtx, Instruction, Outline, Predicate, Stepper, if_, return_, return_code, step,
     while_,
@@ -189,19 +213,20 @@ pub use outline::{
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use persist::SqlitePersister;
-pub use persist::{InMemoryPersister, JsonDirPersister, PersistError, Persister};
+pub use persist::{InMemoryPersister, JsonDirPersister, Persister};
 pub use workchain::{Chain, ChainContext, Flow, WorkChain, store_child_result};
 
 /// The type of a process id (a UUID, as plumpy's pids are), re-exported so that a program can
 /// name it without depending on `uuid` itself.
 pub use uuid::Uuid;
 
-pub use error::EngineError;
+pub use error::{EngineError, PersistError};
 pub use exit_code::ExitCode;
-pub use handle::{ProcessController, ProcessHandle, ProcessOutcome, ProcessStatus};
+pub use handle::{ProcessController, ProcessHandle};
 pub use launch::Launch;
 pub use listener::ProcessListener;
-pub use process::{Command, Outputs, Process, StepContext, StepError, StepName, WaitOn};
+pub use outcome::{Outputs, ProcessOutcome, ProcessStatus};
+pub use process::{Command, Persistent, Process, StepContext, StepError, StepName, WaitOn};
 pub use runner::{Runner, RunnerBuilder};
 pub use spec::{Namespace, Port, PortError, ProcessSpec, Validator, ValueType};
 pub use state::ProcessState;

@@ -7,23 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::checkpoint::{ChildRef, Persistent};
-use super::error::EngineError;
+use super::checkpoint::{ChildRef, Resumed};
 use super::exit_code::ExitCode;
-use super::handle::{ProcessHandle, ProcessOutcome};
-use super::runner::Core;
+use super::outcome::{Outputs, ProcessOutcome};
+use super::runner_core::Core;
 use super::shared::ProcessShared;
 use super::spec::{PortError, ProcessSpec};
 
 /// A step's name: usually a `&'static str` (no allocation, which matters for the memory of a
 /// waiting process), or a `String` built at run time.
 pub type StepName = std::borrow::Cow<'static, str>;
-
-/// The outputs a process emitted, by name.
-pub type Outputs = BTreeMap<String, Value>;
 
 /// What a step tells the engine to do next.
 pub enum Command {
@@ -248,6 +246,13 @@ pub trait Process: Send + 'static {
     ) -> impl Future<Output = Result<Command, StepError>> + Send;
 }
 
+/// A process that can be checkpointed: its fields are its state, and it has a stable name under
+/// which a [`Runner`](super::Runner) finds its type when loading.
+pub trait Persistent: Process + Serialize + DeserializeOwned {
+    /// A name that stays the same across builds (not `std::any::type_name`).
+    const TYPE_NAME: &'static str;
+}
+
 /// `full` without the module path of its outermost type: `a::b::Add` is `Add`, and
 /// `a::Wrap<b::Add>` is `Wrap<b::Add>` (a slice of `full`, so no allocation).
 fn short_type_name(full: &'static str) -> &'static str {
@@ -256,40 +261,6 @@ fn short_type_name(full: &'static str) -> &'static str {
         Some(separator) => &full[separator + 2..],
         None => full,
     }
-}
-
-/// What ended a wait, for the next step. Children's outcomes stay typed until a checkpoint
-/// needs them as JSON.
-#[derive(Debug)]
-pub(crate) enum Resumed {
-    /// A resume value, a future's value, or anything read back from a checkpoint.
-    Value(Value),
-    /// The outcomes of the awaited children, by key.
-    Children(BTreeMap<String, ProcessOutcome>),
-}
-
-/// As a checkpoint holds it: the value, or the children's outcomes as a map by key.
-impl serde::Serialize for Resumed {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Resumed::Value(value) => value.serialize(serializer),
-            Resumed::Children(outcomes) => outcomes.serialize(serializer),
-        }
-    }
-}
-
-impl Resumed {
-    fn into_value(self) -> Value {
-        match self {
-            Resumed::Value(value) => value,
-            Resumed::Children(outcomes) => children_to_value(&outcomes),
-        }
-    }
-}
-
-fn children_to_value(outcomes: &BTreeMap<String, ProcessOutcome>) -> Value {
-    // An outcome is plain data (strings, numbers, maps of JSON values): it always serialises.
-    serde_json::to_value(outcomes).unwrap_or(Value::Null)
 }
 
 /// What a step can see and do besides its own fields.
@@ -384,29 +355,6 @@ impl StepContext {
                 .map_err(|e| StepError::msg(format!("the children's outcomes do not decode: {e}"))),
             None => Err(StepError::msg("no children were awaited before this step")),
         }
-    }
-
-    /// Launches a child process on the same runner. Either await its handle inside the step
-    /// (the parent's step is simply suspended meanwhile: no nested event loop), or return
-    /// [`Command::wait_for_children`] with its pid, a wait that a checkpoint can hold.
-    /// Killing this process kills the child too (see [`Process::kills_children`]).
-    pub fn launch<P: Process>(&mut self, child: P) -> ProcessHandle {
-        let handle = self.runner.start_child(child, self.shared.identity.pid);
-        self.shared.add_child(handle.shared().clone());
-        handle
-    }
-
-    /// Launches a child that is checkpointed in the runner's persister, so that a reloaded
-    /// parent finds it again (a child launched with [`launch`](Self::launch) is not saved).
-    pub fn launch_persisted<P: Persistent>(
-        &mut self,
-        child: P,
-    ) -> Result<ProcessHandle, EngineError> {
-        let handle =
-            self.runner
-                .start_persisted(child, None, Some(self.shared.identity.pid), Vec::new())?;
-        self.shared.add_child(handle.shared().clone());
-        Ok(handle)
     }
 }
 

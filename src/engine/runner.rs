@@ -1,25 +1,27 @@
 //! [`Runner`]: runs processes on a [`RuntimeThread`], and saves and reloads persisted ones.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::checkpoint::{Checkpoint, CheckpointRef, Persistent, Position, SavedWait};
+use super::checkpoint::{Checkpoint, Position, Resumed, SavedWait, encode};
 use super::driver::{Saver, Start, checkpoint_of, drive};
 use super::error::EngineError;
+use super::error::PersistError;
 use super::handle::ProcessHandle;
 use super::listener::ProcessListener;
-use super::persist::{PersistError, Persister};
-use super::process::{Outputs, Process, Resumed, StepContext};
+use super::outcome::Outputs;
+use super::persist::Persister;
+use super::process::{Persistent, Process, StepContext};
+use super::runner_core::{Core, Prepared};
 use super::shared::{Identity, ProcessShared, Restored};
 use super::spec::{PortError, ProcessSpec};
 use super::state::ProcessState;
-use crate::thread::{RuntimeThread, Spawner};
+use crate::thread::RuntimeThread;
 
 /// Runs processes on a runtime thread: thousands at once, each a task that only occupies the
 /// thread while a step runs. With a [`Persister`] it also checkpoints the processes launched
@@ -51,7 +53,7 @@ impl std::fmt::Debug for Runner {
         f.debug_struct("Runner")
             .field("thread", &self.hold.thread)
             .field("owns_thread", &self.hold.owns_thread)
-            .field("persisted", &self.core.inner.persister.is_some())
+            .field("persisted", &self.core.persister().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -119,53 +121,6 @@ impl Drop for Hold {
     }
 }
 
-/// The part of a runner that its processes hold (their contexts, drivers and handles): it runs
-/// and saves them, and reaches the thread through a spawner, which does not keep it alive.
-#[derive(Clone)]
-pub(crate) struct Core {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    spawner: Spawner,
-    persister: Option<Arc<dyn Persister>>,
-    /// Registered process types by name: the only code a checkpoint can lead to.
-    types: RwLock<HashMap<&'static str, Loader>>,
-    /// Persisted processes alive in this runner, so a load neither duplicates one nor misses a
-    /// child that is already running.
-    live: Mutex<LiveTable>,
-    /// Processes whose drivers are parked as data, so that a stopping runtime can drop them
-    /// (marking them abandoned) instead of leaving their waiters waiting.
-    parked: Mutex<ParkedSet>,
-}
-
-#[derive(Default)]
-struct ParkedSet {
-    /// Set when the runtime stops (or could not be watched): no driver parks any more.
-    closed: bool,
-    processes: HashMap<Uuid, Weak<ProcessShared>>,
-}
-
-#[derive(Default)]
-struct LiveTable {
-    processes: HashMap<Uuid, Weak<ProcessShared>>,
-    prune_at: usize,
-}
-
-/// Rebuilds a process of one registered type from its checkpoint (without starting it).
-type Loader = fn(Checkpoint) -> Result<Prepared, EngineError>;
-
-/// Starts a decoded process, given the store it was loaded from and its children.
-type Starter =
-    Box<dyn FnOnce(&Core, Arc<dyn Persister>, Vec<Arc<ProcessShared>>) -> ProcessHandle + Send>;
-
-/// A decoded process, ready to start once its children are linked.
-struct Prepared {
-    shared: Arc<ProcessShared>,
-    children: Vec<Uuid>,
-    start: Starter,
-}
-
 impl Runner {
     /// The engine behind this runner, which launches are started on.
     pub(crate) fn core(&self) -> &Core {
@@ -207,7 +162,7 @@ impl Runner {
         persister: Option<Arc<dyn Persister>>,
         owns_thread: bool,
     ) -> Self {
-        let core = Core::build(&thread, persister);
+        let core = Core::new(&thread, persister);
         Runner {
             core,
             hold: Arc::new(Hold {
@@ -224,7 +179,7 @@ impl Runner {
 
     /// The checkpoint store, if the runner has one.
     pub fn persister(&self) -> Option<&Arc<dyn Persister>> {
-        self.core.inner.persister.as_ref()
+        self.core.persister()
     }
 
     /// Starts `process`, not persisted and without listeners, and returns its handle: the
@@ -298,80 +253,9 @@ impl Runner {
 }
 
 impl Core {
-    fn build(thread: &RuntimeThread, persister: Option<Arc<dyn Persister>>) -> Self {
-        let inner = Arc::new(Inner {
-            spawner: thread.spawner(),
-            persister,
-            types: RwLock::new(HashMap::new()),
-            live: Mutex::new(LiveTable::default()),
-            parked: Mutex::new(ParkedSet::default()),
-        });
-        // When the runtime shuts down, parked drivers are dropped with its tasks: their
-        // processes end abandoned, exactly as those whose tasks it drops, and nothing runs or
-        // saves any more (a stop is like a crash for checkpoints). The keeper is an untracked
-        // task that never ends, so the stop's grace period does not wait for it, and the
-        // runtime drops it only when it shuts down. It holds the runner weakly: a keeper that
-        // held it would keep every runner on a long-lived thread alive.
-        match thread.handle() {
-            Ok(runtime) => {
-                let keeper = ParkedKeeper(Arc::downgrade(&inner));
-                runtime.spawn(async move {
-                    let _keeper = keeper;
-                    std::future::pending::<()>().await;
-                });
-            }
-            // Not running: nothing could drop parked drivers later, so none may park.
-            Err(_) => inner.parked.lock().closed = true,
-        }
-        Core { inner }
-    }
-
-    /// Deletes the final checkpoint of a top-level persisted process whose outcome a handle
-    /// has just handed over (once; a failure is logged: the outcome is delivered anyway).
-    pub(crate) fn handed_over(&self, shared: &ProcessShared) {
-        if !shared.hand_over() {
-            return;
-        }
-        if let Some(store) = &self.inner.persister
-            && let Err(error) = store.delete(shared.identity.pid)
-        {
-            tracing::error!(pid = %shared.identity.pid, %error, "cannot delete the checkpoint of a process whose outcome was handed over");
-        }
-    }
-
-    /// How the runner's thread takes work from its processes.
-    pub(crate) fn spawner(&self) -> &Spawner {
-        &self.inner.spawner
-    }
-
-    /// Parks a driver whose process waits only on its control requests, unless `stays` no
-    /// longer holds or the runtime is stopping; false hands the driver back to keep running.
-    pub(crate) fn park<D: super::shared::Parked + 'static>(
-        &self,
-        shared: &Arc<ProcessShared>,
-        stays: impl FnOnce(&super::shared::Control) -> bool,
-        driver: &mut Option<D>,
-    ) -> bool {
-        let mut set = self.inner.parked.lock();
-        if set.closed || !shared.park(stays, driver) {
-            return false;
-        }
-        set.processes
-            .insert(shared.identity.pid, Arc::downgrade(shared));
-        true
-    }
-
-    /// Forgets a parked process that has been woken.
-    pub(crate) fn unpark(&self, pid: Uuid) {
-        self.inner.parked.lock().processes.remove(&pid);
-    }
-
     /// See [`Runner::register`].
     pub(crate) fn register<P: Persistent>(&self) {
-        // Every persisted submission registers its type: the common case is a read.
-        if !self.inner.types.read().contains_key(P::TYPE_NAME) {
-            self.inner.types.write().insert(P::TYPE_NAME, prepare::<P>);
-        }
+        self.register_loader(P::TYPE_NAME, prepare::<P>);
     }
 
     /// See [`Runner::load`].
@@ -428,16 +312,12 @@ impl Core {
                 Err(PersistError::NotFound { .. }) if !root_set.contains(&pid) => continue,
                 Err(error) => return Err(error.into()),
             };
-            let loader = self
-                .inner
-                .types
-                .read()
-                .get(checkpoint.type_name.as_str())
-                .copied()
-                .ok_or_else(|| EngineError::UnknownProcessType {
+            let loader = self.loader(&checkpoint.type_name).ok_or_else(|| {
+                EngineError::UnknownProcessType {
                     type_name: checkpoint.type_name.clone(),
                     pid,
-                })?;
+                }
+            })?;
             let process = loader(checkpoint)?;
             queue.extend(process.children.iter().copied());
             prepared.push(process);
@@ -455,7 +335,8 @@ impl Core {
                 .filter_map(|pid| loaded.get(pid).cloned().or_else(|| self.live(*pid)))
                 .collect();
             self.track(&process.shared);
-            handles.push((process.start)(self, store.clone(), children));
+            handles.push(ProcessHandle::new(process.shared.clone(), self.clone()));
+            (process.start)(self, store.clone(), children);
         }
         Ok(handles)
     }
@@ -492,10 +373,6 @@ impl Core {
             }
         }
         Ok(kept)
-    }
-
-    fn store(&self) -> Result<Arc<dyn Persister>, EngineError> {
-        self.inner.persister.clone().ok_or(EngineError::NoPersister)
     }
 
     pub(crate) fn start_child<P: Process>(&self, child: P, parent: Uuid) -> ProcessHandle {
@@ -595,35 +472,10 @@ impl Core {
     ) -> ProcessHandle {
         let shared = ctx.shared().clone();
         // A refusal drops the driver, which marks the process abandoned: say why.
-        if let Err(why) = self
-            .inner
-            .spawner
-            .spawn_job(drive(process, ctx, start, saver))
-        {
+        if let Err(why) = self.spawner().spawn_job(drive(process, ctx, start, saver)) {
             shared.refused(why);
         }
         ProcessHandle::new(shared, self.clone())
-    }
-
-    fn track(&self, shared: &Arc<ProcessShared>) {
-        let mut live = self.inner.live.lock();
-        // Drop the entries of processes gone meanwhile, now and then (amortised O(1)).
-        if live.processes.len() >= live.prune_at {
-            live.processes.retain(|_, weak| weak.strong_count() > 0);
-            live.prune_at = (live.processes.len() * 2).max(1024);
-        }
-        live.processes
-            .insert(shared.identity.pid, Arc::downgrade(shared));
-    }
-
-    fn live(&self, pid: Uuid) -> Option<Arc<ProcessShared>> {
-        self.inner.live.lock().processes.get(&pid)?.upgrade()
-    }
-
-    /// A persisted process of this runner that has not ended.
-    fn running(&self, pid: Uuid) -> Option<Arc<ProcessShared>> {
-        self.live(pid)
-            .filter(|shared| !shared.state().is_terminal())
     }
 }
 
@@ -642,31 +494,6 @@ impl<P> Created<P> {
     }
 }
 
-/// Drops the runner's parked drivers when the runtime drops it (at shutdown).
-struct ParkedKeeper(Weak<Inner>);
-
-impl Drop for ParkedKeeper {
-    fn drop(&mut self) {
-        if let Some(inner) = self.0.upgrade() {
-            inner.drop_parked();
-        }
-    }
-}
-
-impl Inner {
-    /// Drops every parked driver (each marks its process abandoned) and lets no more park.
-    fn drop_parked(&self) {
-        let parked: Vec<Weak<ProcessShared>> = {
-            let mut set = self.parked.lock();
-            set.closed = true;
-            set.processes.drain().map(|(_, shared)| shared).collect()
-        };
-        for shared in parked.iter().filter_map(Weak::upgrade) {
-            drop(shared.take_parked());
-        }
-    }
-}
-
 /// `start` tells whether the store holds the checkpoint of the first `Running` entry already
 /// (a process saved at submission, or loaded at a step, starts exactly there).
 fn saver<P: Persistent>(store: Arc<dyn Persister>, start: &Start) -> Saver<P> {
@@ -675,12 +502,6 @@ fn saver<P: Persistent>(store: Arc<dyn Persister>, start: &Start) -> Saver<P> {
         encode: encode::<P>,
         current: matches!(start, Start::Step(_)),
     }
-}
-
-fn encode<P: serde::Serialize>(
-    checkpoint: &CheckpointRef<'_, P>,
-) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(checkpoint)
 }
 
 /// Checks `inputs` against `spec` (filling in defaults) and builds a `P` from them.
@@ -747,13 +568,14 @@ fn prepare<P: Persistent>(checkpoint: Checkpoint) -> Result<Prepared, EngineErro
             started.set_children(children);
             let Some(start) = start else {
                 // Ended before it was saved: its shared state already holds the outcome.
-                return ProcessHandle::new(started, runner.clone());
+                return;
             };
             let mut ctx = StepContext::new(started, runner.clone(), P::spec(), inputs);
             ctx.outputs = outputs;
             ctx.resumed = resumed.map(|value| Box::new(Resumed::Value(value)));
             let saver = saver(store, &start);
-            runner.spawn(process, ctx, start, Some(saver))
+            // The handle is made by the caller, for loaded processes of every kind.
+            drop(runner.spawn(process, ctx, start, Some(saver)));
         }),
     })
 }

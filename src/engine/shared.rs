@@ -12,9 +12,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::exit_code::ExitCode;
-use super::handle::{ProcessOutcome, ProcessStatus};
 use super::listener::ProcessListener;
-use super::process::Outputs;
+use super::outcome::{Outputs, ProcessOutcome, ProcessStatus};
 use super::state::ProcessState;
 
 /// How a process ended for whoever waits: its outcome, or why its runtime gave it up.
@@ -358,8 +357,8 @@ impl ProcessShared {
             if from == to && to != ProcessState::Running {
                 return true;
             }
-            if let Err(error) = from.check_transition(to) {
-                tracing::error!(pid = %self.identity.pid, %error, "refused a process transition");
+            if !from.can_transition_to(to) {
+                tracing::error!(pid = %self.identity.pid, %from, %to, "refused a process transition");
                 return false;
             }
             status.state = to;

@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::error::EngineError;
-
 /// Where a process is in its life. The last three are terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,15 +40,6 @@ impl ProcessState {
             (Running, Running | Waiting | Finished) => true,
             (Waiting, Running) => true,
             _ => false,
-        }
-    }
-
-    /// Checks a transition, naming both states when it is not allowed.
-    pub fn check_transition(self, to: ProcessState) -> Result<(), EngineError> {
-        if self.can_transition_to(to) {
-            Ok(())
-        } else {
-            Err(EngineError::InvalidTransition { from: self, to })
         }
     }
 }
@@ -94,7 +83,6 @@ mod tests {
             for to in ALL {
                 let expected = allowed.contains(&(from, to));
                 assert_eq!(from.can_transition_to(to), expected, "{from} -> {to}");
-                assert_eq!(from.check_transition(to).is_ok(), expected);
             }
         }
     }

@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::checkpoint::{ChildRef, Persistent};
+use super::checkpoint::ChildRef;
 use super::error::{EngineError, in_step};
 use super::exit_code::ExitCode;
-use super::handle::{ProcessHandle, ProcessOutcome};
+use super::handle::ProcessHandle;
+use super::outcome::{Outputs, ProcessOutcome};
 use super::outline::{ChainCtx, Found, Outline, Stepper};
-use super::process::{Command, Outputs, Process, StepContext, StepError, WaitOn};
+use super::process::{Command, Persistent, Process, StepContext, StepError, WaitOn};
 use super::spec::ProcessSpec;
 
 /// What a work chain step tells the chain.

@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::builder::Flavor;
+use super::config::Flavor;
 use super::shared::Shared;
 use super::task::Job;
 

@@ -16,6 +16,8 @@ mod blocking;
 mod builder;
 mod completion;
 #[cfg(not(loom))]
+mod config;
+#[cfg(not(loom))]
 mod context;
 #[cfg(not(loom))]
 mod dispatcher;
@@ -42,7 +44,9 @@ mod sync;
 mod task;
 
 #[cfg(not(loom))]
-pub use builder::{Builder, Flavor};
+pub use builder::Builder;
+#[cfg(not(loom))]
+pub use config::Flavor;
 pub use error::Error;
 #[cfg(not(loom))]
 pub(crate) use error::panic_message;

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::builder::{Builder, Config, Flavor};
 use super::completion::Completion;
+use super::config::{Config, Flavor};
 use super::context::{self, Membership};
 use super::dispatcher::Dispatcher;
 use super::error::{Error, panic_message};
@@ -132,11 +132,6 @@ enum ThreadState {
 }
 
 impl RuntimeThread {
-    /// A builder with the defaults: current-thread runtime, 5 s grace period, no signals.
-    pub fn builder() -> Builder {
-        Builder::new()
-    }
-
     pub(crate) fn from_parts(config: Config, startup: Vec<StartupTask>) -> Self {
         let id = NEXT_ID.fetch_add(1, Relaxed);
         RuntimeThread {
@@ -351,10 +346,11 @@ impl RuntimeThread {
         if let Some(refusal) = self.shared.handoff.refusal() {
             return Err(refusal);
         }
-        let prepared = startup::prepare(&self.shared, task);
+        let prepared = startup::prepare(&self.shared.startup_records, task);
         let shared = self.shared.clone();
-        self.shared
-            .enqueue(Box::pin(async move { prepared.spawn(&shared) }));
+        self.shared.enqueue(Box::pin(async move {
+            prepared.spawn(&shared.shutdown, &shared.tracker)
+        }));
         Ok(())
     }
 
@@ -633,7 +629,7 @@ async fn serve(
     shared.handoff.mark_running();
     let registered = shared.pending_startup.lock().take().unwrap_or_default();
     for task in registered {
-        startup::prepare(shared, task).spawn(shared);
+        startup::prepare(&shared.startup_records, task).spawn(&shared.shutdown, &shared.tracker);
     }
     let _ = ready.send(Ok(()));
 

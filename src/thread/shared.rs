@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::blocking::BlockingRegistry;
-use super::builder::Config;
 use super::completion::Completion;
+use super::config::Config;
 use super::error::Error;
 use super::handoff::{ChannelQueue, Handoff, StopRequest};
 use super::report::{Stats, StopCause};

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::error::panic_message;
 use super::report::{StartupOutcome, StartupTaskReport};
-use super::shared::Shared;
 use super::task::TaskOutput;
 
 type StartupFuture = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
@@ -111,12 +111,12 @@ pub(crate) struct Prepared {
     factory: Factory,
 }
 
-pub(crate) fn prepare(shared: &Shared, task: StartupTask) -> Prepared {
+pub(crate) fn prepare(records: &StartupRecords, task: StartupTask) -> Prepared {
     let StartupTask { name, factory } = task;
     Prepared {
         guard: OutcomeGuard {
-            index: shared.startup_records.add(name.clone()),
-            records: shared.startup_records.handle(),
+            index: records.add(name.clone()),
+            records: records.handle(),
             name,
             recorded: false,
         },
@@ -125,10 +125,11 @@ pub(crate) fn prepare(shared: &Shared, task: StartupTask) -> Prepared {
 }
 
 impl Prepared {
-    /// Starts the task; must be called from within the runtime.
-    pub(crate) fn spawn(self, shared: &Shared) {
+    /// Starts the task with a child of the thread's `shutdown` token, tracked by `tracker`
+    /// (so a graceful stop waits for it); must be called from within the runtime.
+    pub(crate) fn spawn(self, shutdown: &CancellationToken, tracker: &TaskTracker) {
         let Prepared { guard, factory } = self;
-        let token = shared.shutdown.child_token();
+        let token = shutdown.child_token();
         let future = match catch_unwind(AssertUnwindSafe(|| factory(token.clone()))) {
             Ok(future) => future,
             Err(payload) => {
@@ -136,7 +137,7 @@ impl Prepared {
                 return guard.record(StartupOutcome::Panicked { message });
             }
         };
-        shared.tracker.spawn(async move {
+        tracker.spawn(async move {
             let outcome = match AssertUnwindSafe(future).catch_unwind().await {
                 Err(payload) => StartupOutcome::Panicked {
                     message: panic_message(&*payload),

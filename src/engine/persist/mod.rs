@@ -10,11 +10,10 @@ pub use memory::InMemoryPersister;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqlitePersister;
 
-use std::sync::Arc;
-
 use uuid::Uuid;
 
 use super::checkpoint::Checkpoint;
+use super::error::PersistError;
 
 /// A store of checkpoints, one per process (a new save replaces the last). Its methods are
 /// called on the runtime thread between steps, so a store should be quick (the built-in ones
@@ -56,56 +55,6 @@ pub trait Persister: Send + Sync + 'static {
     /// The store's failure to commit.
     fn flush(&self) -> Result<(), PersistError> {
         Ok(())
-    }
-}
-
-/// A store's failure.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum PersistError {
-    /// No checkpoint for this pid.
-    #[error("no checkpoint for process {pid}")]
-    NotFound {
-        /// The process.
-        pid: Uuid,
-    },
-    /// The stored bytes are not a checkpoint this build can read.
-    #[error("the checkpoint of process {pid} is corrupt: {reason}")]
-    Corrupt {
-        /// The process.
-        pid: Uuid,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// The store itself failed (I/O, database, encoding); `source` keeps the cause.
-    #[error("the checkpoint store failed: {what}")]
-    Store {
-        /// What the store was doing.
-        what: String,
-        /// The underlying error, when there is one.
-        #[source]
-        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
-    },
-}
-
-impl PersistError {
-    /// A store failure while doing `what`, caused by `source`.
-    pub fn store(
-        what: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        PersistError::Store {
-            what: what.into(),
-            source: Some(Arc::new(source)),
-        }
-    }
-
-    /// A store failure without an underlying error (a custom store's own condition).
-    pub fn store_failed(what: impl Into<String>) -> Self {
-        PersistError::Store {
-            what: what.into(),
-            source: None,
-        }
     }
 }
 

@@ -60,7 +60,10 @@ pub fn decode(body: &[u8], limit: usize) -> Result<Value, DecodeError> {
     let text =
         std::str::from_utf8(body).map_err(|e| DecodeError::Syntax(format!("not UTF-8 ({e})")))?;
     // Aliases can repeat a node many times over: bound what a body may expand to.
-    yaml::to_json(text, 16 * body.len() + 1024)
+    yaml::to_json(text, 16 * body.len() + 1024).map_err(|error| match error {
+        yaml::YamlError::Syntax(reason) => DecodeError::Syntax(reason),
+        yaml::YamlError::Unsupported(reason) => DecodeError::Unsupported(reason),
+    })
 }
 
 /// Compact JSON, except that floats always have a `.` and a signed exponent, and the

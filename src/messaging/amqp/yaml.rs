@@ -12,14 +12,22 @@ use serde_json::{Map, Number, Value};
 use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::TScalarStyle;
 
-use super::codec::DecodeError;
+/// Why a YAML text has no JSON value; the codec reports it as a
+/// [`DecodeError`](super::codec::DecodeError).
+#[derive(Debug)]
+pub(crate) enum YamlError {
+    /// Not YAML, or YAML this reader refuses (unbalanced, an unknown alias, too expanded).
+    Syntax(String),
+    /// Valid YAML with no JSON equivalent.
+    Unsupported(String),
+}
 
 /// The tag prefix that `!!` stands for.
 const CORE: &str = "tag:yaml.org,2002:";
 
 /// Decodes one YAML document; at most `budget` nodes, aliases counted as often as they are
 /// used.
-pub(crate) fn to_json(text: &str, budget: usize) -> Result<Value, DecodeError> {
+pub(crate) fn to_json(text: &str, budget: usize) -> Result<Value, YamlError> {
     let mut parser = Parser::new_from_str(text);
     let mut builder = Builder {
         stack: Vec::new(),
@@ -31,7 +39,7 @@ pub(crate) fn to_json(text: &str, budget: usize) -> Result<Value, DecodeError> {
     loop {
         let (event, _) = parser
             .next_token()
-            .map_err(|e| DecodeError::Syntax(e.to_string()))?;
+            .map_err(|e| YamlError::Syntax(e.to_string()))?;
         if event == Event::StreamEnd {
             break;
         }
@@ -63,7 +71,7 @@ enum Collection {
 }
 
 impl Builder {
-    fn event(&mut self, event: Event) -> Result<(), DecodeError> {
+    fn event(&mut self, event: Event) -> Result<(), YamlError> {
         match event {
             Event::DocumentStart => {
                 self.documents += 1;
@@ -109,13 +117,13 @@ impl Builder {
                         };
                         (value, anchor)
                     }
-                    None => return Err(DecodeError::Syntax("unbalanced YAML".to_owned())),
+                    None => return Err(YamlError::Syntax("unbalanced YAML".to_owned())),
                 };
                 self.add(value, anchor)?;
             }
             Event::Alias(anchor) => {
                 let value = self.anchors.get(&anchor).cloned().ok_or_else(|| {
-                    DecodeError::Syntax(format!("an alias to an unknown anchor ({anchor})"))
+                    YamlError::Syntax(format!("an alias to an unknown anchor ({anchor})"))
                 })?;
                 self.spend(nodes(&value))?;
                 self.attach(value)?;
@@ -125,7 +133,7 @@ impl Builder {
         Ok(())
     }
 
-    fn add(&mut self, value: Value, anchor: usize) -> Result<(), DecodeError> {
+    fn add(&mut self, value: Value, anchor: usize) -> Result<(), YamlError> {
         self.spend(1)?;
         if anchor != 0 {
             self.anchors.insert(anchor, value.clone());
@@ -133,14 +141,14 @@ impl Builder {
         self.attach(value)
     }
 
-    fn spend(&mut self, count: usize) -> Result<(), DecodeError> {
+    fn spend(&mut self, count: usize) -> Result<(), YamlError> {
         self.budget = self.budget.checked_sub(count).ok_or_else(|| {
             unsupported("a body that expands to too many nodes (aliases repeated too often)")
         })?;
         Ok(())
     }
 
-    fn attach(&mut self, value: Value) -> Result<(), DecodeError> {
+    fn attach(&mut self, value: Value) -> Result<(), YamlError> {
         match self.stack.last_mut() {
             None => self.root = Some(value),
             Some(Collection::Sequence { items, .. }) => items.push(value),
@@ -155,8 +163,8 @@ impl Builder {
     }
 }
 
-fn unsupported(what: &str) -> DecodeError {
-    DecodeError::Unsupported(what.to_owned())
+fn unsupported(what: &str) -> YamlError {
+    YamlError::Unsupported(what.to_owned())
 }
 
 /// The tag's name, with `!!` spelled out as PyYAML writes it.
@@ -172,15 +180,15 @@ fn core_suffix(tag: &Tag) -> Option<&str> {
     (tag.handle == CORE).then_some(tag.suffix.as_str())
 }
 
-fn refuse(tag: &Tag) -> DecodeError {
-    DecodeError::Unsupported(format!(
+fn refuse(tag: &Tag) -> YamlError {
+    YamlError::Unsupported(format!(
         "the YAML tag {} (a Python object or a tag no peer understands; only !!python/tuple, \
          !!set, !!binary and YAML's own types are read)",
         tag_name(tag)
     ))
 }
 
-fn check_sequence_tag(tag: Option<&Tag>) -> Result<(), DecodeError> {
+fn check_sequence_tag(tag: Option<&Tag>) -> Result<(), YamlError> {
     match tag {
         None => Ok(()),
         Some(tag) => match core_suffix(tag) {
@@ -191,7 +199,7 @@ fn check_sequence_tag(tag: Option<&Tag>) -> Result<(), DecodeError> {
 }
 
 /// Whether the mapping is a `!!set`.
-fn check_mapping_tag(tag: Option<&Tag>) -> Result<bool, DecodeError> {
+fn check_mapping_tag(tag: Option<&Tag>) -> Result<bool, YamlError> {
     match tag {
         None => Ok(false),
         Some(tag) => match core_suffix(tag) {
@@ -202,7 +210,7 @@ fn check_mapping_tag(tag: Option<&Tag>) -> Result<bool, DecodeError> {
     }
 }
 
-fn scalar(text: String, style: TScalarStyle, tag: Option<&Tag>) -> Result<Value, DecodeError> {
+fn scalar(text: String, style: TScalarStyle, tag: Option<&Tag>) -> Result<Value, YamlError> {
     if let Some(tag) = tag {
         return match core_suffix(tag) {
             Some("str" | "python/str" | "python/unicode") => Ok(Value::String(text)),
@@ -213,11 +221,12 @@ fn scalar(text: String, style: TScalarStyle, tag: Option<&Tag>) -> Result<Value,
             Some("null") => Ok(Value::Null),
             Some("bool" | "python/bool") => boolean(&text)
                 .map(Value::Bool)
-                .ok_or_else(|| DecodeError::Syntax(format!("{text:?} is not a boolean"))),
+                .ok_or_else(|| YamlError::Syntax(format!("{text:?} is not a boolean"))),
             Some("int" | "python/int") => integer(&text)
-                .ok_or_else(|| DecodeError::Syntax(format!("{text:?} is not an integer")))?,
-            Some("float" | "python/float") => float(&text)
-                .ok_or_else(|| DecodeError::Syntax(format!("{text:?} is not a float")))?,
+                .ok_or_else(|| YamlError::Syntax(format!("{text:?} is not an integer")))?,
+            Some("float" | "python/float") => {
+                float(&text).ok_or_else(|| YamlError::Syntax(format!("{text:?} is not a float")))?
+            }
             _ => Err(refuse(tag)),
         };
     }
@@ -228,7 +237,7 @@ fn scalar(text: String, style: TScalarStyle, tag: Option<&Tag>) -> Result<Value,
 }
 
 /// PyYAML's implicit resolver (YAML 1.1).
-fn resolve_plain(text: String) -> Result<Value, DecodeError> {
+fn resolve_plain(text: String) -> Result<Value, YamlError> {
     if matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL") {
         return Ok(Value::Null);
     }
@@ -256,7 +265,7 @@ fn boolean(text: &str) -> Option<bool> {
 
 /// A YAML 1.1 integer (decimal, `0x`, `0b`, or `0`-prefixed octal; `_` separators), or an
 /// error for one JSON cannot hold; `None` if the text is not an integer.
-fn integer(text: &str) -> Option<Result<Value, DecodeError>> {
+fn integer(text: &str) -> Option<Result<Value, YamlError>> {
     let (negative, digits) = match text.as_bytes().first()? {
         b'-' => (true, &text[1..]),
         b'+' => (false, &text[1..]),
@@ -294,8 +303,8 @@ fn integer(text: &str) -> Option<Result<Value, DecodeError>> {
     Some(Ok(value))
 }
 
-fn too_large(text: &str) -> DecodeError {
-    DecodeError::Unsupported(format!("the integer {text} (larger than 64 bits)"))
+fn too_large(text: &str) -> YamlError {
+    YamlError::Unsupported(format!("the integer {text} (larger than 64 bits)"))
 }
 
 /// PyYAML reads a plain scalar as a float only with a `.` in it (or `.inf`, `.nan`).
@@ -308,10 +317,10 @@ fn looks_like_float(text: &str) -> bool {
 }
 
 /// A float as JSON, or an error for one JSON cannot hold; `None` if the text is not a float.
-fn float(text: &str) -> Option<Result<Value, DecodeError>> {
+fn float(text: &str) -> Option<Result<Value, YamlError>> {
     let body = text.trim_start_matches(['-', '+']);
     if matches!(body, ".inf" | ".Inf" | ".INF" | ".nan" | ".NaN" | ".NAN") {
-        return Some(Err(DecodeError::Unsupported(format!(
+        return Some(Err(YamlError::Unsupported(format!(
             "the float {text} (JSON has no infinities or NaN)"
         ))));
     }
@@ -319,12 +328,12 @@ fn float(text: &str) -> Option<Result<Value, DecodeError>> {
     Some(
         Number::from_f64(parsed)
             .map(Value::Number)
-            .ok_or_else(|| DecodeError::Unsupported(format!("the float {text}"))),
+            .ok_or_else(|| YamlError::Unsupported(format!("the float {text}"))),
     )
 }
 
 /// Mapping keys become strings, as Python's `json` writes them (`1: a` has the key `"1"`).
-fn key_text(key: Value) -> Result<String, DecodeError> {
+fn key_text(key: Value) -> Result<String, YamlError> {
     match key {
         Value::String(text) => Ok(text),
         Value::Null => Ok("null".to_owned()),

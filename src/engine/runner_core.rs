@@ -1,0 +1,178 @@
+//! [`Core`]: the part of a runner that its processes hold (their step contexts, drivers and
+//! handles): the thread's spawner, the store, the registered types, the live and the parked
+//! processes. How processes are started and loaded is the runner's (`runner.rs`), which adds
+//! those methods to `Core`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use parking_lot::{Mutex, RwLock};
+use uuid::Uuid;
+
+use super::checkpoint::Checkpoint;
+use super::error::EngineError;
+use super::park::ParkedProcesses;
+use super::persist::Persister;
+use super::shared::{Control, Parked, ProcessShared};
+use crate::thread::{RuntimeThread, Spawner};
+
+/// A runner's shared state. It reaches the thread through a spawner, which does not keep the
+/// thread alive.
+#[derive(Clone)]
+pub(crate) struct Core {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    spawner: Spawner,
+    persister: Option<Arc<dyn Persister>>,
+    /// Registered process types by name: the only code a checkpoint can lead to.
+    types: RwLock<HashMap<&'static str, Loader>>,
+    /// Persisted processes alive in this runner, so a load neither duplicates one nor misses a
+    /// child that is already running.
+    live: Mutex<LiveTable>,
+    /// Processes whose drivers are parked as data, so that a stopping runtime can drop them
+    /// (marking them abandoned) instead of leaving their waiters waiting.
+    parked: ParkedProcesses,
+}
+
+#[derive(Default)]
+struct LiveTable {
+    processes: HashMap<Uuid, Weak<ProcessShared>>,
+    prune_at: usize,
+}
+
+/// Rebuilds a process of one registered type from its checkpoint (without starting it).
+pub(crate) type Loader = fn(Checkpoint) -> Result<Prepared, EngineError>;
+
+/// Starts a decoded process, given the store it was loaded from and its children.
+pub(crate) type Starter =
+    Box<dyn FnOnce(&Core, Arc<dyn Persister>, Vec<Arc<ProcessShared>>) + Send>;
+
+/// A decoded process, ready to start once its children are linked.
+pub(crate) struct Prepared {
+    pub(crate) shared: Arc<ProcessShared>,
+    pub(crate) children: Vec<Uuid>,
+    pub(crate) start: Starter,
+}
+
+impl Core {
+    pub(crate) fn new(thread: &RuntimeThread, persister: Option<Arc<dyn Persister>>) -> Self {
+        // When the runtime shuts down, parked drivers are dropped with its tasks: their
+        // processes end abandoned, exactly as those whose tasks it drops, and nothing runs or
+        // saves any more (a stop is like a crash for checkpoints). The keeper is an untracked
+        // task that never ends, so the stop's grace period does not wait for it, and the
+        // runtime drops it only when it shuts down. It holds the runner weakly: a keeper that
+        // held it would keep every runner on a long-lived thread alive.
+        let runtime = thread.handle().ok();
+        let inner = Arc::new(Inner {
+            spawner: thread.spawner(),
+            persister,
+            types: RwLock::new(HashMap::new()),
+            live: Mutex::new(LiveTable::default()),
+            // Not running: nothing could drop parked drivers later, so none may park.
+            parked: match runtime {
+                Some(_) => ParkedProcesses::default(),
+                None => ParkedProcesses::closed(),
+            },
+        });
+        if let Some(runtime) = runtime {
+            let keeper = ParkedKeeper(Arc::downgrade(&inner));
+            runtime.spawn(async move {
+                let _keeper = keeper;
+                std::future::pending::<()>().await;
+            });
+        }
+        Core { inner }
+    }
+
+    /// How the runner's thread takes work from its processes.
+    pub(crate) fn spawner(&self) -> &Spawner {
+        &self.inner.spawner
+    }
+
+    /// The checkpoint store, if the runner has one.
+    pub(crate) fn persister(&self) -> Option<&Arc<dyn Persister>> {
+        self.inner.persister.as_ref()
+    }
+
+    /// The checkpoint store, which persisting needs.
+    pub(crate) fn store(&self) -> Result<Arc<dyn Persister>, EngineError> {
+        self.inner.persister.clone().ok_or(EngineError::NoPersister)
+    }
+
+    /// Registers `loader` for `type_name`, unless a loader is registered for it already.
+    pub(crate) fn register_loader(&self, type_name: &'static str, loader: Loader) {
+        // Every persisted submission registers its type: the common case is a read.
+        if !self.inner.types.read().contains_key(type_name) {
+            self.inner.types.write().insert(type_name, loader);
+        }
+    }
+
+    /// The loader registered for `type_name`.
+    pub(crate) fn loader(&self, type_name: &str) -> Option<Loader> {
+        self.inner.types.read().get(type_name).copied()
+    }
+
+    /// Deletes the final checkpoint of a top-level persisted process whose outcome a handle
+    /// has just handed over (once; a failure is logged: the outcome is delivered anyway).
+    pub(crate) fn handed_over(&self, shared: &ProcessShared) {
+        if !shared.hand_over() {
+            return;
+        }
+        if let Some(store) = &self.inner.persister
+            && let Err(error) = store.delete(shared.identity.pid)
+        {
+            tracing::error!(pid = %shared.identity.pid, %error, "cannot delete the checkpoint of a process whose outcome was handed over");
+        }
+    }
+
+    /// See [`ParkedProcesses::park`].
+    pub(crate) fn park<D: Parked + 'static>(
+        &self,
+        shared: &Arc<ProcessShared>,
+        stays: impl FnOnce(&Control) -> bool,
+        driver: &mut Option<D>,
+    ) -> bool {
+        self.inner.parked.park(shared, stays, driver)
+    }
+
+    /// Forgets a parked process that has been woken.
+    pub(crate) fn unpark(&self, pid: Uuid) {
+        self.inner.parked.unpark(pid);
+    }
+
+    /// Remembers a persisted process as alive in this runner.
+    pub(crate) fn track(&self, shared: &Arc<ProcessShared>) {
+        let mut live = self.inner.live.lock();
+        // Drop the entries of processes gone meanwhile, now and then (amortised O(1)).
+        if live.processes.len() >= live.prune_at {
+            live.processes.retain(|_, weak| weak.strong_count() > 0);
+            live.prune_at = (live.processes.len() * 2).max(1024);
+        }
+        live.processes
+            .insert(shared.identity.pid, Arc::downgrade(shared));
+    }
+
+    /// A persisted process of this runner that is still in memory.
+    pub(crate) fn live(&self, pid: Uuid) -> Option<Arc<ProcessShared>> {
+        self.inner.live.lock().processes.get(&pid)?.upgrade()
+    }
+
+    /// A persisted process of this runner that has not ended.
+    pub(crate) fn running(&self, pid: Uuid) -> Option<Arc<ProcessShared>> {
+        self.live(pid)
+            .filter(|shared| !shared.state().is_terminal())
+    }
+}
+
+/// Drops the runner's parked drivers when the runtime drops it (at shutdown).
+struct ParkedKeeper(Weak<Inner>);
+
+impl Drop for ParkedKeeper {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.parked.close();
+        }
+    }
+}
