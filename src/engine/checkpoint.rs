@@ -173,11 +173,19 @@ pub struct ChildRef {
 
 impl Checkpoint {
     /// Encodes as JSON bytes.
+    ///
+    /// # Errors
+    ///
+    /// The JSON encoder's, which a checkpoint (plain JSON data) does not meet in practice.
     pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(self)
     }
 
     /// Decodes JSON bytes, checking the format version; the error says what is wrong.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong, as text: not JSON, another format version, or JSON that is not a checkpoint.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
         let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
         let version = value.get("version").and_then(Value::as_u64);

@@ -130,6 +130,10 @@ impl ProcessController {
     /// Ends a process's wait for a resume with `value`. A paused process keeps the value and
     /// continues with it once played. A process that is not waiting for a resume (running, or
     /// waiting on a timer or a future) refuses it with [`EngineError::InvalidState`].
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::InvalidState` when the process is not waiting for a resume.
     pub fn resume(&self, value: Value) -> Result<(), EngineError> {
         // The wait is armed (and the flag set) just before the process shows `Waiting`: a
         // resume in between is kept for it, so the flag alone decides, as the status shows it.
@@ -271,12 +275,22 @@ impl ProcessHandle {
     /// default current-thread flavour) it refuses at once with
     /// `EngineError::Thread(Error::WouldDeadlock)`: await the handle there instead. A process
     /// whose runtime stopped before it ended gives `EngineError::Thread(Error::Stopped)`.
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::Thread(Error::WouldDeadlock)` on the runner's own thread (current-thread
+    /// flavour); `EngineError::Thread(Error::Stopped)` when the runtime stopped before the process
+    /// ended. The process's own failure is not an error here: it is the outcome.
     pub fn wait(self) -> Result<ProcessOutcome, EngineError> {
         self.wait_before(None)
             .unwrap_or(Err(EngineError::Thread(crate::thread::Error::ResultTaken)))
     }
 
     /// Blocks up to `timeout`; the handle stays usable after a time-out.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`wait`](Self::wait), and `EngineError::Thread(Error::TimedOut)` after `timeout`.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<ProcessOutcome, EngineError> {
         let deadline = std::time::Instant::now().checked_add(timeout);
         self.wait_before(deadline)
@@ -288,6 +302,11 @@ impl ProcessHandle {
     /// Blocks up to a point in time, so that several handles can share one deadline; after
     /// it, `EngineError::Thread(Error::TimedOut)` (with the time this call waited) and the
     /// handle stays usable.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`wait`](Self::wait), and `EngineError::Thread(Error::TimedOut)` once `deadline`
+    /// has passed.
     pub fn wait_until(
         &mut self,
         deadline: std::time::Instant,

@@ -127,6 +127,11 @@ impl StepContext {
 
     /// Launches a child that is checkpointed in the runner's persister, so that a reloaded
     /// parent finds it again (a child launched with [`launch`](Self::launch) is not saved).
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::NoPersister` when the runner has no store; the store's failure to save the
+    /// child's first checkpoint (the child then does not start).
     pub fn launch_persisted<P: Persistent>(
         &mut self,
         child: P,

@@ -46,6 +46,11 @@ pub enum ProcessOutcome {
 
 impl ProcessOutcome {
     /// The outputs of a successful finish; anything else as an error.
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::Failed` for a non-zero exit code, `EngineError::Excepted` and
+    /// `EngineError::Killed` for those outcomes.
     pub fn into_outputs(self) -> Result<Outputs, EngineError> {
         match self {
             ProcessOutcome::Finished { exit_code, outputs } if exit_code.is_success() => {

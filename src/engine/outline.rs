@@ -185,6 +185,11 @@ impl<W> Outline<W> {
     }
 
     /// Whether the outline is well formed (no `elif_`/`else_` misuse, no empty `if_`).
+    ///
+    /// # Errors
+    ///
+    /// A message naming what is malformed: an `elif_` or `else_` that follows no `if_`, or an empty
+    /// block.
     pub fn check(&self) -> Result<(), String> {
         check_block(&self.block)
     }

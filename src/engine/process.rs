@@ -347,6 +347,11 @@ impl StepContext {
     }
 
     /// The outcomes of the children a [`WaitOn::Children`] wait was for, by key (taken once).
+    ///
+    /// # Errors
+    ///
+    /// A [`StepError`] when no children were awaited before this step, or when their outcomes, read
+    /// back from a checkpoint, do not decode.
     pub fn take_child_outcomes(&mut self) -> Result<BTreeMap<String, ProcessOutcome>, StepError> {
         match self.resumed.take().map(|resumed| *resumed) {
             Some(Resumed::Children(outcomes)) => Ok(outcomes),

@@ -191,6 +191,12 @@ impl Runner {
     /// Runs `process` to the end from synchronous code and returns its outputs; a failure exit
     /// code, an exception or a kill comes back as an error. Inside a step, launch a child with
     /// [`StepContext::launch`] and await it instead.
+    ///
+    /// # Errors
+    ///
+    /// A failure exit code, an exception or a kill (see
+    /// [`ProcessOutcome::into_outputs`](super::ProcessOutcome::into_outputs)), and the errors of
+    /// [`ProcessHandle::wait`].
     pub fn run<P: Process>(&self, process: P) -> Result<Outputs, EngineError> {
         self.submit(process).wait()?.into_outputs()
     }
@@ -220,6 +226,13 @@ impl Runner {
 
     /// Continues the process saved under `pid` (and the children it waits for) from its
     /// checkpoint. The step that was running when the checkpoint was taken runs again.
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::NoPersister` without a store; `AlreadyRunning` for a process that runs in this
+    /// runner already; `Persist(NotFound)` for a pid the store does not hold; `UnknownProcessType`
+    /// for a type that was not [`register`](Self::register)ed; `Checkpoint` for a checkpoint that
+    /// does not decode or contradicts itself; the store's failure.
     pub fn load(&self, pid: Uuid) -> Result<ProcessHandle, EngineError> {
         self.core.load(pid)
     }
@@ -231,6 +244,10 @@ impl Runner {
     /// processes](ProcessHandle#outcomes-of-persisted-processes). Every checkpoint is read and
     /// decoded before any process starts, so a corrupt or unknown one stops the load with an
     /// error naming it and nothing half-loaded is left running.
+    ///
+    /// # Errors
+    ///
+    /// As [`load`](Self::load), for the first checkpoint that fails; nothing has started then.
     pub fn load_all(&self) -> Result<Vec<ProcessHandle>, EngineError> {
         let handles = self.core.load_all()?;
         Ok(handles

@@ -233,6 +233,12 @@ impl Namespace {
     }
 
     /// Checks `value` against the namespace at `path`, filling in defaults.
+    ///
+    /// # Errors
+    ///
+    /// A [`PortError`] for the first port, named by its full path under `path`, whose value is
+    /// missing, of the wrong type, undeclared (in a namespace that is not dynamic) or refused by a
+    /// validator.
     pub fn validate(&self, path: &str, value: &mut Value) -> Result<(), PortError> {
         let Some(map) = value.as_object_mut() else {
             return Err(error(path, format!("expected a map, got {value}")));
@@ -349,11 +355,19 @@ impl ProcessSpec {
     }
 
     /// Checks the inputs, filling in defaults.
+    ///
+    /// # Errors
+    ///
+    /// As [`Namespace::validate`], with paths under `inputs`.
     pub fn validate_inputs(&self, inputs: &mut Value) -> Result<(), PortError> {
         self.inputs.validate("inputs", inputs)
     }
 
     /// Checks a complete set of outputs (required ones included).
+    ///
+    /// # Errors
+    ///
+    /// As [`Namespace::validate`], with paths under `outputs`.
     pub fn validate_outputs(&self, outputs: &mut Value) -> Result<(), PortError> {
         self.outputs.validate("outputs", outputs)
     }

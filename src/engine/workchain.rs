@@ -95,6 +95,10 @@ pub trait WorkChain: Send + Sized + 'static {
 }
 
 /// The default of [`WorkChain::on_child_ended`].
+///
+/// # Errors
+///
+/// A [`StepError`] naming the child when it failed (a non-zero exit code), excepted or was killed.
 pub fn store_child_result(
     key: &str,
     outcome: ProcessOutcome,
@@ -176,6 +180,11 @@ impl ChainContext<'_> {
     }
 
     /// Launches a persisted child, which a reloaded chain finds again.
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::NoPersister` when the runner has no store; the store's failure to save the
+    /// child's first checkpoint (the child then does not start).
     pub fn launch_persisted<P: Persistent>(
         &mut self,
         child: P,

@@ -86,6 +86,12 @@ impl TaskSendOptions {
 /// (a clone of it) from inside themselves.
 pub trait Communicator: Clone + Send + Sync + 'static {
     /// Serves RPCs sent to `identifier`. [`Error::DuplicateSubscriber`] if it is taken.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DuplicateSubscriber`] when `identifier` is taken. After [`close`](Self::close),
+    /// [`Error::Closed`]; over RabbitMQ, [`Error::Broker`] or [`Error::ConnectionLost`] when the
+    /// broker fails.
     fn add_rpc_subscriber(
         &self,
         identifier: &str,
@@ -93,6 +99,12 @@ pub trait Communicator: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Stops serving `identifier`; later sends to it are [`Error::Unroutable`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownSubscriber`] when nobody serves `identifier`. After [`close`](Self::close),
+    /// [`Error::Closed`]; over RabbitMQ, [`Error::Broker`] or [`Error::ConnectionLost`] when the
+    /// broker fails.
     fn remove_rpc_subscriber(
         &self,
         identifier: &str,
@@ -100,6 +112,13 @@ pub trait Communicator: Clone + Send + Sync + 'static {
 
     /// Sends `message` to the RPC subscriber `recipient` and waits for the final answer (following
     /// pending replies) up to `timeout`, or the default one when `None`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unroutable`] when nobody serves `recipient`; [`Error::Remote`] when the subscriber
+    /// answered with an error; [`Error::TaskRejected`] when it rejected the message;
+    /// [`Error::Timeout`]; [`Error::Cancelled`] when the subscriber cancelled the answer. After [`close`](Self::close), [`Error::Closed`]; over RabbitMQ,
+    /// [`Error::Broker`] or [`Error::ConnectionLost`] when the broker fails.
     fn rpc_send_with(
         &self,
         recipient: &str,
@@ -117,6 +136,11 @@ pub trait Communicator: Clone + Send + Sync + 'static {
     }
 
     /// Receives every broadcast that passes `filter`, in the order they were sent.
+    ///
+    /// # Errors
+    ///
+    /// After [`close`](Self::close), [`Error::Closed`]; over RabbitMQ, [`Error::Broker`] or
+    /// [`Error::ConnectionLost`] when the broker fails.
     fn add_broadcast_subscriber(
         &self,
         filter: BroadcastFilter,
@@ -124,17 +148,33 @@ pub trait Communicator: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<SubscriberId, Error>> + Send;
 
     /// Stops a broadcast subscriber.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownSubscriber`] for an id that is not subscribed. After [`close`](Self::close),
+    /// [`Error::Closed`]; over RabbitMQ, [`Error::Broker`] or [`Error::ConnectionLost`] when the
+    /// broker fails.
     fn remove_broadcast_subscriber(
         &self,
         id: SubscriberId,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Sends a broadcast to every matching subscriber (none listening is fine).
+    ///
+    /// # Errors
+    ///
+    /// After [`close`](Self::close), [`Error::Closed`]; over RabbitMQ, [`Error::Broker`] or
+    /// [`Error::ConnectionLost`] when the broker fails.
     fn broadcast_send(&self, message: Broadcast) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Takes tasks from `queue` (created if needed). A task is acknowledged only once the handler
     /// has answered; a [`Response::Rejected`](super::Response::Rejected) offers it to another
     /// subscriber; a subscriber removed with tasks in hand gives them back to the queue.
+    ///
+    /// # Errors
+    ///
+    /// After [`close`](Self::close), [`Error::Closed`]; over RabbitMQ, [`Error::Broker`] or
+    /// [`Error::ConnectionLost`] when the broker fails.
     fn add_task_subscriber(
         &self,
         queue: &str,
@@ -143,6 +183,12 @@ pub trait Communicator: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<SubscriberId, Error>> + Send;
 
     /// Stops a task subscriber; its tasks in hand go back to the queue.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownSubscriber`] for an id that is not subscribed. After [`close`](Self::close),
+    /// [`Error::Closed`]; over RabbitMQ, [`Error::Broker`] or [`Error::ConnectionLost`] when the
+    /// broker fails.
     fn remove_task_subscriber(
         &self,
         id: SubscriberId,
@@ -151,6 +197,12 @@ pub trait Communicator: Clone + Send + Sync + 'static {
     /// Queues `task` on the options' queue and waits for its result, up to the options' timeout
     /// (or the default one). A task subscriber's [`Response::Rejected`](super::Response::Rejected)
     /// hands it to another subscriber; its error answer is [`Error::Remote`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Remote`] when the worker answered with an error; [`Error::Timeout`] (a task that
+    /// every subscriber rejected stays queued, so its sender times out). After [`close`](Self::close), [`Error::Closed`];
+    /// over RabbitMQ, [`Error::Broker`] or [`Error::ConnectionLost`] when the broker fails.
     fn task_send_with(
         &self,
         task: Value,
@@ -165,6 +217,12 @@ pub trait Communicator: Clone + Send + Sync + 'static {
     /// Queues `task` on the options' queue without asking for a result (kiwipy's
     /// `no_reply=True`): returns once the task is queued (over RabbitMQ, once the broker has
     /// confirmed it), within the options' timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when the broker does not confirm in time. After [`close`](Self::close),
+    /// [`Error::Closed`]; over RabbitMQ, [`Error::Broker`] or [`Error::ConnectionLost`] when the
+    /// broker fails.
     fn task_send_no_reply(
         &self,
         task: Value,
@@ -177,6 +235,12 @@ pub trait Communicator: Clone + Send + Sync + 'static {
     /// RabbitMQ a waiting pull is a consumer of the queue with room for one task (no polling).
     /// The task may be answered, given back or dropped on any thread, including one without a
     /// runtime (a synchronous worker's).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::QueueEmpty`] when no task came within `timeout`. After [`close`](Self::close),
+    /// [`Error::Closed`]; over RabbitMQ, [`Error::Broker`] or [`Error::ConnectionLost`] when the
+    /// broker fails.
     fn next_task(
         &self,
         queue: &str,

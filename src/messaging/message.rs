@@ -48,6 +48,11 @@ impl Broadcast {
 }
 
 /// Encodes a typed value as a message body.
+///
+/// # Errors
+///
+/// `Error::Decode`, naming the type, when it cannot be represented as JSON (a map with non-string
+/// keys, say).
 pub fn to_value<T: Serialize>(value: &T) -> Result<Value, Error> {
     serde_json::to_value(value).map_err(|e| Error::Decode {
         what: std::any::type_name::<T>().to_owned(),
@@ -56,6 +61,10 @@ pub fn to_value<T: Serialize>(value: &T) -> Result<Value, Error> {
 }
 
 /// Decodes a message body into a typed value; the error names the type and the reason.
+///
+/// # Errors
+///
+/// `Error::Decode`, naming the type and the reason, when the body does not fit `T`.
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, Error> {
     serde_json::from_value(value).map_err(|e| Error::Decode {
         what: std::any::type_name::<T>().to_owned(),

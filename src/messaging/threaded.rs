@@ -54,6 +54,10 @@ impl<C: Communicator + std::fmt::Debug> std::fmt::Debug for SyncCommunicator<C> 
 
 impl SyncCommunicator<LocalCommunicator> {
     /// An in-process broker on a runtime thread of its own, which [`close`](Self::close) stops.
+    ///
+    /// # Errors
+    ///
+    /// `Error::Thread` when the runtime thread cannot start.
     pub fn local() -> Result<Self, Error> {
         let thread = RuntimeThread::builder().name("communicator").start()?;
         Ok(SyncCommunicator::owning(

@@ -127,12 +127,21 @@ impl Builder {
     }
 
     /// Builds the thread without starting it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a setting that cannot work: a name with a NUL byte, zero
+    /// workers, zero blocking threads, a signal that cannot be caught.
     pub fn build(self) -> Result<RuntimeThread, Error> {
         self.config.validate()?;
         Ok(RuntimeThread::from_parts(self.config, self.startup))
     }
 
     /// Builds the thread and starts it.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`build`](Self::build) and of [`RuntimeThread::start`].
     pub fn start(self) -> Result<RuntimeThread, Error> {
         let thread = self.build()?;
         thread.start()?;

@@ -72,6 +72,11 @@ impl<T: Send + 'static> TaskHandle<T> {
     /// returns [`Error::WouldDeadlock`] at once unless the work is already done, because that
     /// thread is the only one that could finish it. On a multi-thread runtime's worker it moves
     /// the worker's other tasks away first (`tokio::task::block_in_place`) and then waits.
+    ///
+    /// # Errors
+    ///
+    /// The work's end when it did not produce a value: [`Error::Cancelled`], [`Error::Panicked`] or
+    /// [`Error::Stopped`]; and [`Error::WouldDeadlock`] as described above.
     pub fn wait(self) -> Result<T, Error> {
         // Without a deadline `wait_until` always returns `Some`; the fallback only keeps this
         // free of a panic path.
@@ -80,6 +85,10 @@ impl<T: Send + 'static> TaskHandle<T> {
 
     /// Like [`wait`](Self::wait), but gives up after `timeout` with [`Error::TimedOut`]; the handle
     /// stays usable, so the caller may wait again, cancel, or await.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`wait`](Self::wait), and [`Error::TimedOut`] after `timeout`.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<T, Error> {
         let deadline = Instant::now().checked_add(timeout);
         self.wait_before(deadline)
@@ -104,6 +113,10 @@ impl<T: Send + 'static> TaskHandle<T> {
     /// assert_eq!(doubled, [0, 2, 4]);
     /// # Ok::<(), runtime_thread::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// Those of [`wait`](Self::wait), and [`Error::TimedOut`] once `deadline` has passed.
     pub fn wait_until(&mut self, deadline: Instant) -> Result<T, Error> {
         let start = Instant::now();
         self.wait_before(Some(deadline))

@@ -149,6 +149,11 @@ impl RuntimeThread {
     /// startup task has been spawned. A thread can be started once: a second call returns
     /// [`Error::AlreadyStarted`]. A failure to set up (the OS thread, the runtime, a signal
     /// handler) comes back as [`Error::StartFailed`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyStarted`] on a second call; [`Error::StartFailed`] when the OS thread, the
+    /// runtime or a signal handler cannot be set up.
     pub fn start(&self) -> Result<(), Error> {
         let mut thread = self.thread.lock();
         if !matches!(*thread, ThreadState::NotStarted) {
@@ -208,12 +213,22 @@ impl RuntimeThread {
     ///
     /// Called from the runtime thread itself (or one of its pool threads), it requests the stop
     /// and returns [`Error::WouldJoinItself`], since a thread cannot join itself.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WouldJoinItself`] when called on the runtime's own threads (the stop is requested
+    /// all the same); [`Error::NotStarted`] for a thread that was never started;
+    /// [`Error::Panicked`] if the runtime thread itself panicked.
     pub fn stop(&self) -> Result<StopReport, Error> {
         self.stop_inner(None)
     }
 
     /// [`stop`](Self::stop) with a grace period other than the configured one (zero aborts at
     /// once). It only applies if this call is the one that starts the stop.
+    ///
+    /// # Errors
+    ///
+    /// As [`stop`](Self::stop).
     pub fn stop_with_grace(&self, grace: Duration) -> Result<StopReport, Error> {
         self.stop_inner(Some(grace))
     }
@@ -227,6 +242,11 @@ impl RuntimeThread {
     /// returns the report. A daemon's `main` is `start()` followed by `join()`. Returns
     /// [`Error::NotStarted`] for a thread that was never started and is not stopped, since it
     /// would wait forever.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotStarted`] for a thread never started and not stopped; [`Error::WouldJoinItself`]
+    /// on the runtime's own threads; [`Error::Panicked`] if the runtime thread itself panicked.
     pub fn join(&self) -> Result<StopReport, Error> {
         if context::belongs_to(self.shared.id) {
             return Err(Error::WouldJoinItself);
@@ -321,6 +341,10 @@ impl RuntimeThread {
     /// [`Builder::startup_task`](crate::Builder::startup_task)). Before start it is kept for the
     /// start; on a running thread it starts at once; on a stopping or stopped thread it is refused
     /// with [`Error::Stopped`]. It is never silently dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stopped`] on a thread that is stopping or has stopped.
     pub fn register_startup_task<F, Fut>(
         &self,
         name: impl Into<String>,
@@ -362,6 +386,10 @@ impl RuntimeThread {
 
     /// The runtime's tokio handle, for power users (spawning directly bypasses this crate's
     /// bookkeeping: such tasks are not tracked, counted or given a grace period).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotStarted`] before the thread starts, [`Error::Stopped`] once it is stopping.
     pub fn handle(&self) -> Result<tokio::runtime::Handle, Error> {
         if self.shared.handoff.is_closed() {
             return Err(Error::Stopped);
@@ -422,6 +450,11 @@ impl RuntimeThread {
     /// assert!(!rt.is_running());
     /// # Ok::<(), runtime_thread::Error>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// Those of [`start_guard`](Self::start_guard) (a thread that cannot start); the body's own
+    /// result is returned inside `Ok`.
     pub fn scope<R>(&self, body: impl FnOnce(&RuntimeThread) -> R) -> Result<R, Error> {
         let guard = self.start_guard()?;
         Ok(body(&guard))
@@ -468,6 +501,10 @@ pub struct StopGuard<'a> {
 
 impl StopGuard<'_> {
     /// Stops now and returns the report (dropping the guard stops too, discarding it).
+    ///
+    /// # Errors
+    ///
+    /// As [`RuntimeThread::stop`].
     pub fn stop(self) -> Result<StopReport, Error> {
         let thread = self.thread;
         std::mem::forget(self);

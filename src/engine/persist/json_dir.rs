@@ -19,6 +19,10 @@ pub struct JsonDirPersister {
 
 impl JsonDirPersister {
     /// A store in `dir` (created if missing).
+    ///
+    /// # Errors
+    ///
+    /// `PersistError::Store` when `dir` cannot be created.
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, PersistError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;

@@ -20,18 +20,40 @@ use super::error::PersistError;
 /// are: memory, one small file, one SQLite row).
 pub trait Persister: Send + Sync + 'static {
     /// Saves (or replaces) the checkpoint of `checkpoint.pid`.
+    ///
+    /// # Errors
+    ///
+    /// [`PersistError::Store`] when the store fails.
     fn save(&self, checkpoint: &Checkpoint) -> Result<(), PersistError>;
     /// Loads a process's checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`PersistError::NotFound`] for a pid the store does not hold; [`PersistError::Corrupt`] for
+    /// bytes that are not a checkpoint of this pid; [`PersistError::Store`] when the store fails.
     fn load(&self, pid: Uuid) -> Result<Checkpoint, PersistError>;
     /// The pids of every saved checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`PersistError::Store`] when the store fails.
     fn list(&self) -> Result<Vec<Uuid>, PersistError>;
     /// Deletes a process's checkpoint; deleting one that is absent is not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`PersistError::Store`] when the store fails.
     fn delete(&self, pid: Uuid) -> Result<(), PersistError>;
 
     /// Saves a checkpoint given as its encoding ([`Checkpoint::to_bytes`]): the engine saves
     /// through this, so that a store which keeps bytes (as the built-in ones do) gets them
     /// without the engine building a [`Checkpoint`] first. By default it decodes them and
     /// calls [`save`](Persister::save).
+    ///
+    /// # Errors
+    ///
+    /// [`PersistError::Corrupt`] for bytes that do not decode (by default); [`PersistError::Store`]
+    /// when the store fails.
     fn save_bytes(&self, pid: Uuid, bytes: Vec<u8>) -> Result<(), PersistError> {
         self.save(&decode(pid, &bytes)?)
     }
@@ -40,6 +62,11 @@ pub trait Persister: Send + Sync + 'static {
     /// store fails or the program dies meanwhile, none, in a store that can (the SQLite store
     /// and the in-memory one do). By default they are saved one by one, which a crash can cut
     /// short.
+    ///
+    /// # Errors
+    ///
+    /// [`PersistError::Store`] when the store fails; a store that saves in one transaction has then
+    /// saved none.
     fn save_all(&self, checkpoints: Vec<(Uuid, Vec<u8>)>) -> Result<(), PersistError> {
         for (pid, bytes) in checkpoints {
             self.save_bytes(pid, bytes)?;

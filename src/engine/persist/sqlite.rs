@@ -66,6 +66,11 @@ fn store_error(error: rusqlite::Error) -> PersistError {
 
 impl SqlitePersister {
     /// Opens (or creates) the database at `path`; each save is committed before it returns.
+    ///
+    /// # Errors
+    ///
+    /// `PersistError::Store` when the database cannot be opened or set up (its file, WAL mode, the
+    /// table).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, PersistError> {
         Ok(SqlitePersister {
             db: Arc::new(Db::open(path)?),
@@ -74,6 +79,10 @@ impl SqlitePersister {
     }
 
     /// Opens (or creates) the database at `path` with group commit (see the type's docs).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open), and when the commit thread cannot start.
     pub fn open_batched(path: impl AsRef<Path>) -> Result<Self, PersistError> {
         let db = Arc::new(Db::open(path)?);
         let batcher = Batcher::start(db.clone())?;
@@ -84,6 +93,10 @@ impl SqlitePersister {
     }
 
     /// A private in-memory database (tests, benchmarks).
+    ///
+    /// # Errors
+    ///
+    /// `PersistError::Store` when SQLite cannot set the database up.
     pub fn in_memory() -> Result<Self, PersistError> {
         Ok(SqlitePersister {
             db: Arc::new(Db::set_up(
@@ -94,6 +107,10 @@ impl SqlitePersister {
     }
 
     /// Replaces the stored bytes of `pid` (to test how corrupt checkpoints are handled).
+    ///
+    /// # Errors
+    ///
+    /// The database's failure to write.
     pub fn put_raw(&self, pid: Uuid, bytes: &[u8]) -> Result<(), PersistError> {
         self.write(pid, Some(bytes.to_vec()))
     }

@@ -47,6 +47,11 @@ pub fn encode(value: &Value) -> Vec<u8> {
 
 /// Decodes a body: JSON first (what this crate and most peers send), then YAML (what kiwipy
 /// sends by default). Bodies over `limit` bytes are refused before parsing.
+///
+/// # Errors
+///
+/// [`DecodeError::TooLarge`] over `limit`; [`DecodeError::Syntax`] for a body that is neither JSON
+/// nor YAML; [`DecodeError::Unsupported`] for YAML with no JSON equivalent.
 pub fn decode(body: &[u8], limit: usize) -> Result<Value, DecodeError> {
     if body.len() > limit {
         return Err(DecodeError::TooLarge {

@@ -130,6 +130,11 @@ struct TaskSubscription {
 impl AmqpCommunicator {
     /// Connects to the broker and declares the exchanges and this communicator's reply queue.
     /// Fails with [`Error::Broker`] if the broker cannot be reached within the connect timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Broker`] when the broker cannot be reached or refuses the declarations within the
+    /// connect timeout.
     pub async fn connect(config: AmqpConfig) -> Result<Self, Error> {
         let (link, _) = watch::channel(None);
         let inner = Arc::new(Inner {
@@ -166,8 +171,13 @@ impl AmqpCommunicator {
         self.inner.link.borrow().is_some()
     }
 
-    /// Deletes task queue `queue` (named as in [`Communicator::task_send_with`]) with the tasks
+    /// Deletes task queue `queue` (named as in [`TaskSendOptions::queue`](crate::messaging::TaskSendOptions::queue)) with the tasks
     /// in it; returns how many it held. kiwipy has no such call; tests and administration do.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] after close; [`Error::Broker`] when the broker fails; [`Error::Timeout`]
+    /// when it does not answer in time.
     pub async fn delete_task_queue(&self, queue: &str) -> Result<u32, Error> {
         self.check_open()?;
         let name = self.inner.config.task_queue_name(queue);

@@ -88,11 +88,20 @@ use crate::thread::RuntimeThread;
 /// comm.close();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Errors
+///
+/// Those of [`connect_with`].
 pub fn connect(url: &str) -> Result<SyncCommunicator<AmqpCommunicator>, Error> {
     connect_with(AmqpConfig::new().url(url))
 }
 
 /// [`connect`] with a full configuration.
+///
+/// # Errors
+///
+/// [`Error::Broker`] when the broker cannot be reached; [`Error::Thread`] when the runtime thread
+/// cannot start.
 pub fn connect_with(config: AmqpConfig) -> Result<SyncCommunicator<AmqpCommunicator>, Error> {
     let thread = RuntimeThread::builder().name("amqp").start()?;
     let connected = thread
