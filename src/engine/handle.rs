@@ -22,7 +22,24 @@ pub struct ProcessController {
 }
 
 impl ProcessController {
-    /// The process id.
+    /// The process id: a UUID, whose type the engine re-exports, so that a program names it
+    /// without depending on `uuid` itself.
+    ///
+    /// ```
+    /// use runtime_thread::engine::{Command, Process, Runner, StepContext, StepError, Uuid};
+    ///
+    /// struct Done;
+    /// impl Process for Done {
+    ///     async fn step(&mut self, _: &str, _: &mut StepContext) -> Result<Command, StepError> {
+    ///         Ok(Command::finish())
+    ///     }
+    /// }
+    ///
+    /// let handle = Runner::start()?.submit(Done);
+    /// let pid: Uuid = handle.pid();
+    /// assert_eq!(handle.status().pid, pid);
+    /// # Ok::<(), runtime_thread::engine::EngineError>(())
+    /// ```
     pub fn pid(&self) -> Uuid {
         self.shared.identity.pid
     }
