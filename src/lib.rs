@@ -53,7 +53,7 @@
 // docs.rs (nightly, `--cfg docsrs`) marks the items of each cargo feature with it.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(rust_2018_idioms, unreachable_pub)]
-#![cfg_attr(loom, allow(dead_code, unused_imports))]
+#![cfg_attr(loom, allow(dead_code, unused_imports, unreachable_pub))]
 
 #[cfg(not(loom))]
 pub mod engine;
@@ -84,7 +84,8 @@ pub struct OnePublicPath;
 
 #[cfg(not(loom))]
 pub use thread::{
-    AbortHandle, Builder, Error, Flavor, RuntimeThread, StartupOutcome, StartupTaskReport, Stats,
-    StopCause, StopGuard, StopReport, TaskHandle, TaskOutput,
+    AbortHandle, Builder, DEV_MODE_VARIABLE, DevReport, Error, Flavor, RuntimeThread, SlowPoll,
+    Stall, StartupOutcome, StartupTaskReport, Stats, StopCause, StopGuard, StopReport, TaskHandle,
+    TaskOutput,
 };
 pub use tokio_util::sync::CancellationToken;

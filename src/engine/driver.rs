@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Either};
 use serde_json::Value;
 
 use super::checkpoint::{
@@ -36,7 +36,7 @@ use super::persist::Persister;
 use super::process::{Command, Process, StepContext, StepName, WaitOn};
 use super::shared::{Control, Parked, ProcessShared};
 use super::state::ProcessState;
-use crate::thread::panic_message;
+use crate::thread::{Described, panic_message};
 
 /// How to save a process of type `P`, for a persisted one.
 pub(crate) struct Saver<P> {
@@ -297,7 +297,11 @@ impl<P: Process> Parked for Driver<P> {
     fn wake(self: Box<Self>) {
         let runner = self.ctx.runner().clone();
         runner.unpark(self.shared.identity.pid);
-        let _refused = runner.spawner().spawn_job(drive_loop(Some(*self), None));
+        let identity = &self.shared.identity;
+        let name = format!("process {} {}", identity.type_name, identity.pid);
+        let _refused = runner
+            .spawner()
+            .spawn_job(drive_loop(Some(*self), None), || name);
     }
 }
 
@@ -388,7 +392,21 @@ impl<P: Process> Driver<P> {
                 step: name.to_string(),
             })?;
         }
-        let step = AssertUnwindSafe(self.process.step(&name, &mut self.ctx)).catch_unwind();
+        // In the development mode every poll of the step names the process and the step.
+        let what = self.ctx.runner().spawner().dev_mode().then(|| {
+            let step = self.process.step_name(&name).unwrap_or(&name);
+            let identity = &shared.identity;
+            Arc::<str>::from(format!(
+                "process {} {} in step '{step}'",
+                identity.type_name, identity.pid
+            ))
+        });
+        let step = self.process.step(&name, &mut self.ctx);
+        let step = AssertUnwindSafe(match what {
+            Some(what) => Either::Left(Described::new(step, what)),
+            None => Either::Right(step),
+        })
+        .catch_unwind();
         let force_kill = shared.until_control(|c| {
             c.kill
                 .as_ref()
@@ -492,6 +510,16 @@ impl<P: Process> Driver<P> {
             return Ok(());
         };
         let position = position(self);
+        if self.ctx.runner().spawner().dev_mode() {
+            let identity = &self.shared.identity;
+            crate::thread::describe(|| {
+                format!(
+                    "saving the checkpoint of process {} {}",
+                    identity.type_name, identity.pid
+                )
+                .into()
+            });
+        }
         let checkpoint = checkpoint_of(&self.shared, &self.ctx, state, &self.process, &position);
         saver
             .save(&checkpoint)

@@ -489,7 +489,16 @@ impl Core {
     ) -> ProcessHandle {
         let shared = ctx.shared().clone();
         // A refusal drops the driver, which marks the process abandoned: say why.
-        if let Err(why) = self.spawner().spawn_job(drive(process, ctx, start, saver)) {
+        let name = || {
+            format!(
+                "process {} {}",
+                shared.identity.type_name, shared.identity.pid
+            )
+        };
+        if let Err(why) = self
+            .spawner()
+            .spawn_job(drive(process, ctx, start, saver), name)
+        {
             shared.refused(why);
         }
         ProcessHandle::new(shared, self.clone())

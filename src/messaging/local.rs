@@ -17,6 +17,7 @@ use super::handler::{BroadcastHandler, Handler};
 use super::message::{Broadcast, Value};
 use super::response::Response;
 use super::task::{IncomingTask, Settle};
+use crate::thread::watched;
 
 /// The default for operations that wait for an answer.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -353,7 +354,12 @@ impl Settle for Lease {
 }
 
 async fn run_task(lease: Lease, handler: Handler, body: Value, holder: SubscriberId) {
-    let response = handler.call(body).await;
+    let queue = &lease.queue;
+    let call = handler.call(body);
+    let response = watched(call, || {
+        format!("task subscriber {holder} on queue '{queue}'")
+    })
+    .await;
     if matches!(response, Response::Rejected) {
         tracing::debug!(%holder, "task rejected; offering it to another subscriber");
         return lease.settle(Settlement::Reject);
@@ -396,7 +402,10 @@ impl Communicator for LocalCommunicator {
         let handler = handler.ok_or_else(|| Error::Unroutable {
             recipient: recipient.to_owned(),
         })?;
-        let mut server = Box::pin(async move { handler.call(message).await.settle().await });
+        let call = watched(handler.call(message), || {
+            format!("rpc subscriber '{recipient}'")
+        });
+        let mut server = Box::pin(async move { call.await.settle().await });
         // Poll the server once here: a handler that answers at once (every plain-closure handler)
         // then costs no task, no timer and no wait.
         if let Some(answer) = (&mut server).now_or_never() {
@@ -427,7 +436,10 @@ impl Communicator for LocalCommunicator {
         // One consumer per subscriber keeps each subscriber's deliveries in send order.
         tokio::spawn(async move {
             while let Some(message) = messages.recv().await {
-                handler.call(message).await;
+                watched(handler.call(message), || {
+                    format!("broadcast subscriber {id}")
+                })
+                .await;
             }
         });
         self.inner

@@ -126,12 +126,63 @@ impl Builder {
         self
     }
 
+    /// Switches the development mode on or off (default: off, unless the environment variable
+    /// [`DEV_MODE_VARIABLE`](crate::DEV_MODE_VARIABLE) is set to anything but `0`, as
+    /// `PYTHONDEVMODE` switches on Python's). In it, the thread reports through `tracing`
+    /// (target `runtime_thread::dev`):
+    ///
+    /// - every poll of work that entered through this crate (submitted futures, startup tasks,
+    ///   engine steps, message handlers) that held the thread longer than the
+    ///   [slow-poll threshold](Self::slow_poll_threshold), naming the work and the time;
+    /// - a poll still running past the [stall threshold](Self::stall_threshold), while it runs
+    ///   (a watchdog thread looks four times per threshold), naming what it polls;
+    /// - a [`TaskHandle`](crate::TaskHandle) dropped unread whose work panicked.
+    ///
+    /// The [`StopReport`](crate::StopReport) then sums up the slowest polls and the stalls. Off,
+    /// nothing is timed or wrapped and no watchdog runs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use runtime_thread::RuntimeThread;
+    ///
+    /// let rt = RuntimeThread::builder()
+    ///     .dev_mode(true)
+    ///     .slow_poll_threshold(Duration::from_millis(20))
+    ///     .start()?;
+    /// // A blocking sleep inside a future holds the thread: the mode names it.
+    /// rt.run_threadsafe(async { std::thread::sleep(Duration::from_millis(30)) }).wait()?;
+    /// let report = rt.stop()?;
+    /// let seen = report.dev.expect("the mode was on");
+    /// assert_eq!(seen.slow_polls, 1);
+    /// assert!(seen.slowest[0].work.contains("src/"), "{}", seen.slowest[0].work);
+    /// # Ok::<(), runtime_thread::Error>(())
+    /// ```
+    pub fn dev_mode(mut self, on: bool) -> Self {
+        self.config.dev.on = on;
+        self
+    }
+
+    /// In the development mode, how long a poll may hold the thread before it is reported
+    /// (default 100 ms, asyncio's `slow_callback_duration`).
+    pub fn slow_poll_threshold(mut self, threshold: Duration) -> Self {
+        self.config.dev.slow_poll = threshold;
+        self
+    }
+
+    /// In the development mode, how long a poll may run before the watchdog reports it while it
+    /// still runs (default 250 ms: longer than a slow poll, so that a poll just over that
+    /// threshold gives one warning).
+    pub fn stall_threshold(mut self, threshold: Duration) -> Self {
+        self.config.dev.stall = threshold;
+        self
+    }
+
     /// Builds the thread without starting it.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for a setting that cannot work: a name with a NUL byte, zero
-    /// workers, zero blocking threads, a signal that cannot be caught.
+    /// workers, zero blocking threads, a signal that cannot be caught, a zero threshold.
     pub fn build(self) -> Result<RuntimeThread, Error> {
         self.config.validate()?;
         Ok(RuntimeThread::from_parts(self.config, self.startup))

@@ -6,6 +6,7 @@
 //! `state` atomic is only a fast-path hint: every transition happens under the mutex, so the
 //! protocol is the mutex protocol plus one flag read.
 
+use std::fmt;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -36,6 +37,9 @@ struct Slot<T> {
     sleepers: usize,
     /// The waker of the task itself, so that a cancellation interrupts it at once.
     task: Option<Waker>,
+    /// In the development mode, the work whose handle was dropped unread: a panic is then
+    /// reported when it resolves, since nobody else will see it.
+    unread: Option<Box<dyn fmt::Display + Send>>,
 }
 
 impl<T> Completion<T> {
@@ -49,6 +53,7 @@ impl<T> Completion<T> {
                 callback: None,
                 sleepers: 0,
                 task: None,
+                unread: None,
             }),
             ready: Condvar::new(),
         }
@@ -65,6 +70,9 @@ impl<T> Completion<T> {
         let mut slot = lock(&self.slot);
         if self.state.load(Relaxed) != PENDING {
             return false;
+        }
+        if let Some(work) = slot.unread.take() {
+            report_unread(&*work, &result);
         }
         if let Some(callback) = slot.callback.take() {
             self.state.store(TAKEN, Release);
@@ -84,6 +92,11 @@ impl<T> Completion<T> {
             waker.wake();
         }
         true
+    }
+
+    /// True once the outcome was taken (or handed to a callback).
+    pub(crate) fn is_taken(&self) -> bool {
+        self.state.load(Acquire) == TAKEN
     }
 
     /// The outcome if resolved (`ResultTaken` if it was taken before), `None` while pending.
@@ -143,6 +156,21 @@ impl<T> Completion<T> {
         Poll::Pending
     }
 
+    /// Notes that the handle was dropped without its result being read (development mode): a
+    /// panic of `work`, now or when it resolves, is reported, since nobody else will see it.
+    pub(crate) fn dropped_unread(&self, work: Box<dyn fmt::Display + Send>) {
+        let mut slot = lock(&self.slot);
+        match self.state.load(Relaxed) {
+            PENDING if slot.callback.is_none() => slot.unread = Some(work),
+            READY => {
+                if let Some(result) = &slot.value {
+                    report_unread(&*work, result);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Runs `callback` with the outcome: at once on this thread when already resolved, otherwise
     /// later on the thread that resolves it.
     pub(crate) fn on_resolved(&self, callback: Callback<T>) {
@@ -186,6 +214,18 @@ impl<T> Completion<T> {
 
 /// Runs a callback on the resolving thread, which serves everybody else's work too (usually the
 /// runtime thread): a panic in it is logged, never allowed to unwind into the runtime.
+/// asyncio's "Task exception was never retrieved": the work panicked and its handle was dropped.
+fn report_unread<T>(work: &dyn fmt::Display, result: &Result<T, Error>) {
+    if let Err(Error::Panicked { message }) = result {
+        tracing::error!(
+            target: "runtime_thread::dev",
+            %work,
+            panic = %message,
+            "unread failure: {work} panicked and its handle was dropped without reading it: {message}"
+        );
+    }
+}
+
 fn run_isolated<T>(callback: Callback<T>, result: Result<T, Error>) {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || callback(result)));
     if let Err(payload) = outcome {

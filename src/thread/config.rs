@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::dev::DevConfig;
 use super::error::Error;
 
 /// Which tokio scheduler the thread runs.
@@ -30,6 +31,7 @@ pub(crate) struct Config {
     pub(crate) signals: Vec<i32>,
     pub(crate) idle_spin: Duration,
     pub(crate) wait_spin: Duration,
+    pub(crate) dev: DevConfig,
 }
 
 impl Default for Config {
@@ -42,6 +44,7 @@ impl Default for Config {
             signals: Vec::new(),
             idle_spin: Duration::from_micros(50),
             wait_spin: Duration::from_micros(20),
+            dev: DevConfig::default(),
         }
     }
 }
@@ -56,6 +59,11 @@ impl Config {
         if let Flavor::MultiThread { workers: 0 } = self.flavor {
             return Err(Error::InvalidConfig(
                 "a multi-thread runtime needs at least one worker".into(),
+            ));
+        }
+        if self.dev.slow_poll.is_zero() || self.dev.stall.is_zero() {
+            return Err(Error::InvalidConfig(
+                "the development mode's thresholds must be longer than zero".into(),
             ));
         }
         if self.max_blocking_threads == Some(0) {

@@ -11,6 +11,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::completion::{Completion, Resolve};
 use super::context;
+use super::dev::Unread;
 use super::error::Error;
 use super::spin::Spin;
 
@@ -59,13 +60,37 @@ pub struct TaskHandle<T> {
     completion: Arc<Completion<T>>,
     /// How the runtime thread that resolves it wants its waiters to spin.
     spin: Arc<Spin>,
+    /// In the development mode, the work, to report a panic nobody read.
+    unread: Option<Unread>,
+}
+
+impl<T> TaskHandle<T> {
+    pub(crate) fn new(completion: Arc<Completion<T>>, spin: Arc<Spin>) -> Self {
+        TaskHandle {
+            completion,
+            spin,
+            unread: None,
+        }
+    }
+
+    /// Reports the work's panic if this handle is dropped without its result being read
+    /// (the development mode's "failures nobody read").
+    pub(crate) fn report_unread_failure(&mut self, work: Unread) {
+        self.unread = Some(work);
+    }
+}
+
+impl<T> Drop for TaskHandle<T> {
+    fn drop(&mut self) {
+        if let Some(work) = self.unread.take()
+            && !self.completion.is_taken()
+        {
+            self.completion.dropped_unread(Box::new(work));
+        }
+    }
 }
 
 impl<T: Send + 'static> TaskHandle<T> {
-    pub(crate) fn new(completion: Arc<Completion<T>>, spin: Arc<Spin>) -> Self {
-        TaskHandle { completion, spin }
-    }
-
     /// Blocks the calling thread until the work is done and returns its result.
     ///
     /// On the runtime thread of a current-thread [`RuntimeThread`](crate::RuntimeThread) this

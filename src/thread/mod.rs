@@ -20,6 +20,8 @@ mod config;
 #[cfg(not(loom))]
 mod context;
 #[cfg(not(loom))]
+mod dev;
+#[cfg(not(loom))]
 mod dispatcher;
 mod error;
 #[cfg(not(loom))]
@@ -47,6 +49,10 @@ mod task;
 pub use builder::Builder;
 #[cfg(not(loom))]
 pub use config::Flavor;
+#[cfg(not(loom))]
+pub use dev::{DEV_MODE_VARIABLE, DevReport, SlowPoll, Stall};
+#[cfg(not(loom))]
+pub(crate) use dev::{Described, describe, watched};
 pub use error::Error;
 #[cfg(not(loom))]
 pub(crate) use error::panic_message;

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::dev::DevReport;
+
 /// Counts of work submitted to a [`RuntimeThread`](crate::RuntimeThread), from
 /// [`stats`](crate::RuntimeThread::stats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,6 +88,8 @@ pub struct StopReport {
     pub grace_expired: bool,
     /// The grace period was cut short by a second signal.
     pub forced: bool,
+    /// What the [development mode](crate::Builder::dev_mode) saw: `None` when it was off.
+    pub dev: Option<DevReport>,
     /// From the stop request to the end of the thread.
     pub elapsed: Duration,
 }

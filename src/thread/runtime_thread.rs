@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::completion::Completion;
 use super::config::{Config, Flavor};
 use super::context::{self, Membership};
+use super::dev::{Dev, Unread, WorkName};
 use super::dispatcher::Dispatcher;
 use super::error::{Error, panic_message};
 use super::handle::{AbortHandle, TaskHandle};
@@ -274,14 +275,30 @@ impl RuntimeThread {
     /// The future is polled once straight away on the runtime thread; if it is not ready it
     /// becomes a tokio task. If the thread is not running, the handle is already resolved with
     /// [`Error::NotStarted`] or [`Error::Stopped`].
+    #[track_caller]
     pub fn run_threadsafe<F>(&self, future: F) -> TaskHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
+        self.run_named(future, WorkName::Caller(Location::caller()))
+    }
+
+    /// [`run_threadsafe`](Self::run_threadsafe), naming the work in the development mode.
+    pub(crate) fn run_named<F>(&self, future: F, name: WorkName) -> TaskHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
         let completion = Arc::new(Completion::new());
-        let handle = TaskHandle::new(completion.clone(), self.shared.spin.clone());
-        self.shared.submit(future, completion, false);
+        let mut handle = TaskHandle::new(completion.clone(), self.shared.spin.clone());
+        if let Some(dev) = &self.shared.dev {
+            handle.report_unread_failure(Unread {
+                work: name.clone(),
+                thread: dev.thread().clone(),
+            });
+        }
+        self.shared.submit(future, completion, false, name);
         handle
     }
 
@@ -293,13 +310,23 @@ impl RuntimeThread {
     ///
     /// [`Error::NotStarted`] or [`Error::Stopped`] at once if the thread is not running, so a
     /// refused task is never silently lost.
+    #[track_caller]
     pub fn spawn_threadsafe<F>(&self, future: F) -> Result<AbortHandle, Error>
     where
         F: Future + Send + 'static,
         F::Output: TaskOutput,
     {
+        self.spawn_named(future, WorkName::Caller(Location::caller()))
+    }
+
+    /// [`spawn_threadsafe`](Self::spawn_threadsafe), naming the work in the development mode.
+    pub(crate) fn spawn_named<F>(&self, future: F, name: WorkName) -> Result<AbortHandle, Error>
+    where
+        F: Future + Send + 'static,
+        F::Output: TaskOutput,
+    {
         self.shared
-            .spawn_reported(future)
+            .spawn_reported(future, name)
             .map(|completion| AbortHandle::new(completion))
     }
 
@@ -373,7 +400,7 @@ impl RuntimeThread {
         let prepared = startup::prepare(&self.shared.startup_records, task);
         let shared = self.shared.clone();
         self.shared.enqueue(Box::pin(async move {
-            prepared.spawn(&shared.shutdown, &shared.tracker)
+            prepared.spawn(&shared.shutdown, &shared.tracker, shared.dev.as_ref())
         }));
         Ok(())
     }
@@ -592,6 +619,12 @@ fn thread_main(shared: Arc<Shared>, ready: SyncSender<Result<(), Error>>) -> Sto
         runtime: shared.id,
         scheduler: shared.config.flavor == Flavor::CurrentThread,
     }));
+    if let Some(dev) = &shared.dev {
+        dev.join_thread();
+        if let Err(error) = dev.start_watchdog() {
+            tracing::warn!(thread = %shared.config.name, %error, "the development mode's watchdog could not start; slow polls are still reported");
+        }
+    }
     let end = runtime.block_on(serve(&shared, listener, ready));
     // Still a member while the runtime drops its tasks: a task holding the last handle to this
     // thread then drops it here, and that handle must not try to join its own thread.
@@ -645,12 +678,20 @@ fn build_runtime(shared: &Shared) -> io::Result<tokio::runtime::Runtime> {
         builder.max_blocking_threads(threads);
     }
     let id = shared.id;
+    let dev = shared.dev.clone();
     builder.on_thread_start(move || {
         context::enter(Some(Membership {
             runtime: id,
             scheduler: false,
-        }))
+        }));
+        // Workers poll tasks too; the blocking pool's threads join as well, harmlessly.
+        if let Some(dev) = &dev {
+            dev.join_thread();
+        }
     });
+    if shared.dev.is_some() {
+        builder.on_thread_stop(Dev::leave_thread);
+    }
     builder.build()
 }
 
@@ -666,7 +707,11 @@ async fn serve(
     shared.handoff.mark_running();
     let registered = shared.pending_startup.lock().take().unwrap_or_default();
     for task in registered {
-        startup::prepare(&shared.startup_records, task).spawn(&shared.shutdown, &shared.tracker);
+        startup::prepare(&shared.startup_records, task).spawn(
+            &shared.shutdown,
+            &shared.tracker,
+            shared.dev.as_ref(),
+        );
     }
     let _ = ready.send(Ok(()));
 
@@ -733,6 +778,7 @@ fn shut_down(runtime: tokio::runtime::Runtime, shared: &Shared, end: GraceEnd) -
         blocking_detached: detached as u64,
         grace_expired: end == GraceEnd::Expired,
         forced: end == GraceEnd::Forced,
+        dev: shared.dev.as_ref().map(|dev| dev.finish()),
         elapsed: shared
             .stop_requested_at()
             .map_or(Duration::ZERO, |at| Instant::now() - at),

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::blocking::BlockingRegistry;
 use super::completion::Completion;
 use super::config::Config;
+use super::dev::{Dev, Timed, WorkName};
 use super::error::Error;
 use super::handoff::{ChannelQueue, Handoff, StopRequest};
 use super::report::{Stats, StopCause};
@@ -38,6 +39,8 @@ pub(crate) struct Shared {
     /// Tasks registered before start; `None` once the runtime thread has taken them.
     pub(crate) pending_startup: Mutex<Option<Vec<StartupTask>>>,
     pub(crate) startup_records: StartupRecords,
+    /// The development mode, when it is on.
+    pub(crate) dev: Option<Arc<Dev>>,
     stop: Mutex<StopRequestInfo>,
 }
 
@@ -69,6 +72,7 @@ impl Shared {
         Shared {
             id,
             spin: Arc::new(Spin::new(config.idle_spin, config.wait_spin)),
+            dev: Dev::new(config.dev, &config.name),
             config,
             handoff: Handoff::new(ChannelQueue::new()),
             counters: Counters::default(),
@@ -135,6 +139,7 @@ impl Shared {
         future: F,
         completion: Arc<Completion<F::Output>>,
         detached: bool,
+        name: WorkName,
     ) where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -143,12 +148,20 @@ impl Shared {
             completion.resolve(Err(refusal));
             return;
         }
-        self.enqueue(Box::pin(Supervised::new(future, completion, detached)));
+        let supervised = Supervised::new(future, completion, detached);
+        match &self.dev {
+            None => self.enqueue(Box::pin(supervised)),
+            Some(dev) => self.enqueue(Box::pin(Timed::new(supervised, dev.clone(), name))),
+        }
     }
 
     /// Submits a fire-and-forget `future`, whose failure is logged; its completion is returned
     /// for cancelling it. Refused at once if the thread is not running.
-    pub(crate) fn spawn_reported<F>(&self, future: F) -> Result<Arc<Completion<()>>, Error>
+    pub(crate) fn spawn_reported<F>(
+        &self,
+        future: F,
+        name: WorkName,
+    ) -> Result<Arc<Completion<()>>, Error>
     where
         F: Future + Send + 'static,
         F::Output: TaskOutput,
@@ -157,20 +170,28 @@ impl Shared {
             return Err(refusal);
         }
         let completion = Arc::new(Completion::new());
-        self.submit(report_failure(future), completion.clone(), true);
+        self.submit(report_failure(future), completion.clone(), true, name);
         Ok(completion)
     }
 
     /// Hands `job` over without a handle: the leanest submission, for layers above that keep
     /// their own completion state (the engine's processes). Refused, the job is dropped here.
+    /// In the development mode, `name` names the job in its reports; it is not called otherwise.
     pub(crate) fn spawn_job(
         &self,
         job: impl Future<Output = ()> + Send + 'static,
+        name: impl FnOnce() -> String,
     ) -> Result<(), Error> {
         if let Some(refusal) = self.handoff.refusal() {
             return Err(refusal);
         }
-        self.enqueue(Box::pin(job));
+        match &self.dev {
+            None => self.enqueue(Box::pin(job)),
+            Some(dev) => {
+                let name = WorkName::Named(name().into());
+                self.enqueue(Box::pin(Timed::new(job, dev.clone(), name)));
+            }
+        }
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use super::dev::WorkName;
 use super::error::Error;
 use super::shared::Shared;
 use super::spin::Spin;
@@ -25,22 +26,32 @@ impl Spawner {
         Spawner { shared }
     }
 
-    /// See `Shared::spawn_job`: no handle, refused once the thread stopped.
+    /// See `Shared::spawn_job`: no handle, refused once the thread stopped; `name` names the
+    /// job in the development mode (and is not called otherwise).
     pub(crate) fn spawn_job(
         &self,
         job: impl Future<Output = ()> + Send + 'static,
+        name: impl FnOnce() -> String,
     ) -> Result<(), Error> {
-        self.shared.spawn_job(job)
+        self.shared.spawn_job(job, name)
+    }
+
+    /// Whether the thread runs in the development mode, so that the work it runs should say
+    /// what it is doing (see `dev::describe`).
+    pub(crate) fn dev_mode(&self) -> bool {
+        self.shared.dev.is_some()
     }
 
     /// [`RuntimeThread::spawn_threadsafe`](super::RuntimeThread::spawn_threadsafe), without
     /// the handle.
+    #[track_caller]
     pub(crate) fn spawn_reported<F>(&self, future: F) -> Result<(), Error>
     where
         F: Future + Send + 'static,
         F::Output: TaskOutput,
     {
-        self.shared.spawn_reported(future).map(drop)
+        let name = WorkName::Caller(std::panic::Location::caller());
+        self.shared.spawn_reported(future, name).map(drop)
     }
 
     /// How blocking waiters on this thread's work spin before they sleep.

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::dev::{Dev, Timed, WorkName};
 use super::error::panic_message;
 use super::report::{StartupOutcome, StartupTaskReport};
 use super::task::TaskOutput;
@@ -127,7 +128,13 @@ pub(crate) fn prepare(records: &StartupRecords, task: StartupTask) -> Prepared {
 impl Prepared {
     /// Starts the task with a child of the thread's `shutdown` token, tracked by `tracker`
     /// (so a graceful stop waits for it); must be called from within the runtime.
-    pub(crate) fn spawn(self, shutdown: &CancellationToken, tracker: &TaskTracker) {
+    /// In the development mode (`dev`), its polls are watched under its name.
+    pub(crate) fn spawn(
+        self,
+        shutdown: &CancellationToken,
+        tracker: &TaskTracker,
+        dev: Option<&Arc<Dev>>,
+    ) {
         let Prepared { guard, factory } = self;
         let token = shutdown.child_token();
         let future = match catch_unwind(AssertUnwindSafe(|| factory(token.clone()))) {
@@ -137,7 +144,8 @@ impl Prepared {
                 return guard.record(StartupOutcome::Panicked { message });
             }
         };
-        tracker.spawn(async move {
+        let name = guard.name.clone();
+        let task = async move {
             let outcome = match AssertUnwindSafe(future).catch_unwind().await {
                 Err(payload) => StartupOutcome::Panicked {
                     message: panic_message(&*payload),
@@ -147,6 +155,13 @@ impl Prepared {
                 Ok(None) => StartupOutcome::Finished,
             };
             guard.record(outcome);
-        });
+        };
+        match dev {
+            None => drop(tracker.spawn(task)),
+            Some(dev) => {
+                let name = WorkName::Named(format!("startup task '{name}'").into());
+                drop(tracker.spawn(Timed::new(task, dev.clone(), name)));
+            }
+        }
     }
 }

@@ -33,6 +33,7 @@ use crate::messaging::{
     Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Error, Handler, Response,
     SubscriberId, TaskSendOptions, TaskSubscriberOptions,
 };
+use crate::thread::watched;
 
 /// A [`Communicator`] over RabbitMQ, wire-compatible with kiwipy: a kiwipy program can call its
 /// RPC subscribers, send its workers tasks and hear its broadcasts, and the other way round.
@@ -715,7 +716,10 @@ impl Communicator for AmqpCommunicator {
             let (inbox, mut messages) = mpsc::unbounded_channel::<Broadcast>();
             tokio::spawn(async move {
                 while let Some(message) = messages.recv().await {
-                    handler.call(message).await;
+                    watched(handler.call(message), || {
+                        format!("broadcast subscriber {id}")
+                    })
+                    .await;
                 }
             });
             let start = {

@@ -47,7 +47,13 @@ impl AmqpCommunicator {
         };
         let exchange = &self.inner.config.message_exchange;
         let response = match codec::decode(&delivery.data, self.inner.config.max_message_size) {
-            Ok(message) => handler.call(message).await,
+            Ok(message) => {
+                let key = &delivery.routing_key;
+                watched(handler.call(message), || {
+                    format!("rpc subscriber at '{key}'")
+                })
+                .await
+            }
             Err(error) => {
                 tracing::warn!(%error, "an RPC request could not be decoded");
                 Response::Failed(format!("the request could not be decoded: {error}"))
@@ -188,7 +194,9 @@ impl AmqpCommunicator {
                 return;
             }
         };
-        let response = handler.call(task).await;
+        let queue = &delivery.routing_key;
+        let call = handler.call(task);
+        let response = watched(call, || format!("task subscriber on queue '{queue}'")).await;
         if matches!(response, Response::Rejected) {
             refused.remember(id);
             let _ = delivery.nack(requeue()).await;
