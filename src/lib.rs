@@ -84,8 +84,8 @@ pub struct OnePublicPath;
 
 #[cfg(not(loom))]
 pub use thread::{
-    AbortHandle, Builder, DEV_MODE_VARIABLE, DevReport, Error, Flavor, RuntimeThread, SlowPoll,
-    Stall, StartupOutcome, StartupTaskReport, Stats, StopCause, StopGuard, StopReport, TaskHandle,
-    TaskOutput,
+    AbortHandle, Builder, DEV_MODE_VARIABLE, DevReport, Error, Flavor, Named, RuntimeThread,
+    SlowPoll, Stall, StartupOutcome, StartupTaskReport, Stats, StopCause, StopGuard, StopReport,
+    TaskHandle, TaskOutput,
 };
 pub use tokio_util::sync::CancellationToken;

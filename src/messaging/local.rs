@@ -355,7 +355,8 @@ impl Settle for Lease {
 
 async fn run_task(lease: Lease, handler: Handler, body: Value, holder: SubscriberId) {
     let queue = &lease.queue;
-    let call = handler.call(body);
+    // The call itself runs inside the watched poll: a plain-closure handler does its work there.
+    let call = async move { handler.call(body).await };
     let response = watched(call, || {
         format!("task subscriber {holder} on queue '{queue}'")
     })
@@ -402,7 +403,7 @@ impl Communicator for LocalCommunicator {
         let handler = handler.ok_or_else(|| Error::Unroutable {
             recipient: recipient.to_owned(),
         })?;
-        let call = watched(handler.call(message), || {
+        let call = watched(async move { handler.call(message).await }, || {
             format!("rpc subscriber '{recipient}'")
         });
         let mut server = Box::pin(async move { call.await.settle().await });
@@ -436,7 +437,7 @@ impl Communicator for LocalCommunicator {
         // One consumer per subscriber keeps each subscriber's deliveries in send order.
         tokio::spawn(async move {
             while let Some(message) = messages.recv().await {
-                watched(handler.call(message), || {
+                watched(async { handler.call(message).await }, || {
                     format!("broadcast subscriber {id}")
                 })
                 .await;

@@ -112,6 +112,7 @@ impl<C: Communicator> SyncCommunicator<C> {
     }
 
     /// Runs `operation` on the communicator underneath, on the runtime thread.
+    #[track_caller]
     fn submit<T, F>(&self, operation: impl FnOnce(C) -> F) -> Reply<T>
     where
         T: Send + 'static,
@@ -126,16 +127,19 @@ impl<C: Communicator> SyncCommunicator<C> {
 // precise return type than the trait's `impl Future`, and callers of the concrete type see it).
 #[allow(refining_impl_trait)]
 impl<C: Communicator> Communicator for SyncCommunicator<C> {
+    #[track_caller]
     fn add_rpc_subscriber(&self, identifier: &str, handler: Handler) -> Reply<()> {
         let identifier = identifier.to_owned();
         self.submit(move |c| async move { c.add_rpc_subscriber(&identifier, handler).await })
     }
 
+    #[track_caller]
     fn remove_rpc_subscriber(&self, identifier: &str) -> Reply<()> {
         let identifier = identifier.to_owned();
         self.submit(move |c| async move { c.remove_rpc_subscriber(&identifier).await })
     }
 
+    #[track_caller]
     fn rpc_send_with(
         &self,
         recipient: &str,
@@ -146,10 +150,12 @@ impl<C: Communicator> Communicator for SyncCommunicator<C> {
         self.submit(move |c| async move { c.rpc_send_with(&recipient, message, timeout).await })
     }
 
+    #[track_caller]
     fn rpc_send(&self, recipient: &str, message: Value) -> Reply<Value> {
         self.rpc_send_with(recipient, message, None)
     }
 
+    #[track_caller]
     fn add_broadcast_subscriber(
         &self,
         filter: BroadcastFilter,
@@ -158,14 +164,17 @@ impl<C: Communicator> Communicator for SyncCommunicator<C> {
         self.submit(move |c| async move { c.add_broadcast_subscriber(filter, handler).await })
     }
 
+    #[track_caller]
     fn remove_broadcast_subscriber(&self, id: SubscriberId) -> Reply<()> {
         self.submit(move |c| async move { c.remove_broadcast_subscriber(id).await })
     }
 
+    #[track_caller]
     fn broadcast_send(&self, message: Broadcast) -> Reply<()> {
         self.submit(move |c| async move { c.broadcast_send(message).await })
     }
 
+    #[track_caller]
     fn add_task_subscriber(
         &self,
         queue: &str,
@@ -176,22 +185,27 @@ impl<C: Communicator> Communicator for SyncCommunicator<C> {
         self.submit(move |c| async move { c.add_task_subscriber(&queue, handler, options).await })
     }
 
+    #[track_caller]
     fn remove_task_subscriber(&self, id: SubscriberId) -> Reply<()> {
         self.submit(move |c| async move { c.remove_task_subscriber(id).await })
     }
 
+    #[track_caller]
     fn task_send_with(&self, task: Value, options: TaskSendOptions) -> Reply<Value> {
         self.submit(move |c| async move { c.task_send_with(task, options).await })
     }
 
+    #[track_caller]
     fn task_send(&self, task: Value) -> Reply<Value> {
         self.task_send_with(task, TaskSendOptions::default())
     }
 
+    #[track_caller]
     fn task_send_no_reply(&self, task: Value, options: TaskSendOptions) -> Reply<()> {
         self.submit(move |c| async move { c.task_send_no_reply(task, options).await })
     }
 
+    #[track_caller]
     fn next_task(&self, queue: &str, timeout: Duration) -> Reply<IncomingTask> {
         let queue = queue.to_owned();
         self.submit(move |c| async move { c.next_task(&queue, timeout).await })

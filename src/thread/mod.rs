@@ -28,6 +28,8 @@ mod error;
 mod handle;
 mod handoff;
 #[cfg(not(loom))]
+mod named;
+#[cfg(not(loom))]
 mod report;
 #[cfg(not(loom))]
 mod runtime_thread;
@@ -60,6 +62,8 @@ pub(crate) use error::panic_message;
 pub use handle::{AbortHandle, TaskHandle};
 #[cfg(not(loom))]
 pub(crate) use handle::{block_safely, spin_then_block};
+#[cfg(not(loom))]
+pub use named::Named;
 #[cfg(not(loom))]
 pub use report::{StartupOutcome, StartupTaskReport, Stats, StopCause, StopReport};
 #[cfg(not(loom))]

@@ -716,7 +716,7 @@ impl Communicator for AmqpCommunicator {
             let (inbox, mut messages) = mpsc::unbounded_channel::<Broadcast>();
             tokio::spawn(async move {
                 while let Some(message) = messages.recv().await {
-                    watched(handler.call(message), || {
+                    watched(async { handler.call(message).await }, || {
                         format!("broadcast subscriber {id}")
                     })
                     .await;

@@ -49,7 +49,7 @@ impl AmqpCommunicator {
         let response = match codec::decode(&delivery.data, self.inner.config.max_message_size) {
             Ok(message) => {
                 let key = &delivery.routing_key;
-                watched(handler.call(message), || {
+                watched(async { handler.call(message).await }, || {
                     format!("rpc subscriber at '{key}'")
                 })
                 .await
@@ -195,7 +195,7 @@ impl AmqpCommunicator {
             }
         };
         let queue = &delivery.routing_key;
-        let call = handler.call(task);
+        let call = async { handler.call(task).await };
         let response = watched(call, || format!("task subscriber on queue '{queue}'")).await;
         if matches!(response, Response::Rejected) {
             refused.remember(id);
