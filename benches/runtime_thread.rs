@@ -4,7 +4,9 @@
 //!    crossbeam ping-pong between two threads (the floor) and vs the naive pattern
 //!    (`Handle::spawn` + a channel back), each in three conditions: both CPUs free, pinned to
 //!    one CPU (as `taskset -c 0`), and beside a busy thread;
-//! b. fire-and-forget throughput from 1 and 4 threads: `spawn_threadsafe` vs raw `Handle::spawn`;
+//!    The round trip is also measured with the development mode on (`run_threadsafe_dev_mode`);
+//! b. fire-and-forget throughput from 1 and 4 threads: `spawn_threadsafe` vs raw `Handle::spawn`,
+//!    with the development mode off and on;
 //! c. blocking round trip: `submit_blocking(..).wait()` vs raw `Handle::spawn_blocking`;
 //! d. a start + stop cycle vs a bare thread that builds a runtime, reports ready, and is stopped.
 //!
@@ -63,9 +65,10 @@ fn round_trip(c: &mut Criterion) {
             });
         }
 
-        {
-            let rt = RuntimeThread::builder().start().unwrap();
-            group.bench_function(id("run_threadsafe"), |b| {
+        // The development mode off (explicitly, whatever the environment says) and on.
+        for (name, dev_mode) in [("run_threadsafe", false), ("run_threadsafe_dev_mode", true)] {
+            let rt = RuntimeThread::builder().dev_mode(dev_mode).start().unwrap();
+            group.bench_function(id(name), |b| {
                 b.iter(|| rt.run_threadsafe(async { 1u64 }).wait().unwrap())
             });
             rt.stop().unwrap();
@@ -138,19 +141,20 @@ fn spawn_throughput(c: &mut Criterion) {
             },
         );
         drop(raw);
-        let rt = RuntimeThread::builder().start().unwrap();
-        group.bench_with_input(
-            BenchmarkId::new("spawn_threadsafe", threads),
-            &threads,
-            |b, &t| {
+        for (name, dev_mode) in [
+            ("spawn_threadsafe", false),
+            ("spawn_threadsafe_dev_mode", true),
+        ] {
+            let rt = RuntimeThread::builder().dev_mode(dev_mode).start().unwrap();
+            group.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, &t| {
                 b.iter_custom(|iters| {
                     batches(iters, t, BATCH, |count| {
                         rt.spawn_threadsafe(async move { count() }).unwrap();
                     })
                 })
-            },
-        );
-        rt.stop().unwrap();
+            });
+            rt.stop().unwrap();
+        }
     }
     group.finish();
 }

@@ -43,10 +43,10 @@
 //! # Examples
 //!
 //! The repository's `examples/` teach async Rust step by step, each a short program whose
-//! comments explain one idea: `01_start_stop` to `07_daemon` the core (round trips, guards,
-//! startup tasks, many tasks, blocking jobs, a daemon's `main`), `08_rpc` to `10_task_queue`
-//! messaging, `11_simple_process` to `14_checkpoint` the engine (processes, work chains,
-//! control, a checkpoint continued in a new OS process), and `15_rabbitmq` two processes over
+//! comments explain one idea: `01_start_stop` to `08_daemon` the core (round trips, guards,
+//! startup tasks, many tasks, blocking jobs, the development mode, a daemon's `main`), `09_rpc` to `11_task_queue`
+//! messaging, `12_simple_process` to `15_checkpoint` the engine (processes, work chains,
+//! control, a checkpoint continued in a new OS process), and `16_rabbitmq` two processes over
 //! RabbitMQ. `cargo run --example 03_run_threadsafe` is the main demo.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]

@@ -102,8 +102,9 @@ fn a_future_that_blocks_the_thread_gives_one_warning_naming_it_and_the_time() {
         let seen = report.dev.expect("the mode was on");
         assert_eq!(seen.slow_polls, 1);
         assert!(seen.slowest[0].work.contains(&place), "{seen:?}");
+        // Timed on a coarse clock (a few ms), which thresholds of 100 ms do not need finer.
         assert!(
-            seen.slowest[0].held >= Duration::from_millis(150),
+            seen.slowest[0].held >= Duration::from_millis(140),
             "{seen:?}"
         );
         assert!(seen.stalls.is_empty(), "{seen:?}");
@@ -212,22 +213,20 @@ fn a_dropped_handle_whose_work_panicked_is_reported_and_a_successful_one_is_not(
         }
         drop(finished);
         // Successful work, and a failure whose handle was read: nothing to report.
+        let fine = line!() + 1;
         drop(rt.run_threadsafe(async { 1 }));
-        let read = rt.run_threadsafe(async { panic!("this one is read") });
-        assert!(read.wait().is_err());
+        let read = line!() + 1;
+        let read_handle = rt.run_threadsafe(async { panic!("this one is read") });
+        assert!(read_handle.wait().is_err());
 
-        let first = EVENTS.wait_for(&["unread failure", "dev-unread", "nobody reads this"]);
-        assert!(
-            first.contains(&format!("tests/dev_mode.rs:{early}")),
-            "{first}"
-        );
-        let second = EVENTS.wait_for(&["unread failure", "dev-unread", "nor this"]);
-        assert!(
-            second.contains(&format!("tests/dev_mode.rs:{late}")),
-            "{second}"
-        );
+        let at = |line: u32| format!("tests/dev_mode.rs:{line}:");
+        let first = EVENTS.wait_for(&["unread failure", &at(early)]);
+        assert!(first.contains("nobody reads this"), "{first}");
+        let second = EVENTS.wait_for(&["unread failure", &at(late)]);
+        assert!(second.contains("nor this"), "{second}");
         rt.stop().unwrap();
-        assert_eq!(EVENTS.matching(&["unread failure", "dev-unread"]).len(), 2);
+        assert!(EVENTS.matching(&["unread failure", &at(fine)]).is_empty());
+        assert!(EVENTS.matching(&["unread failure", &at(read)]).is_empty());
     });
 }
 

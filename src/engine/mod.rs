@@ -81,7 +81,7 @@
 //! outputs in `ctx[key]`, then goes on. A failed, excepted or killed child fails the chain with a
 //! message naming it (`the child 'child1' excepted: ...`), unless `on_child_ended` is overridden to
 //! tolerate it. Killing a process kills the children it launched (`kills_children` turns that off).
-//! Run one with `runner.run(Chain::new(chain))`; example 12 shows one with `if_`, `while_` and a child.
+//! Run one with `runner.run(Chain::new(chain))`; example 13 shows one with `if_`, `while_` and a child.
 //!
 //! ```rust
 //! use std::sync::LazyLock;
@@ -150,7 +150,7 @@
 //! - `submit_persisted_all` saves a batch's first checkpoints as one (all or none in SQLite and in
 //!   memory); `Persister::flush` waits until a store that commits in groups has committed.
 //!
-//! Example 14 runs a chain that waits for an approval, ends the program abruptly, and finishes the
+//! Example 15 runs a chain that waits for an approval, ends the program abruptly, and finishes the
 //! chain from its checkpoint in a new OS process.
 //!
 //! # Control

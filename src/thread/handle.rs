@@ -11,7 +11,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 
 use super::completion::{Completion, Resolve};
 use super::context;
-use super::dev::Unread;
+use super::dev::WorkName;
 use super::error::Error;
 use super::spin::Spin;
 
@@ -61,7 +61,7 @@ pub struct TaskHandle<T> {
     /// How the runtime thread that resolves it wants its waiters to spin.
     spin: Arc<Spin>,
     /// In the development mode, the work, to report a panic nobody read.
-    unread: Option<Unread>,
+    unread: Option<WorkName>,
 }
 
 impl<T> TaskHandle<T> {
@@ -75,7 +75,7 @@ impl<T> TaskHandle<T> {
 
     /// Reports the work's panic if this handle is dropped without its result being read
     /// (the development mode's "failures nobody read").
-    pub(crate) fn report_unread_failure(&mut self, work: Unread) {
+    pub(crate) fn report_unread_failure(&mut self, work: WorkName) {
         self.unread = Some(work);
     }
 }

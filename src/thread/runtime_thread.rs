@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::completion::Completion;
 use super::config::{Config, Flavor};
 use super::context::{self, Membership};
-use super::dev::{Dev, Unread, WorkName};
+use super::dev::{Dev, WorkName};
 use super::dispatcher::Dispatcher;
 use super::error::{Error, panic_message};
 use super::handle::{AbortHandle, TaskHandle};
@@ -292,11 +292,8 @@ impl RuntimeThread {
     {
         let completion = Arc::new(Completion::new());
         let mut handle = TaskHandle::new(completion.clone(), self.shared.spin.clone());
-        if let Some(dev) = &self.shared.dev {
-            handle.report_unread_failure(Unread {
-                work: name.clone(),
-                thread: dev.thread().clone(),
-            });
+        if self.shared.dev.is_some() {
+            handle.report_unread_failure(name.clone());
         }
         self.shared.submit(future, completion, false, name);
         handle

@@ -151,7 +151,7 @@ impl Shared {
         let supervised = Supervised::new(future, completion, detached);
         match &self.dev {
             None => self.enqueue(Box::pin(supervised)),
-            Some(dev) => self.enqueue(Box::pin(Timed::new(supervised, dev.clone(), name))),
+            Some(_) => self.enqueue(Box::pin(Timed::new(supervised, name))),
         }
     }
 
@@ -187,9 +187,9 @@ impl Shared {
         }
         match &self.dev {
             None => self.enqueue(Box::pin(job)),
-            Some(dev) => {
+            Some(_) => {
                 let name = WorkName::Named(name().into());
-                self.enqueue(Box::pin(Timed::new(job, dev.clone(), name)));
+                self.enqueue(Box::pin(Timed::new(job, name)));
             }
         }
         Ok(())

@@ -158,9 +158,9 @@ impl Prepared {
         };
         match dev {
             None => drop(tracker.spawn(task)),
-            Some(dev) => {
+            Some(_) => {
                 let name = WorkName::Named(format!("startup task '{name}'").into());
-                drop(tracker.spawn(Timed::new(task, dev.clone(), name)));
+                drop(tracker.spawn(Timed::new(task, name)));
             }
         }
     }

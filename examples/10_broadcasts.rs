@@ -1,11 +1,11 @@
-//! 09 · Broadcasts with filters.
+//! 10 · Broadcasts with filters.
 //!
 //! A broadcast goes to everyone who listens, not to one recipient, and nobody answers. Each
 //! subscriber says which broadcasts it wants with a filter on the subject and the sender: `*`
 //! stands for any run of characters, and a pattern must match the whole string. Several patterns
 //! of one kind are alternatives; a subject filter and a sender filter must both pass.
 //!
-//! Run it: `cargo run --example 09_broadcasts`
+//! Run it: `cargo run --example 10_broadcasts`
 
 use std::sync::mpsc;
 

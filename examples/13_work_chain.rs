@@ -1,12 +1,12 @@
-//! 12 · A work chain: an outline with `if_` and `while_`, children, and a context.
+//! 13 · A work chain: an outline with `if_` and `while_`, children, and a context.
 //!
 //! A work chain spells out its control flow as data, the outline, and implements only the
-//! steps. That makes its position a few numbers that a checkpoint can hold (see example 14).
+//! steps. That makes its position a few numbers that a checkpoint can hold (see example 15).
 //! Here a chain estimates a square root by bisection: each round launches two child processes
 //! (the squares of the interval's ends, as if each were an expensive calculation elsewhere),
 //! waits for both through its context, and narrows the interval while it is too wide.
 //!
-//! Run it: `cargo run --example 12_work_chain`
+//! Run it: `cargo run --example 13_work_chain`
 
 use std::sync::LazyLock;
 

@@ -1,11 +1,11 @@
-//! 13 · Pause, play and kill a process from another thread.
+//! 14 · Pause, play and kill a process from another thread.
 //!
 //! Pausing is a flag, not a state: a running step always finishes, and the process stops before
 //! its next step; a waiting process pauses at once and its wait stays armed. A kill ends the
 //! process (a force-kill even drops a running step). A value sent to a waiting process while it
 //! is paused is kept for when it is played.
 //!
-//! Run it: `cargo run --example 13_pause_play_kill`
+//! Run it: `cargo run --example 14_pause_play_kill`
 
 use std::time::Duration;
 

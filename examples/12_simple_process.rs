@@ -1,11 +1,11 @@
-//! 11 · A simple process with inputs and outputs.
+//! 12 · A simple process with inputs and outputs.
 //!
 //! A process is a small state machine: the engine calls one named step at a time, and each step
 //! returns a command saying what comes next (another step, a wait, a stop with an exit code).
 //! Because steps are async, a step can await anything, including another process, without
 //! blocking the thread that runs thousands of them. Outputs are emitted as they are produced.
 //!
-//! Run it: `cargo run --example 11_simple_process`
+//! Run it: `cargo run --example 12_simple_process`
 
 use runtime_thread::engine::{Command, EngineError, Process, Runner, StepContext, StepError};
 use serde_json::json;

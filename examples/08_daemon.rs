@@ -1,11 +1,11 @@
-//! 07 · A daemon's main: start, then wait until Ctrl-C or SIGTERM stops it.
+//! 08 · A daemon's main: start, then wait until Ctrl-C or SIGTERM stops it.
 //!
 //! Signals are delivered to a process, not to a thread, and Rust's default is to die on SIGINT
 //! and SIGTERM. With `stop_on_ctrl_c`, the runtime thread turns them into a graceful stop instead:
 //! the first one cancels the tasks and starts the grace period; a second one aborts at once. Once
 //! the thread has stopped, the default is back, so a later Ctrl-C ends the process as usual.
 //!
-//! Run it: `cargo run --example 07_daemon` and press Ctrl-C. To stop by itself after a moment
+//! Run it: `cargo run --example 08_daemon` and press Ctrl-C. To stop by itself after a moment
 //! (as CI does), pass `--stop-after-ms 300`: the example then sends SIGTERM to itself.
 
 use std::time::Duration;

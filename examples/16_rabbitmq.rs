@@ -1,4 +1,4 @@
-//! 15 · A worker and a client in two processes, over RabbitMQ.
+//! 16 · A worker and a client in two processes, over RabbitMQ.
 //!
 //! Everything so far ran inside one program. With the `amqp` feature, the same communicator
 //! API crosses process (and machine) boundaries through a RabbitMQ broker, speaking kiwipy's
@@ -12,7 +12,7 @@
 //!
 //! Run it with the broker named in `RUNTIME_THREAD_AMQP_URL` (default: RabbitMQ's on
 //! 127.0.0.1:5672). The project's own node will do: `export RUNTIME_THREAD_AMQP_URL=$(scripts/rabbitmq start)`,
-//! then `cargo run --features amqp --example 15_rabbitmq`.
+//! then `cargo run --features amqp --example 16_rabbitmq`.
 
 use std::error::Error;
 use std::process::Command;

@@ -1,4 +1,4 @@
-//! 14 · Checkpoints: stop the program, continue from the checkpoint in a new run.
+//! 15 · Checkpoints: stop the program, continue from the checkpoint in a new run.
 //!
 //! A persisted process is saved at every state it enters. Here an order goes through a work
 //! chain: it is priced, then it waits for an approval that comes from outside. The first run
@@ -7,7 +7,7 @@
 //! the approval, and the chain finishes from where it stood: the pricing step does not run
 //! again, and its result comes back from the checkpoint.
 //!
-//! Run it: `cargo run --example 14_checkpoint` (runs both phases as child processes), or by
+//! Run it: `cargo run --example 15_checkpoint` (runs both phases as child processes), or by
 //! hand: `... -- first DIR`, then `... -- second DIR`.
 
 use std::path::{Path, PathBuf};

@@ -1,11 +1,11 @@
-//! 10 · A task queue with several workers.
+//! 11 · A task queue with several workers.
 //!
 //! A task queue hands each task to exactly one of its workers. A worker takes at most `prefetch`
 //! tasks at a time, and a task counts as done only once its worker has answered: if the worker
 //! goes away mid-task, the task goes back to the queue for another. A worker can also reject a
 //! task it cannot handle; it is then offered to the others, and waits if nobody accepts it.
 //!
-//! Run it: `cargo run --example 10_task_queue`
+//! Run it: `cargo run --example 11_task_queue`
 
 use std::time::Duration;
 

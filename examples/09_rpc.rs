@@ -1,4 +1,4 @@
-//! 08 · RPC between two parts of one program.
+//! 09 · RPC between two parts of one program.
 //!
 //! A remote procedure call is a request with a name on it: one part of a program subscribes
 //! under an identifier, another sends it a message and waits for the answer. Both sides only share
@@ -6,7 +6,7 @@
 //! in different processes behind a broker. Here the in-process broker is used from plain
 //! synchronous code through a `SyncCommunicator`, which runs everything on a runtime thread.
 //!
-//! Run it: `cargo run --example 08_rpc`
+//! Run it: `cargo run --example 09_rpc`
 
 use std::time::Duration;
 
