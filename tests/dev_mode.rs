@@ -282,3 +282,75 @@ fn thread_names() -> Vec<String> {
         .map(|name| name.trim().to_owned())
         .collect()
 }
+
+struct Fails;
+
+impl Process for Fails {
+    async fn step(&mut self, _: &str, _: &mut StepContext) -> Result<Command, StepError> {
+        tokio::task::yield_now().await;
+        Err(StepError::msg("the input file is missing"))
+    }
+}
+
+struct Succeeds;
+
+impl Process for Succeeds {
+    async fn step(&mut self, _: &str, _: &mut StepContext) -> Result<Command, StepError> {
+        Ok(Command::finish())
+    }
+}
+
+#[test]
+fn a_dropped_process_handle_whose_process_excepted_is_reported() {
+    bounded(QUICK, || {
+        let rt = Arc::new(dev_thread("dev-process-unread"));
+        let runner = Runner::builder().thread(rt.clone()).start().unwrap();
+        let failed = runner.submit(Fails);
+        let pid = failed.pid();
+        drop(failed);
+        let fine = runner.submit(Succeeds);
+        let fine_pid = fine.pid();
+        drop(fine);
+        let read = runner.submit(Fails);
+        let read_pid = read.pid();
+        assert!(read.wait().unwrap().into_outputs().is_err());
+
+        let report = EVENTS.wait_for(&["unread failure", &pid.to_string()]);
+        assert!(report.contains("the input file is missing"), "{report}");
+        assert!(report.contains("process Fails"), "{report}");
+        drop(runner);
+        rt.stop().unwrap();
+        assert!(
+            EVENTS
+                .matching(&["unread failure", &fine_pid.to_string()])
+                .is_empty()
+        );
+        assert!(
+            EVENTS
+                .matching(&["unread failure", &read_pid.to_string()])
+                .is_empty()
+        );
+    });
+}
+
+#[test]
+fn a_dropped_reply_whose_operation_failed_is_reported() {
+    bounded(QUICK, || {
+        let rt = Arc::new(dev_thread("dev-reply-unread"));
+        let comm = SyncCommunicator::new(LocalCommunicator::new(), rt.clone());
+        let unrouted = line!() + 1;
+        drop(comm.rpc_send("nobody-serves-this", 1.into()));
+        comm.add_rpc_subscriber("echo-for-unread", Handler::sync(|v: Value| v))
+            .wait()
+            .unwrap();
+        let routed = line!() + 1;
+        drop(comm.rpc_send("echo-for-unread", 2.into()));
+
+        let at = |line: u32| format!("tests/dev_mode.rs:{line}:");
+        let report = EVENTS.wait_for(&["unread failure", &at(unrouted)]);
+        assert!(report.contains("nobody-serves-this"), "{report}");
+        comm.close();
+        rt.stop().unwrap();
+        assert!(EVENTS.matching(&["unread failure", &at(routed)]).is_empty());
+    });
+}

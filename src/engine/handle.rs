@@ -3,6 +3,8 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -200,6 +202,8 @@ impl ProcessController {
 pub struct ProcessHandle {
     controller: ProcessController,
     runner: Core,
+    /// In the development mode, for a top-level process: nobody has read the outcome yet.
+    unread: AtomicBool,
     /// Made on the first poll as a future.
     awaiting: Option<futures::future::BoxFuture<'static, Settled>>,
 }
@@ -210,11 +214,19 @@ fn settled(outcome: Settled) -> Result<ProcessOutcome, EngineError> {
 
 impl ProcessHandle {
     pub(crate) fn new(shared: Arc<ProcessShared>, runner: Core) -> Self {
+        // A child's outcome is read by its parent, whatever becomes of its handle.
+        let watched = runner.spawner().dev_mode() && shared.identity.parent.is_none();
         ProcessHandle {
             controller: ProcessController { shared },
             runner,
+            unread: AtomicBool::new(watched),
             awaiting: None,
         }
+    }
+
+    /// The outcome is being read through this handle.
+    fn mark_read(&self) {
+        self.unread.store(false, Relaxed);
     }
 
     pub(crate) fn shared(&self) -> &Arc<ProcessShared> {
@@ -243,6 +255,7 @@ impl ProcessHandle {
     where
         F: FnOnce(Result<ProcessOutcome, EngineError>) + Send + 'static,
     {
+        self.mark_read();
         match self.shared().try_outcome() {
             Some(outcome) => {
                 let ended = outcome.is_ok();
@@ -269,6 +282,7 @@ impl ProcessHandle {
         F: FnOnce(Result<ProcessOutcome, EngineError>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        self.mark_read();
         let shared = self.shared().clone();
         let runner = self.runner.clone();
         let watcher = async move {
@@ -361,10 +375,19 @@ impl ProcessHandle {
 
     /// The outcome as the caller gets it; handed over, so its checkpoint may go.
     fn deliver(&self, outcome: Settled) -> Result<ProcessOutcome, EngineError> {
+        self.mark_read();
         if outcome.is_ok() {
             self.runner.handed_over(self.shared());
         }
         settled(outcome)
+    }
+}
+
+impl Drop for ProcessHandle {
+    fn drop(&mut self) {
+        if self.unread.load(Relaxed) {
+            self.shared().dropped_unread();
+        }
     }
 }
 

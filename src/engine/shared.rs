@@ -56,6 +56,8 @@ struct Status {
     children: Vec<Arc<ProcessShared>>,
     /// Why its driver was dropped before the end: the runtime stopped, or refused it.
     abandoned: Option<crate::thread::Error>,
+    /// In the development mode, its handle was dropped unread: a failure is to be reported.
+    unread: bool,
 }
 
 /// Who a process is: fixed at creation and kept across checkpoints.
@@ -141,6 +143,7 @@ impl ProcessShared {
                 outcome: from.outcome.map(Box::new),
                 children: Vec::new(),
                 abandoned: None,
+                unread: false,
             }),
             ended: Condvar::new(),
             state_changed: Condvar::new(),
@@ -454,15 +457,41 @@ impl ProcessShared {
     /// after passing a kill on and settling checkpoints, so that whoever sees the outcome also
     /// sees those done.
     pub(crate) fn publish(&self, outcome: ProcessOutcome) {
-        self.status
-            .lock()
-            .outcome
-            .get_or_insert_with(|| Box::new(outcome));
+        {
+            let mut status = self.status.lock();
+            let unread = status.unread;
+            let outcome = status.outcome.get_or_insert_with(|| Box::new(outcome));
+            if unread {
+                self.report_unread(outcome);
+            }
+        }
         self.published.store(true, Release);
         self.ended.notify_all();
         self.state_changed.notify_all();
         // The same `Notify` as for control changes: one fewer per process; waiters re-check.
         self.changed.notify_waiters();
+    }
+
+    /// Notes that the process's handle was dropped without its outcome being read (development
+    /// mode): an exception, now or when the process ends, is reported, as nobody else will see it.
+    pub(crate) fn dropped_unread(&self) {
+        let mut status = self.status.lock();
+        match status.outcome.as_deref() {
+            Some(outcome) => self.report_unread(outcome),
+            None => status.unread = true,
+        }
+    }
+
+    fn report_unread(&self, outcome: &ProcessOutcome) {
+        if let ProcessOutcome::Excepted { message, step, .. } = outcome {
+            let process = format!("process {} {}", self.identity.type_name, self.identity.pid);
+            tracing::error!(
+                target: "runtime_thread::dev",
+                %process,
+                step = step.as_deref().unwrap_or(""),
+                "unread failure: {process} excepted and its handle was dropped without reading its outcome: {message}"
+            );
+        }
     }
 
     /// True the first time it is called for a process whose outcome a persisted checkpoint

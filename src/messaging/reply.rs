@@ -32,7 +32,9 @@ pub struct Reply<T> {
 }
 
 impl<T: Send + 'static> Reply<T> {
-    pub(crate) fn new(handle: TaskHandle<Result<T, Error>>) -> Self {
+    pub(crate) fn new(mut handle: TaskHandle<Result<T, Error>>) -> Self {
+        // Dropped unread in the development mode, an operation that failed is reported too.
+        handle.count_as_failure(failed::<T>);
         Reply { handle }
     }
 
@@ -98,5 +100,16 @@ fn flatten<T>(outcome: Result<Result<T, Error>, crate::thread::Error>) -> Result
         Ok(result) => result,
         Err(crate::thread::Error::Stopped | crate::thread::Error::NotStarted) => Err(Error::Closed),
         Err(other) => Err(Error::Thread(other)),
+    }
+}
+
+/// A messaging operation's failure: its error (but `Closed`, which the program asked for), or
+/// a panic.
+fn failed<T>(outcome: &Result<Result<T, Error>, crate::thread::Error>) -> Option<String> {
+    match outcome {
+        Ok(Ok(_)) | Ok(Err(Error::Closed)) => None,
+        Ok(Err(error)) => Some(format!("failed: {error}")),
+        Err(crate::thread::Error::Panicked { message }) => Some(format!("panicked: {message}")),
+        Err(_) => None,
     }
 }

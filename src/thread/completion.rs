@@ -37,9 +37,9 @@ struct Slot<T> {
     sleepers: usize,
     /// The waker of the task itself, so that a cancellation interrupts it at once.
     task: Option<Waker>,
-    /// In the development mode, the work whose handle was dropped unread: a panic is then
+    /// In the development mode, the work whose handle was dropped unread: a failure is then
     /// reported when it resolves, since nobody else will see it.
-    unread: Option<Box<dyn fmt::Display + Send>>,
+    unread: Option<(Box<dyn fmt::Display + Send>, Failure<T>)>,
 }
 
 impl<T> Completion<T> {
@@ -71,8 +71,8 @@ impl<T> Completion<T> {
         if self.state.load(Relaxed) != PENDING {
             return false;
         }
-        if let Some(work) = slot.unread.take() {
-            report_unread(&*work, &result);
+        if let Some((work, failure)) = slot.unread.take() {
+            report_unread(&*work, failure(&result));
         }
         if let Some(callback) = slot.callback.take() {
             self.state.store(TAKEN, Release);
@@ -158,13 +158,13 @@ impl<T> Completion<T> {
 
     /// Notes that the handle was dropped without its result being read (development mode): a
     /// panic of `work`, now or when it resolves, is reported, since nobody else will see it.
-    pub(crate) fn dropped_unread(&self, work: Box<dyn fmt::Display + Send>) {
+    pub(crate) fn dropped_unread(&self, work: Box<dyn fmt::Display + Send>, failure: Failure<T>) {
         let mut slot = lock(&self.slot);
         match self.state.load(Relaxed) {
-            PENDING if slot.callback.is_none() => slot.unread = Some(work),
+            PENDING if slot.callback.is_none() => slot.unread = Some((work, failure)),
             READY => {
                 if let Some(result) = &slot.value {
-                    report_unread(&*work, result);
+                    report_unread(&*work, failure(result));
                 }
             }
             _ => {}
@@ -214,14 +214,26 @@ impl<T> Completion<T> {
 
 /// Runs a callback on the resolving thread, which serves everybody else's work too (usually the
 /// runtime thread): a panic in it is logged, never allowed to unwind into the runtime.
-/// asyncio's "Task exception was never retrieved": the work panicked and its handle was dropped.
-fn report_unread<T>(work: &dyn fmt::Display, result: &Result<T, Error>) {
-    if let Err(Error::Panicked { message }) = result {
+/// What counts as a failure in an outcome, as text: a panic for any work, and for work whose
+/// value is itself a `Result` (a messaging operation's), its error too.
+pub(crate) type Failure<T> = fn(&Result<T, Error>) -> Option<String>;
+
+/// The failure of any work: a panic.
+pub(crate) fn panicked<T>(result: &Result<T, Error>) -> Option<String> {
+    match result {
+        Err(Error::Panicked { message }) => Some(format!("panicked: {message}")),
+        _ => None,
+    }
+}
+
+/// asyncio's "Task exception was never retrieved": the work failed and its handle was dropped.
+fn report_unread(work: &dyn fmt::Display, failure: Option<String>) {
+    if let Some(failure) = failure {
         tracing::error!(
             target: "runtime_thread::dev",
             %work,
-            panic = %message,
-            "unread failure: {work} panicked and its handle was dropped without reading it: {message}"
+            %failure,
+            "unread failure: {work} {failure}; its handle was dropped without reading it"
         );
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-use super::completion::{Completion, Resolve};
+use super::completion::{Completion, Failure, Resolve, panicked};
 use super::context;
 use super::dev::WorkName;
 use super::error::Error;
@@ -61,7 +61,7 @@ pub struct TaskHandle<T> {
     /// How the runtime thread that resolves it wants its waiters to spin.
     spin: Arc<Spin>,
     /// In the development mode, the work, to report a panic nobody read.
-    unread: Option<WorkName>,
+    unread: Option<(WorkName, Failure<T>)>,
 }
 
 impl<T> TaskHandle<T> {
@@ -76,16 +76,24 @@ impl<T> TaskHandle<T> {
     /// Reports the work's panic if this handle is dropped without its result being read
     /// (the development mode's "failures nobody read").
     pub(crate) fn report_unread_failure(&mut self, work: WorkName) {
-        self.unread = Some(work);
+        self.unread = Some((work, panicked::<T>));
+    }
+
+    /// In the development mode, counts `failure` as a failure to report when the handle is
+    /// dropped unread (besides a panic): an `Err` that the work itself returned, say.
+    pub(crate) fn count_as_failure(&mut self, failure: Failure<T>) {
+        if let Some((_, counted)) = &mut self.unread {
+            *counted = failure;
+        }
     }
 }
 
 impl<T> Drop for TaskHandle<T> {
     fn drop(&mut self) {
-        if let Some(work) = self.unread.take()
+        if let Some((work, failure)) = self.unread.take()
             && !self.completion.is_taken()
         {
-            self.completion.dropped_unread(Box::new(work));
+            self.completion.dropped_unread(Box::new(work), failure);
         }
     }
 }
