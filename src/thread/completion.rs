@@ -6,7 +6,6 @@
 //! `state` atomic is only a fast-path hint: every transition happens under the mutex, so the
 //! protocol is the mutex protocol plus one flag read.
 
-use std::fmt;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -37,9 +36,6 @@ struct Slot<T> {
     sleepers: usize,
     /// The waker of the task itself, so that a cancellation interrupts it at once.
     task: Option<Waker>,
-    /// In the development mode, the work whose handle was dropped unread: a failure is then
-    /// reported when it resolves, since nobody else will see it.
-    unread: Option<(Box<dyn fmt::Display + Send>, Failure<T>)>,
 }
 
 impl<T> Completion<T> {
@@ -53,7 +49,6 @@ impl<T> Completion<T> {
                 callback: None,
                 sleepers: 0,
                 task: None,
-                unread: None,
             }),
             ready: Condvar::new(),
         }
@@ -70,9 +65,6 @@ impl<T> Completion<T> {
         let mut slot = lock(&self.slot);
         if self.state.load(Relaxed) != PENDING {
             return false;
-        }
-        if let Some((work, failure)) = slot.unread.take() {
-            report_unread(&*work, failure(&result));
         }
         if let Some(callback) = slot.callback.take() {
             self.state.store(TAKEN, Release);
@@ -156,21 +148,6 @@ impl<T> Completion<T> {
         Poll::Pending
     }
 
-    /// Notes that the handle was dropped without its result being read (development mode): a
-    /// panic of `work`, now or when it resolves, is reported, since nobody else will see it.
-    pub(crate) fn dropped_unread(&self, work: Box<dyn fmt::Display + Send>, failure: Failure<T>) {
-        let mut slot = lock(&self.slot);
-        match self.state.load(Relaxed) {
-            PENDING if slot.callback.is_none() => slot.unread = Some((work, failure)),
-            READY => {
-                if let Some(result) = &slot.value {
-                    report_unread(&*work, failure(result));
-                }
-            }
-            _ => {}
-        }
-    }
-
     /// Runs `callback` with the outcome: at once on this thread when already resolved, otherwise
     /// later on the thread that resolves it.
     pub(crate) fn on_resolved(&self, callback: Callback<T>) {
@@ -214,30 +191,6 @@ impl<T> Completion<T> {
 
 /// Runs a callback on the resolving thread, which serves everybody else's work too (usually the
 /// runtime thread): a panic in it is logged, never allowed to unwind into the runtime.
-/// What counts as a failure in an outcome, as text: a panic for any work, and for work whose
-/// value is itself a `Result` (a messaging operation's), its error too.
-pub(crate) type Failure<T> = fn(&Result<T, Error>) -> Option<String>;
-
-/// The failure of any work: a panic.
-pub(crate) fn panicked<T>(result: &Result<T, Error>) -> Option<String> {
-    match result {
-        Err(Error::Panicked { message }) => Some(format!("panicked: {message}")),
-        _ => None,
-    }
-}
-
-/// asyncio's "Task exception was never retrieved": the work failed and its handle was dropped.
-fn report_unread(work: &dyn fmt::Display, failure: Option<String>) {
-    if let Some(failure) = failure {
-        tracing::error!(
-            target: "runtime_thread::dev",
-            %work,
-            %failure,
-            "unread failure: {work} {failure}; its handle was dropped without reading it"
-        );
-    }
-}
-
 fn run_isolated<T>(callback: Callback<T>, result: Result<T, Error>) {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || callback(result)));
     if let Err(payload) = outcome {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-use super::completion::{Completion, Failure, Resolve, panicked};
+use super::completion::{Completion, Resolve};
 use super::context;
 use super::dev::WorkName;
 use super::error::Error;
@@ -61,7 +61,7 @@ pub struct TaskHandle<T> {
     /// How the runtime thread that resolves it wants its waiters to spin.
     spin: Arc<Spin>,
     /// In the development mode, the work, to report a panic nobody read.
-    unread: Option<(WorkName, Failure<T>)>,
+    unread: Option<Unread<T>>,
 }
 
 impl<T> TaskHandle<T> {
@@ -75,27 +75,75 @@ impl<T> TaskHandle<T> {
 
     /// Reports the work's panic if this handle is dropped without its result being read
     /// (the development mode's "failures nobody read").
-    pub(crate) fn report_unread_failure(&mut self, work: WorkName) {
-        self.unread = Some((work, panicked::<T>));
+    pub(crate) fn report_unread_failure(&mut self, work: WorkName)
+    where
+        T: Send + 'static,
+    {
+        self.unread = Some(Unread {
+            work,
+            failure: panicked::<T>,
+            leave: leave_report::<T>,
+        });
     }
 
     /// In the development mode, counts `failure` as a failure to report when the handle is
     /// dropped unread (besides a panic): an `Err` that the work itself returned, say.
     pub(crate) fn count_as_failure(&mut self, failure: Failure<T>) {
-        if let Some((_, counted)) = &mut self.unread {
-            *counted = failure;
+        if let Some(unread) = &mut self.unread {
+            unread.failure = failure;
         }
     }
 }
 
+/// What counts as a failure in an outcome, as text: a panic for any work, and for work whose
+/// value is itself a `Result` (a messaging operation's), its error too.
+pub(crate) type Failure<T> = fn(&Result<T, Error>) -> Option<String>;
+
+/// The failure of any work: a panic.
+fn panicked<T>(result: &Result<T, Error>) -> Option<String> {
+    match result {
+        Err(Error::Panicked { message }) => Some(format!("panicked: {message}")),
+        _ => None,
+    }
+}
+
+// In the development mode, a handle dropped with its outcome unread leaves a callback that
+// reports a failure (at once if the work is done), as asyncio reports "Task exception was never
+// retrieved": nobody else will see it. The callback slot is the one `on_done` uses, which
+// clears `unread` first, so the two never meet.
 impl<T> Drop for TaskHandle<T> {
     fn drop(&mut self) {
-        if let Some((work, failure)) = self.unread.take()
+        if let Some(unread) = self.unread.take()
             && !self.completion.is_taken()
         {
-            self.completion.dropped_unread(Box::new(work), failure);
+            (unread.leave)(unread.work, unread.failure, &self.completion);
         }
     }
+}
+
+/// In the development mode: the work, what counts as its failure, and how to leave the report
+/// (a function made where `T` is known to live long enough for a callback).
+struct Unread<T> {
+    work: WorkName,
+    failure: Failure<T>,
+    leave: fn(WorkName, Failure<T>, &Completion<T>),
+}
+
+fn leave_report<T: Send + 'static>(
+    work: WorkName,
+    failure: Failure<T>,
+    completion: &Completion<T>,
+) {
+    completion.on_resolved(Box::new(move |outcome| {
+        if let Some(failure) = failure(&outcome) {
+            tracing::error!(
+                target: "runtime_thread::dev",
+                %work,
+                %failure,
+                "unread failure: {work} {failure}; its handle was dropped without reading it"
+            );
+        }
+    }));
 }
 
 impl<T: Send + 'static> TaskHandle<T> {
@@ -185,10 +233,11 @@ impl<T: Send + 'static> TaskHandle<T> {
     /// already done; otherwise on the thread that finishes it (usually the runtime thread, so keep
     /// the callback short and non-blocking). A panic in a callback run by that thread is caught and
     /// logged; one run at once on the calling thread propagates to the caller as usual.
-    pub fn on_done<F>(self, callback: F)
+    pub fn on_done<F>(mut self, callback: F)
     where
         F: FnOnce(Result<T, Error>) + Send + 'static,
     {
+        self.unread = None;
         self.completion.on_resolved(Box::new(callback));
     }
 

@@ -149,10 +149,18 @@ impl Shared {
             return;
         }
         let supervised = Supervised::new(future, completion, detached);
-        match &self.dev {
-            None => self.enqueue(Box::pin(supervised)),
-            Some(_) => self.enqueue(Box::pin(Timed::new(supervised, name))),
+        if self.dev.is_some() {
+            return self.enqueue_timed(supervised, name);
         }
+        self.enqueue(Box::pin(supervised));
+    }
+
+    /// The development mode's submission, kept out of line so that the usual one stays as
+    /// small as it was without the mode.
+    #[cold]
+    #[inline(never)]
+    fn enqueue_timed(&self, job: impl Future<Output = ()> + Send + 'static, name: WorkName) {
+        self.enqueue(Box::pin(Timed::new(job, name)));
     }
 
     /// Submits a fire-and-forget `future`, whose failure is logged; its completion is returned
@@ -185,12 +193,10 @@ impl Shared {
         if let Some(refusal) = self.handoff.refusal() {
             return Err(refusal);
         }
-        match &self.dev {
-            None => self.enqueue(Box::pin(job)),
-            Some(_) => {
-                let name = WorkName::Named(name().into());
-                self.enqueue(Box::pin(Timed::new(job, name)));
-            }
+        if self.dev.is_some() {
+            self.enqueue_timed(job, WorkName::Named(name().into()));
+        } else {
+            self.enqueue(Box::pin(job));
         }
         Ok(())
     }
