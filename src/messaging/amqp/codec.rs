@@ -200,6 +200,18 @@ mod tests {
     }
 
     #[test]
+    fn plumpys_uuid_tag_reads_as_the_pid_string() {
+        let body = b"{intent: status, pid: !uuid 'B1E9B8A2-5D43-4E0C-9C2D-3E4F5A6B7C8D'}\n";
+        assert_eq!(
+            decode(body, LIMIT).unwrap(),
+            json!({"intent": "status", "pid": "b1e9b8a2-5d43-4e0c-9c2d-3e4f5a6b7c8d"})
+        );
+        let error = decode(b"!uuid not-a-uuid\n", LIMIT).unwrap_err();
+        assert!(matches!(error, DecodeError::Syntax(_)), "{error}");
+        assert!(error.to_string().contains("!uuid"), "{error}");
+    }
+
+    #[test]
     fn undecodable_bodies_are_clear_errors() {
         assert!(matches!(
             decode(b"{\"a\": [1, 2", LIMIT),

@@ -2,8 +2,8 @@
 //!
 //! Built on a YAML event parser rather than a YAML value type, because the tags matter and
 //! YAML value types drop them: `!!python/tuple` is a list, `!!set` a list of its members,
-//! `!!binary` its base64 text, and any other Python tag (an arbitrary object, a call) is
-//! refused rather than read as its plain data. Plain scalars are resolved as PyYAML resolves
+//! `!!binary` its base64 text, plumpy's `!uuid` (a pid) its canonical string, and any other
+//! Python tag (an arbitrary object, a call) is refused rather than read as its plain data. Plain scalars are resolved as PyYAML resolves
 //! them (YAML 1.1: `yes`/`on` are booleans, a float needs a `.`).
 
 use std::collections::HashMap;
@@ -183,7 +183,7 @@ fn core_suffix(tag: &Tag) -> Option<&str> {
 fn refuse(tag: &Tag) -> YamlError {
     YamlError::Unsupported(format!(
         "the YAML tag {} (a Python object or a tag no peer understands; only !!python/tuple, \
-         !!set, !!binary and YAML's own types are read)",
+         !!set, !!binary, !uuid and YAML's own types are read)",
         tag_name(tag)
     ))
 }
@@ -210,7 +210,20 @@ fn check_mapping_tag(tag: Option<&Tag>) -> Result<bool, YamlError> {
     }
 }
 
+/// plumpy's tag for a pid (`yaml.add_representer(uuid.UUID, ...)` as `!uuid`).
+fn is_uuid_tag(tag: &Tag) -> bool {
+    tag.handle == "!" && tag.suffix == "uuid"
+}
+
 fn scalar(text: String, style: TScalarStyle, tag: Option<&Tag>) -> Result<Value, YamlError> {
+    if let Some(tag) = tag.filter(|tag| is_uuid_tag(tag)) {
+        // A pid reads as its canonical string, the form the engine's pids take in messages.
+        return uuid::Uuid::parse_str(text.trim())
+            .map(|pid| Value::String(pid.to_string()))
+            .map_err(|e| {
+                YamlError::Syntax(format!("{} {text:?} is not a UUID: {e}", tag_name(tag)))
+            });
+    }
     if let Some(tag) = tag {
         return match core_suffix(tag) {
             Some("str" | "python/str" | "python/unicode") => Ok(Value::String(text)),
