@@ -31,6 +31,7 @@
 //! | core | the crate root | [`RuntimeThread`]: submission from any thread, handles that always resolve, startup tasks, blocking jobs, signals, a bounded stop |
 //! | messaging | [`messaging`] | kiwipy's model: RPC, broadcasts and task queues behind one trait, in process or over RabbitMQ, from async code or plain threads |
 //! | engine | [`engine`] | plumpy's model: processes as state machines of async steps, specs and ports, work chains, children, checkpoints |
+//! | control | [`control`] | plumpy's process control over any communicator; in progress: its messages so far |
 //!
 //! # Cargo features
 //!
@@ -55,6 +56,8 @@
 #![warn(rust_2018_idioms, unreachable_pub)]
 #![cfg_attr(loom, allow(dead_code, unused_imports, unreachable_pub))]
 
+#[cfg(not(loom))]
+pub mod control;
 #[cfg(not(loom))]
 pub mod engine;
 #[cfg(not(loom))]
