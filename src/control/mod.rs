@@ -5,6 +5,10 @@
 //!
 //! In progress. What is here: [`wire`], the messages themselves, as plumpy writes and reads them
 //! (RPC intents and their replies, the status mapping, the state broadcasts, the launcher's
-//! tasks). The listening processes, the controller and the launcher come next, on top of it.
+//! tasks), and [`Listening`], which makes a runner's processes answer those RPCs and send those
+//! broadcasts. The controller and the launcher come next.
 
+mod listen;
 pub mod wire;
+
+pub use listen::Listening;

@@ -24,6 +24,10 @@ pub struct ProcessController {
 }
 
 impl ProcessController {
+    pub(crate) fn new(shared: Arc<ProcessShared>) -> Self {
+        ProcessController { shared }
+    }
+
     /// The process id: a UUID, whose type the engine re-exports, so that a program names it
     /// without depending on `uuid` itself.
     ///

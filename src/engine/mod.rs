@@ -177,6 +177,7 @@
 //! process                 Process, Persistent, Command, StepContext
 //! handle                  ProcessHandle, ProcessController
 //! runner_core  park       what a runner's processes share; its parked drivers
+//! watcher                 the hook through which the control layer reaches every process
 //! shared                  one process's state, control requests and listeners
 //! checkpoint  persist     checkpoints as data and their encoding; the stores
 //! outcome  error          ProcessOutcome, ProcessStatus; EngineError, PersistError
@@ -203,6 +204,7 @@ mod runner_core;
 mod shared;
 mod spec;
 mod state;
+mod watcher;
 mod workchain;
 
 pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, ChildRef, Position, SavedWait};
@@ -230,3 +232,4 @@ pub use process::{Command, Persistent, Process, StepContext, StepError, StepName
 pub use runner::{Runner, RunnerBuilder};
 pub use spec::{Namespace, Port, PortError, ProcessSpec, Validator, ValueType};
 pub use state::ProcessState;
+pub use watcher::ProcessWatcher;

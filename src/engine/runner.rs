@@ -12,15 +12,16 @@ use super::checkpoint::{Checkpoint, Position, Resumed, SavedWait, encode};
 use super::driver::{Saver, Start, checkpoint_of, drive};
 use super::error::EngineError;
 use super::error::PersistError;
-use super::handle::ProcessHandle;
+use super::handle::{ProcessController, ProcessHandle};
 use super::listener::ProcessListener;
 use super::outcome::Outputs;
 use super::persist::Persister;
 use super::process::{Persistent, Process, StepContext};
-use super::runner_core::{Core, Prepared};
+use super::runner_core::{Core, Hook, Prepared};
 use super::shared::{Identity, ProcessShared, Restored};
 use super::spec::{PortError, ProcessSpec};
 use super::state::ProcessState;
+use super::watcher::ProcessWatcher;
 use crate::thread::RuntimeThread;
 
 /// Runs processes on a runtime thread: thousands at once, each a task that only occupies the
@@ -64,6 +65,7 @@ impl std::fmt::Debug for Runner {
 pub struct RunnerBuilder {
     thread: Option<Arc<RuntimeThread>>,
     persister: Option<Arc<dyn Persister>>,
+    watcher: Option<Arc<dyn ProcessWatcher>>,
 }
 
 impl std::fmt::Debug for RunnerBuilder {
@@ -71,6 +73,7 @@ impl std::fmt::Debug for RunnerBuilder {
         f.debug_struct("RunnerBuilder")
             .field("thread", &self.thread)
             .field("persister", &self.persister.is_some())
+            .field("watcher", &self.watcher.is_some())
             .finish()
     }
 }
@@ -90,17 +93,32 @@ impl RunnerBuilder {
         self
     }
 
+    /// Shows every process the runner starts or loads (children included) to `watcher`
+    /// before its first step: how the control layer makes processes reachable over messaging.
+    pub fn watcher(mut self, watcher: Arc<dyn ProcessWatcher>) -> Self {
+        self.watcher = Some(watcher);
+        self
+    }
+
     /// Makes the runner, starting its own thread unless one was given.
     ///
     /// # Errors
     ///
     /// `EngineError::Thread` when the runner's own thread could not be started.
     pub fn start(self) -> Result<Runner, EngineError> {
+        let hook = self.watcher.map(|watcher| -> Hook {
+            Arc::new(move |shared: &Arc<ProcessShared>| {
+                let controller = ProcessController::new(shared.clone());
+                if let Some(listener) = watcher.on_process(&controller) {
+                    shared.attach(listener);
+                }
+            })
+        });
         Ok(match self.thread {
-            Some(thread) => Runner::build(thread, self.persister, false),
+            Some(thread) => Runner::build(thread, self.persister, hook, false),
             None => {
                 let thread = RuntimeThread::builder().name("engine").start()?;
-                Runner::build(Arc::new(thread), self.persister, true)
+                Runner::build(Arc::new(thread), self.persister, hook, true)
             }
         })
     }
@@ -160,9 +178,10 @@ impl Runner {
     fn build(
         thread: Arc<RuntimeThread>,
         persister: Option<Arc<dyn Persister>>,
+        hook: Option<Hook>,
         owns_thread: bool,
     ) -> Self {
-        let core = Core::new(&thread, persister);
+        let core = Core::new(&thread, persister, hook);
         Runner {
             core,
             hold: Arc::new(Hold {
@@ -405,6 +424,7 @@ impl Core {
     ) -> ProcessHandle {
         let identity = Identity::new(P::name(), parent, false);
         let shared = Arc::new(ProcessShared::new(identity, Restored::FRESH, listeners));
+        self.watch(&shared);
         let ctx = StepContext::new(shared, self.clone(), P::spec(), inputs);
         let first = process.first_step().to_owned();
         self.spawn(process, ctx, Start::Step(first), None)
@@ -453,6 +473,7 @@ impl Core {
         self.register::<P>();
         let identity = Identity::new(P::TYPE_NAME, parent, true);
         let shared = Arc::new(ProcessShared::new(identity, Restored::FRESH, listeners));
+        self.watch(&shared);
         let ctx = StepContext::new(shared.clone(), self.clone(), P::spec(), inputs);
         let first = process.first_step().to_owned();
         let start = Start::Step(first.clone());
@@ -596,6 +617,7 @@ fn prepare<P: Persistent>(checkpoint: Checkpoint) -> Result<Prepared, EngineErro
                 // Ended before it was saved: its shared state already holds the outcome.
                 return;
             };
+            runner.watch(&started);
             let mut ctx = StepContext::new(started, runner.clone(), P::spec(), inputs);
             ctx.outputs = outputs;
             ctx.resumed = resumed.map(|value| Box::new(Resumed::Value(value)));

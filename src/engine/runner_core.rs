@@ -23,8 +23,12 @@ pub(crate) struct Core {
     inner: Arc<Inner>,
 }
 
+/// What the runner's watcher does with each new process (see `RunnerBuilder::watcher`).
+pub(crate) type Hook = Arc<dyn Fn(&Arc<ProcessShared>) + Send + Sync>;
+
 struct Inner {
     spawner: Spawner,
+    hook: Option<Hook>,
     persister: Option<Arc<dyn Persister>>,
     /// Registered process types by name: the only code a checkpoint can lead to.
     types: RwLock<HashMap<&'static str, Loader>>,
@@ -57,7 +61,11 @@ pub(crate) struct Prepared {
 }
 
 impl Core {
-    pub(crate) fn new(thread: &RuntimeThread, persister: Option<Arc<dyn Persister>>) -> Self {
+    pub(crate) fn new(
+        thread: &RuntimeThread,
+        persister: Option<Arc<dyn Persister>>,
+        hook: Option<Hook>,
+    ) -> Self {
         // When the runtime shuts down, parked drivers are dropped with its tasks: their
         // processes end abandoned, exactly as those whose tasks it drops, and nothing runs or
         // saves any more (a stop is like a crash for checkpoints). The keeper is an untracked
@@ -67,6 +75,7 @@ impl Core {
         let runtime = thread.handle().ok();
         let inner = Arc::new(Inner {
             spawner: thread.spawner(),
+            hook,
             persister,
             types: RwLock::new(HashMap::new()),
             live: Mutex::new(LiveTable::default()),
@@ -89,6 +98,13 @@ impl Core {
     /// How the runner's thread takes work from its processes.
     pub(crate) fn spawner(&self) -> &Spawner {
         &self.inner.spawner
+    }
+
+    /// Shows a new process to the runner's watcher, if it has one, before its first step.
+    pub(crate) fn watch(&self, shared: &Arc<ProcessShared>) {
+        if let Some(hook) = &self.inner.hook {
+            hook(shared);
+        }
     }
 
     /// The checkpoint store, if the runner has one.

@@ -1,9 +1,9 @@
 //! The state a process shares with its handles: control requests in, status out.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use parking_lot::{Condvar, Mutex};
@@ -120,6 +120,8 @@ pub(crate) struct ProcessShared {
     /// Set once a handle has handed the outcome over (and its checkpoint may go).
     handed_over: AtomicBool,
     listeners: Vec<Arc<dyn ProcessListener>>,
+    /// A listener attached after creation by the runner's watcher (the control layer's).
+    attached: OnceLock<Arc<dyn ProcessListener>>,
 }
 
 impl ProcessShared {
@@ -150,6 +152,7 @@ impl ProcessShared {
             published: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
             listeners,
+            attached: OnceLock::new(),
         };
         let state = from.state;
         shared.notify(|l, pid| l.on_state_changed(pid, None, state));
@@ -522,8 +525,13 @@ impl ProcessShared {
         self.notify(|l, pid| l.on_output(pid, name, value));
     }
 
+    /// Attaches the runner's watcher's listener, before the process's first step.
+    pub(crate) fn attach(&self, listener: Arc<dyn ProcessListener>) {
+        let _ = self.attached.set(listener);
+    }
+
     fn notify(&self, event: impl Fn(&dyn ProcessListener, Uuid)) {
-        for listener in &self.listeners {
+        for listener in self.listeners.iter().chain(self.attached.get()) {
             if catch_unwind(AssertUnwindSafe(|| {
                 event(listener.as_ref(), self.identity.pid)
             }))

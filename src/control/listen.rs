@@ -1,0 +1,219 @@
+//! [`Listening`]: the processes of a runner, reachable over a communicator as plumpy's are.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Weak};
+
+use futures::FutureExt;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::wire::{Intent, state_changed_subject, status_reply};
+use crate::RuntimeThread;
+use crate::engine::{ProcessController, ProcessListener, ProcessState, ProcessWatcher, Uuid};
+use crate::messaging::{
+    Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Error, Handler, Response,
+};
+
+/// Makes every process of a runner reachable over `C`, as a plumpy process with a communicator
+/// is: give it to the runner as its [watcher](crate::engine::RunnerBuilder::watcher).
+///
+/// - Each process answers RPCs addressed to its pid (as text): `play`, `pause` and `kill` answer
+///   whether the request was taken (`true`, or `false` for an ended process), `status` answers
+///   plumpy's status mapping, and an unknown intent a remote error naming it (see
+///   [`wire`](super::wire)). The subscription goes when the process ends, so a later RPC to
+///   it is [`Error::Unroutable`].
+/// - Each process broadcasts `state_changed.<from>.<to>` (sender: its pid, body: null) for
+///   every state it enters, in order; a failed broadcast is logged, never fails the process.
+/// - The `pause`, `play` and `kill` broadcasts (body: the message) reach every process of the
+///   runner through one subscriber for the runner, not one per process.
+///
+/// ```
+/// use std::sync::Arc;
+/// use runtime_thread::RuntimeThread;
+/// use runtime_thread::control::Listening;
+/// use runtime_thread::engine::{Command, Process, Runner, StepContext, StepError};
+/// use runtime_thread::messaging::{Communicator, LocalCommunicator, SyncCommunicator};
+/// use serde_json::json;
+///
+/// struct Waits;
+/// impl Process for Waits {
+///     async fn step(&mut self, step: &str, _: &mut StepContext) -> Result<Command, StepError> {
+///         Ok(match step {
+///             "run" => Command::wait_for_resume("done"),
+///             _ => Command::finish(),
+///         })
+///     }
+/// }
+///
+/// let thread = Arc::new(RuntimeThread::builder().start()?);
+/// let broker = LocalCommunicator::new();
+/// let listening = Listening::new(broker.clone(), &thread)?;
+/// let runner = Runner::builder().thread(thread.clone()).watcher(listening).start()?;
+/// let process = runner.submit(Waits);
+///
+/// // Another part of the program (or, over RabbitMQ, another program) steers it by pid.
+/// let comm = SyncCommunicator::new(broker, thread.clone());
+/// let pid = process.pid().to_string();
+/// assert_eq!(comm.rpc_send(&pid, json!({"intent": "pause", "message": null})).wait()?, true);
+/// let status = comm.rpc_send(&pid, json!({"intent": "status"})).wait()?;
+/// assert_eq!(status["paused"], true);
+/// assert_eq!(comm.rpc_send(&pid, json!({"intent": "kill", "message": "enough"})).wait()?, true);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Listening<C: Communicator> {
+    inner: Arc<Inner<C>>,
+}
+
+struct Inner<C> {
+    comm: C,
+    /// The runtime the subscriptions and broadcasts run on (the runner's thread).
+    runtime: tokio::runtime::Handle,
+    /// The processes alive now, for the broadcasts to every process.
+    processes: Mutex<HashMap<Uuid, ProcessController>>,
+}
+
+impl<C: Communicator> Listening<C> {
+    /// Listens on `comm`, running its subscriptions and broadcasts on `thread` (the runner's).
+    /// Subscribes the runner's one `pause` / `play` / `kill` broadcast subscriber at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Thread`] when `thread` is not running, or when called on `thread` itself (it
+    /// waits for the subscription); the communicator's error when the subscription fails.
+    pub fn new(comm: C, thread: &RuntimeThread) -> Result<Arc<Self>, Error> {
+        let inner = Arc::new(Inner {
+            comm,
+            runtime: thread.handle()?,
+            processes: Mutex::new(HashMap::new()),
+        });
+        // Held weakly: the communicator keeps its subscribers, and must not keep the runner's
+        // processes alive through this one.
+        let weak = Arc::downgrade(&inner);
+        let obey = BroadcastHandler::sync(move |broadcast| Inner::obey(&weak, &broadcast));
+        let to_every_process = BroadcastFilter::new()
+            .subject("pause")
+            .subject("play")
+            .subject("kill");
+        let comm = inner.comm.clone();
+        thread
+            .run_threadsafe(
+                async move { comm.add_broadcast_subscriber(to_every_process, obey).await },
+            )
+            .wait()??;
+        Ok(Arc::new(Listening { inner }))
+    }
+}
+
+impl<C: Communicator> Inner<C> {
+    /// Acts on a broadcast to every process.
+    fn obey(this: &Weak<Self>, broadcast: &Broadcast) {
+        let Some(this) = this.upgrade() else { return };
+        let processes: Vec<ProcessController> = this.processes.lock().values().cloned().collect();
+        let message = match &broadcast.body {
+            Value::String(text) => text.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        for process in processes {
+            match broadcast.subject.as_deref() {
+                Some("pause") => process.pause(),
+                Some("play") => process.play(),
+                Some("kill") => process.kill(message.clone()),
+                _ => false,
+            };
+        }
+    }
+}
+
+impl<C: Communicator> ProcessWatcher for Listening<C> {
+    fn on_process(&self, process: &ProcessController) -> Option<Arc<dyn ProcessListener>> {
+        let pid = process.pid();
+        let (events, mut entered) = mpsc::unbounded_channel();
+        // The first state was entered before the watcher saw the process.
+        if process.status().state == ProcessState::Created {
+            let _ = events.send((None, ProcessState::Created));
+        }
+        self.inner.processes.lock().insert(pid, process.clone());
+        // Subscribed before the process is handed back, when the transport can do it at once
+        // (the in-process broker always can), so an RPC sent right after the launch finds it.
+        let id = pid.to_string();
+        let controller = process.clone();
+        let handler = Handler::sync(move |message| answer(&controller, &message));
+        let comm = self.inner.comm.clone();
+        let key = id.clone();
+        let mut subscribe = Box::pin(async move { comm.add_rpc_subscriber(&key, handler).await });
+        let subscribed = {
+            let _entered = self.inner.runtime.enter();
+            (&mut subscribe).now_or_never()
+        };
+        let inner = self.inner.clone();
+        // One task per process keeps its subscription, its broadcasts and its unsubscription
+        // in order over any transport. The runtime's handle, not `tokio::spawn`: a process may
+        // be started from a plain thread.
+        self.inner.runtime.spawn(async move {
+            let subscribed = match subscribed {
+                Some(subscribed) => subscribed,
+                None => subscribe.await,
+            };
+            if let Err(error) = subscribed {
+                tracing::warn!(%pid, %error, "a process could not subscribe to its RPCs");
+            }
+            while let Some((from, to)) = entered.recv().await {
+                let subject = state_changed_subject(from, to);
+                let broadcast = Broadcast::new(Value::Null)
+                    .sender(id.clone())
+                    .subject(subject);
+                if let Err(error) = inner.comm.broadcast_send(broadcast).await {
+                    tracing::warn!(%pid, %error, "a state broadcast could not be sent");
+                }
+                if to.is_terminal() {
+                    break;
+                }
+            }
+            inner.processes.lock().remove(&pid);
+            if let Err(error) = inner.comm.remove_rpc_subscriber(&id).await {
+                tracing::debug!(%pid, %error, "an ended process's RPC subscription was gone");
+            }
+        });
+        Some(Arc::new(StateBroadcasts(events)))
+    }
+}
+
+/// Answers one RPC to a process.
+fn answer(process: &ProcessController, message: &Value) -> Response {
+    match Intent::from_message(message) {
+        Ok(Intent::Play { .. }) => Response::Value(process.play().into()),
+        Ok(Intent::Pause { .. }) => Response::Value(process.pause().into()),
+        Ok(Intent::Kill { message, force }) => {
+            let message = message.unwrap_or_default();
+            let taken = if force {
+                process.force_kill(message)
+            } else {
+                process.kill(message)
+            };
+            Response::Value(taken.into())
+        }
+        Ok(Intent::Status { .. }) => Response::Value(status_reply(&process.status())),
+        Err(error) => Response::Failed(error.to_string()),
+    }
+}
+
+/// Hands each state a process enters to its task, which broadcasts it.
+struct StateBroadcasts(mpsc::UnboundedSender<(Option<ProcessState>, ProcessState)>);
+
+impl ProcessListener for StateBroadcasts {
+    fn on_state_changed(&self, _pid: Uuid, from: Option<ProcessState>, to: ProcessState) {
+        let _ = self.0.send((from, to));
+    }
+}
+
+impl<C: Communicator + fmt::Debug> fmt::Debug for Listening<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listening")
+            .field("comm", &self.inner.comm)
+            .field("processes", &self.inner.processes.lock().len())
+            .finish()
+    }
+}
