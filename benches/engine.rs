@@ -5,6 +5,8 @@
 //!   output) launched from inputs and run to the end from a plain thread, one after another,
 //!   with both CPUs free, pinned to one CPU, and beside a busy thread;
 //! - `concurrent-10000`: 10,000 of them submitted at once;
+//! - `g_listening`: a trivial process run to the end one after another, silent and listening
+//!   (the control layer's `Listening` over the in-process communicator), in the same run;
 //! - `nested-execute`: a process whose step runs a child to completion by awaiting it;
 //! - `workchain-3`: a three-step work chain writing its ctx;
 //! - `parent-10`: a work chain launching 10 trivial children, waiting for all through ctx, then
@@ -20,11 +22,13 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use runtime_thread::RuntimeThread;
+use runtime_thread::control::Listening;
 use runtime_thread::engine::{
     Chain, ChainContext, Command, Flow, InMemoryPersister, Namespace, Outline, Persistent,
     Persister, Port, Process, ProcessSpec, Runner, StepContext, StepError, ValueType, WorkChain,
     step,
 };
+use runtime_thread::messaging::LocalCommunicator;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -195,6 +199,30 @@ fn sequential_execute(c: &mut Criterion) {
     group.finish();
 }
 
+/// What listening costs (the control layer, over the in-process communicator): the same
+/// trivial process run to the end one after another, silent and listening, in the same run.
+fn listening_processes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("g_listening");
+    group.throughput(Throughput::Elements(1));
+    let thread = Arc::new(RuntimeThread::builder().name("bench").start().unwrap());
+    let silent = Runner::builder().thread(thread.clone()).start().unwrap();
+    group.bench_function("silent", |b| {
+        b.iter(|| silent.run(OneOutput { x: 1 }).unwrap())
+    });
+    let listening = Listening::new(LocalCommunicator::new(), &thread).unwrap();
+    let heard = Runner::builder()
+        .thread(thread.clone())
+        .watcher(listening)
+        .start()
+        .unwrap();
+    group.bench_function("listening", |b| {
+        b.iter(|| heard.run(OneOutput { x: 1 }).unwrap())
+    });
+    group.finish();
+    drop((silent, heard));
+    thread.stop().unwrap();
+}
+
 fn trivial_processes(c: &mut Criterion) {
     let mut group = c.benchmark_group("e_trivial_processes");
     let runner = Runner::start().unwrap();
@@ -289,6 +317,6 @@ fn parents_of_ten(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = common::config();
-    targets = sequential_execute, trivial_processes, parents_of_ten
+    targets = sequential_execute, listening_processes, trivial_processes, parents_of_ten
 }
 criterion_main!(benches);
