@@ -13,8 +13,8 @@ use runtime_thread::engine::{
     Command, Process, ProcessHandle, ProcessOutcome, ProcessState, Runner, StepContext, StepError,
 };
 use runtime_thread::messaging::{
-    Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Error, LocalCommunicator,
-    SyncCommunicator,
+    Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Error, Handler, IncomingTask,
+    LocalCommunicator, SubscriberId, SyncCommunicator, TaskSendOptions, TaskSubscriberOptions,
 };
 use serde_json::{Value, json};
 
@@ -48,6 +48,78 @@ impl Process for Fails {
     }
 }
 
+/// The in-process broker behind a transport that, like a network, never answers at once:
+/// every operation waits for one turn of the runtime first. It drives `Listening` down the path
+/// where a process's messages go through a task of their own.
+#[derive(Clone)]
+struct Deferred(LocalCommunicator);
+
+impl Communicator for Deferred {
+    async fn add_rpc_subscriber(&self, identifier: &str, handler: Handler) -> Result<(), Error> {
+        tokio::task::yield_now().await;
+        self.0.add_rpc_subscriber(identifier, handler).await
+    }
+    async fn remove_rpc_subscriber(&self, identifier: &str) -> Result<(), Error> {
+        tokio::task::yield_now().await;
+        self.0.remove_rpc_subscriber(identifier).await
+    }
+    async fn rpc_send_with(
+        &self,
+        recipient: &str,
+        message: Value,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Value, Error> {
+        tokio::task::yield_now().await;
+        self.0.rpc_send_with(recipient, message, timeout).await
+    }
+    async fn add_broadcast_subscriber(
+        &self,
+        filter: BroadcastFilter,
+        handler: BroadcastHandler,
+    ) -> Result<SubscriberId, Error> {
+        tokio::task::yield_now().await;
+        self.0.add_broadcast_subscriber(filter, handler).await
+    }
+    async fn remove_broadcast_subscriber(&self, id: SubscriberId) -> Result<(), Error> {
+        tokio::task::yield_now().await;
+        self.0.remove_broadcast_subscriber(id).await
+    }
+    async fn broadcast_send(&self, message: Broadcast) -> Result<(), Error> {
+        tokio::task::yield_now().await;
+        self.0.broadcast_send(message).await
+    }
+    async fn add_task_subscriber(
+        &self,
+        queue: &str,
+        handler: Handler,
+        options: TaskSubscriberOptions,
+    ) -> Result<SubscriberId, Error> {
+        self.0.add_task_subscriber(queue, handler, options).await
+    }
+    async fn remove_task_subscriber(&self, id: SubscriberId) -> Result<(), Error> {
+        self.0.remove_task_subscriber(id).await
+    }
+    async fn task_send_with(&self, task: Value, options: TaskSendOptions) -> Result<Value, Error> {
+        self.0.task_send_with(task, options).await
+    }
+    async fn task_send_no_reply(&self, task: Value, options: TaskSendOptions) -> Result<(), Error> {
+        self.0.task_send_no_reply(task, options).await
+    }
+    async fn next_task(
+        &self,
+        queue: &str,
+        timeout: std::time::Duration,
+    ) -> Result<IncomingTask, Error> {
+        self.0.next_task(queue, timeout).await
+    }
+    async fn close(&self) {
+        self.0.close().await
+    }
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
 struct Setup {
     thread: Arc<RuntimeThread>,
     runner: Runner,
@@ -57,6 +129,12 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_over(|broker| broker)
+}
+
+/// A runner whose processes listen on `transport(broker)`; the test's own side uses the broker
+/// directly.
+fn setup_over<C: Communicator>(transport: impl FnOnce(LocalCommunicator) -> C) -> Setup {
     let thread = Arc::new(RuntimeThread::builder().name("control").start().unwrap());
     let broker = LocalCommunicator::new();
     let comm = SyncCommunicator::new(broker.clone(), thread.clone());
@@ -73,7 +151,7 @@ fn setup() -> Setup {
     )
     .wait()
     .unwrap();
-    let listening = Listening::new(broker, &thread).unwrap();
+    let listening = Listening::new(transport(broker), &thread).unwrap();
     let runner = Runner::builder()
         .thread(thread.clone())
         .watcher(listening)
@@ -207,6 +285,43 @@ fn state_broadcasts_follow_plumpys_order() {
                 "state_changed.waiting.killed"
             ]
         );
+        drop(s.runner);
+        s.thread.stop().unwrap();
+    });
+}
+
+#[test]
+fn over_a_transport_that_never_answers_at_once_the_order_is_the_same() {
+    bounded(QUICK, || {
+        let s = setup_over(Deferred);
+        let tasks = || s.thread.handle().unwrap().metrics().num_alive_tasks();
+        let before = tasks();
+        // Three processes in turn: a task left behind by each would add up.
+        for _ in 0..3 {
+            let killed = waiting(&s.runner);
+            let pid = killed.pid().to_string();
+            let rpc = |body: Value| s.comm.rpc_send(&pid, body).wait();
+            // The subscription is made by the process's task: wait until it answers.
+            until(|| rpc(intent("status")).is_ok());
+            assert_eq!(rpc(intent("pause")).unwrap(), true);
+            assert_eq!(rpc(intent("play")).unwrap(), true);
+            killed.kill("stop");
+            killed.wait().unwrap();
+            assert_eq!(
+                subjects_of(&s.heard, &pid),
+                [
+                    "state_changed.None.created",
+                    "state_changed.created.running",
+                    "state_changed.running.waiting",
+                    "state_changed.waiting.killed"
+                ]
+            );
+            // Unsubscribed after the last broadcast, by the same task.
+            until(|| matches!(rpc(intent("status")), Err(Error::Unroutable { .. })));
+        }
+        // And each task ended: it and its process's outbox must not keep each other alive.
+        // (The count may also fall by a task of the set-up that has ended meanwhile.)
+        until(|| tasks() <= before);
         drop(s.runner);
         s.thread.stop().unwrap();
     });

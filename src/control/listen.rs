@@ -130,54 +130,115 @@ impl<C: Communicator> Inner<C> {
 impl<C: Communicator> ProcessWatcher for Listening<C> {
     fn on_process(&self, process: &ProcessController) -> Option<Arc<dyn ProcessListener>> {
         let pid = process.pid();
-        let (events, mut entered) = mpsc::unbounded_channel();
-        // The first state was entered before the watcher saw the process.
-        if process.status().state == ProcessState::Created {
-            let _ = events.send((None, ProcessState::Created));
-        }
         self.inner.processes.lock().insert(pid, process.clone());
-        // Subscribed before the process is handed back, when the transport can do it at once
-        // (the in-process broker always can), so an RPC sent right after the launch finds it.
-        let id = pid.to_string();
+        let outbox = Arc::new_cyclic(|me| Outbox {
+            me: me.clone(),
+            inner: self.inner.clone(),
+            pid,
+            id: pid.to_string(),
+            queue: Mutex::new(None),
+        });
         let controller = process.clone();
         let handler = Handler::sync(move |message| answer(&controller, &message));
-        let comm = self.inner.comm.clone();
-        let key = id.clone();
-        let mut subscribe = Box::pin(async move { comm.add_rpc_subscriber(&key, handler).await });
-        let subscribed = {
+        outbox.post(Post::Subscribe(handler));
+        // The first state was entered before the watcher saw the process.
+        if process.state() == ProcessState::Created {
+            outbox.post(Post::Entered(None, ProcessState::Created));
+        }
+        Some(outbox)
+    }
+}
+
+/// What a process sends, in order: its subscription, each state it enters, and its
+/// unsubscription after the last.
+enum Post {
+    Subscribe(Handler),
+    Entered(Option<ProcessState>, ProcessState),
+}
+
+/// One process's messages, sent in order. A message the transport takes at once (the
+/// in-process broker takes every one) is sent on the spot, on the thread that posts it; one
+/// that has to wait (over the network) starts a task, which then sends the rest in turn. So a
+/// process that nobody controls costs no task in process, and its subscription exists before
+/// `submit` returns.
+struct Outbox<C> {
+    /// Itself, for the task it may start (listeners are called through `&self`).
+    me: Weak<Outbox<C>>,
+    inner: Arc<Inner<C>>,
+    pid: Uuid,
+    id: String,
+    /// While a task sends for this process: the way to it.
+    queue: Mutex<Option<mpsc::UnboundedSender<Post>>>,
+}
+
+impl<C: Communicator> Outbox<C> {
+    fn post(self: &Arc<Self>, post: Post) {
+        let mut queue = self.queue.lock();
+        if let Some(queue) = queue.as_ref() {
+            let _ = queue.send(post);
+            return;
+        }
+        let mut sending = Box::pin(self.clone().send(post));
+        let sent = {
             let _entered = self.inner.runtime.enter();
-            (&mut subscribe).now_or_never()
+            (&mut sending).now_or_never()
         };
-        let inner = self.inner.clone();
-        // One task per process keeps its subscription, its broadcasts and its unsubscription
-        // in order over any transport. The runtime's handle, not `tokio::spawn`: a process may
-        // be started from a plain thread.
+        if sent.is_some() {
+            return;
+        }
+        // The runtime's handle, not `tokio::spawn`: a process may be started or steered
+        // from a plain thread.
+        let (to_task, mut posts) = mpsc::unbounded_channel();
+        *queue = Some(to_task);
+        let outbox = self.clone();
+        // The task holds the outbox, whose queue holds the way to the task: it ends after the
+        // last state, so that the two do not keep each other alive.
         self.inner.runtime.spawn(async move {
-            let subscribed = match subscribed {
-                Some(subscribed) => subscribed,
-                None => subscribe.await,
-            };
-            if let Err(error) = subscribed {
-                tracing::warn!(%pid, %error, "a process could not subscribe to its RPCs");
+            if sending.await {
+                return;
             }
-            while let Some((from, to)) = entered.recv().await {
-                let subject = state_changed_subject(from, to);
+            while let Some(post) = posts.recv().await {
+                if outbox.clone().send(post).await {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Sends one message; after the last state, unsubscribes and returns true.
+    async fn send(self: Arc<Self>, post: Post) -> bool {
+        let (pid, comm) = (self.pid, &self.inner.comm);
+        match post {
+            Post::Subscribe(handler) => {
+                if let Err(error) = comm.add_rpc_subscriber(&self.id, handler).await {
+                    tracing::warn!(%pid, %error, "a process could not subscribe to its RPCs");
+                }
+                false
+            }
+            Post::Entered(from, to) => {
                 let broadcast = Broadcast::new(Value::Null)
-                    .sender(id.clone())
-                    .subject(subject);
-                if let Err(error) = inner.comm.broadcast_send(broadcast).await {
+                    .sender(self.id.clone())
+                    .subject(state_changed_subject(from, to));
+                if let Err(error) = comm.broadcast_send(broadcast).await {
                     tracing::warn!(%pid, %error, "a state broadcast could not be sent");
                 }
                 if to.is_terminal() {
-                    break;
+                    self.inner.processes.lock().remove(&pid);
+                    if let Err(error) = comm.remove_rpc_subscriber(&self.id).await {
+                        tracing::debug!(%pid, %error, "an ended process's subscription was gone");
+                    }
                 }
+                to.is_terminal()
             }
-            inner.processes.lock().remove(&pid);
-            if let Err(error) = inner.comm.remove_rpc_subscriber(&id).await {
-                tracing::debug!(%pid, %error, "an ended process's RPC subscription was gone");
-            }
-        });
-        Some(Arc::new(StateBroadcasts(events)))
+        }
+    }
+}
+
+impl<C: Communicator> ProcessListener for Outbox<C> {
+    fn on_state_changed(&self, _pid: Uuid, from: Option<ProcessState>, to: ProcessState) {
+        if let Some(this) = self.me.upgrade() {
+            this.post(Post::Entered(from, to));
+        }
     }
 }
 
@@ -197,15 +258,6 @@ fn answer(process: &ProcessController, message: &Value) -> Response {
         }
         Ok(Intent::Status { .. }) => Response::Value(status_reply(&process.status())),
         Err(error) => Response::Failed(error.to_string()),
-    }
-}
-
-/// Hands each state a process enters to its task, which broadcasts it.
-struct StateBroadcasts(mpsc::UnboundedSender<(Option<ProcessState>, ProcessState)>);
-
-impl ProcessListener for StateBroadcasts {
-    fn on_state_changed(&self, _pid: Uuid, from: Option<ProcessState>, to: ProcessState) {
-        let _ = self.0.send((from, to));
     }
 }
 

@@ -50,6 +50,11 @@ impl ProcessController {
         self.shared.identity.pid
     }
 
+    /// The state it is in now: [`status`](Self::status) without the rest of the snapshot.
+    pub fn state(&self) -> ProcessState {
+        self.shared.state()
+    }
+
     /// A status snapshot.
     pub fn status(&self) -> ProcessStatus {
         self.shared.snapshot()
