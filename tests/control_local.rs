@@ -18,6 +18,14 @@ use runtime_thread::messaging::{
 };
 use serde_json::{Value, json};
 
+/// What a process killed while it waits broadcasts, in plumpy's order.
+const KILLED_WHILE_WAITING: [&str; 4] = [
+    "state_changed.None.created",
+    "state_changed.created.running",
+    "state_changed.running.waiting",
+    "state_changed.waiting.killed",
+];
+
 /// Waits for a resume, then finishes.
 struct Waits;
 
@@ -276,15 +284,7 @@ fn state_broadcasts_follow_plumpys_order() {
         let pid = killed.pid().to_string();
         killed.kill("stop");
         killed.wait().unwrap();
-        assert_eq!(
-            subjects_of(&s.heard, &pid),
-            [
-                "state_changed.None.created",
-                "state_changed.created.running",
-                "state_changed.running.waiting",
-                "state_changed.waiting.killed"
-            ]
-        );
+        assert_eq!(subjects_of(&s.heard, &pid), KILLED_WHILE_WAITING);
         drop(s.runner);
         s.thread.stop().unwrap();
     });
@@ -307,15 +307,7 @@ fn over_a_transport_that_never_answers_at_once_the_order_is_the_same() {
             assert_eq!(rpc(intent("play")).unwrap(), true);
             killed.kill("stop");
             killed.wait().unwrap();
-            assert_eq!(
-                subjects_of(&s.heard, &pid),
-                [
-                    "state_changed.None.created",
-                    "state_changed.created.running",
-                    "state_changed.running.waiting",
-                    "state_changed.waiting.killed"
-                ]
-            );
+            assert_eq!(subjects_of(&s.heard, &pid), KILLED_WHILE_WAITING);
             // Unsubscribed after the last broadcast, by the same task.
             until(|| matches!(rpc(intent("status")), Err(Error::Unroutable { .. })));
         }

@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use common::{QUICK, bounded, until};
+use common::{QUICK, Recorder, bounded, until};
 use parking_lot::Mutex;
 use runtime_thread::RuntimeThread;
 use runtime_thread::engine::{
@@ -746,23 +746,12 @@ fn a_batch_is_submitted_whole_or_not_at_all() {
     });
 }
 
-/// Records the states a process enters, as `from->to`.
-#[derive(Default)]
-struct States(Mutex<Vec<String>>);
-
-impl runtime_thread::engine::ProcessListener for States {
-    fn on_state_changed(&self, _: Uuid, from: Option<ProcessState>, to: ProcessState) {
-        let from = from.map_or("-".to_owned(), |f| f.to_string());
-        self.0.lock().push(format!("{from}->{to}"));
-    }
-}
-
 #[test]
 fn one_launch_combines_inputs_a_listener_and_a_checkpoint() {
     bounded(QUICK, || {
         let store = Arc::new(InMemoryPersister::new());
         let runner = runner_on(store.clone());
-        let states = Arc::new(States::default());
+        let states = Arc::new(Recorder::default());
         let handle = runner
             .launch_from_inputs::<Leaf>(json!({"x": 4, "hold": true}))
             .listener(states.clone())

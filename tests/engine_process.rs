@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{QUICK, bounded};
+use common::{QUICK, Recorder, bounded};
 use parking_lot::Mutex;
 use runtime_thread::engine::{
     Command, EngineError, ExitCode, Process, ProcessListener, ProcessOutcome, ProcessState, Runner,
@@ -75,25 +75,6 @@ impl Process for WaitsForResume {
                 Ok(Command::finish())
             }
         }
-    }
-}
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<String>>);
-
-impl ProcessListener for Recorder {
-    fn on_state_changed(&self, _: Uuid, from: Option<ProcessState>, to: ProcessState) {
-        let from = from.map_or("-".to_owned(), |f| f.to_string());
-        self.0.lock().push(format!("{from}->{to}"));
-    }
-    fn on_paused(&self, _: Uuid) {
-        self.0.lock().push("paused".into());
-    }
-    fn on_played(&self, _: Uuid) {
-        self.0.lock().push("played".into());
-    }
-    fn on_output(&self, _: Uuid, name: &str, _: &Value) {
-        self.0.lock().push(format!("out:{name}"));
     }
 }
 

@@ -180,6 +180,9 @@ impl<C: Communicator> Outbox<C> {
         }
         let mut sending = Box::pin(self.clone().send(post));
         let sent = {
+            // Entered, so that a transport that spawns in its first poll (a RabbitMQ
+            // subscription starts its consumer task) spawns on the runner's runtime, even when
+            // the process is started or steered from a plain thread.
             let _entered = self.inner.runtime.enter();
             (&mut sending).now_or_never()
         };

@@ -124,24 +124,12 @@ impl Intent {
     }
 }
 
-/// A state as plumpy names it on the wire (`ProcessState.value`): `created`, `running`,
-/// `waiting`, `finished`, `excepted`, `killed`.
-pub fn state_value(state: ProcessState) -> &'static str {
-    match state {
-        ProcessState::Created => "created",
-        ProcessState::Running => "running",
-        ProcessState::Waiting => "waiting",
-        ProcessState::Finished => "finished",
-        ProcessState::Excepted => "excepted",
-        ProcessState::Killed => "killed",
-    }
-}
-
 /// The subject of the broadcast a process sends on entering `to`: `state_changed.<from>.<to>`,
-/// with `None` for the first state, as plumpy writes it.
+/// with the states' [names](ProcessState::as_str) and `None` for the first state, as plumpy
+/// writes it.
 pub fn state_changed_subject(from: Option<ProcessState>, to: ProcessState) -> String {
-    let from = from.map_or("None", state_value);
-    format!("state_changed.{from}.{}", state_value(to))
+    let from = from.map_or("None", ProcessState::as_str);
+    format!("state_changed.{from}.{to}")
 }
 
 /// Reads a `state_changed.<from>.<to>` subject back; `None` for any other subject.
@@ -150,22 +138,9 @@ pub fn parse_state_changed(subject: &str) -> Option<(Option<ProcessState>, Proce
     let (from, to) = rest.split_once('.')?;
     let from = match from {
         "None" => None,
-        from => Some(state_from_value(from)?),
+        from => Some(ProcessState::from_name(from)?),
     };
-    Some((from, state_from_value(to)?))
-}
-
-fn state_from_value(value: &str) -> Option<ProcessState> {
-    [
-        ProcessState::Created,
-        ProcessState::Running,
-        ProcessState::Waiting,
-        ProcessState::Finished,
-        ProcessState::Excepted,
-        ProcessState::Killed,
-    ]
-    .into_iter()
-    .find(|state| state_value(*state) == value)
+    Some((from, ProcessState::from_name(to)?))
 }
 
 /// The reply to a `status` intent, as plumpy's `get_status_info` gives it: the creation time in
@@ -178,7 +153,7 @@ pub fn status_reply(status: &ProcessStatus) -> Value {
         .map_or(0.0, |since| since.as_secs_f64());
     let state = format!(
         "ProcessState.{}",
-        state_value(status.state).to_ascii_uppercase()
+        status.state.as_str().to_ascii_uppercase()
     );
     json!({
         "ctime": ctime,

@@ -253,7 +253,7 @@ fn drive_loop<P: Process>(
             };
             // Waiting only on control requests: park the driver as data, and end this task.
             let (shared, runner) = (driver.shared.clone(), driver.ctx.runner().clone());
-            if runner.park(&shared, |c| idle.stays(c), &mut slot) {
+            if runner.parked().park(&shared, |c| idle.stays(c), &mut slot) {
                 return;
             }
             // Not parked: the requests changed meanwhile (then this returns at once), or the
@@ -296,7 +296,7 @@ impl Idle {
 impl<P: Process> Parked for Driver<P> {
     fn wake(self: Box<Self>) {
         let runner = self.ctx.runner().clone();
-        runner.unpark(self.shared.identity.pid);
+        runner.parked().unpark(self.shared.identity.pid);
         let identity = &self.shared.identity;
         let name = format!("process {} {}", identity.type_name, identity.pid);
         let _refused = runner

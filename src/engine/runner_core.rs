@@ -13,7 +13,7 @@ use super::checkpoint::Checkpoint;
 use super::error::EngineError;
 use super::park::ParkedProcesses;
 use super::persist::Persister;
-use super::shared::{Control, Parked, ProcessShared};
+use super::shared::ProcessShared;
 use crate::thread::{RuntimeThread, Spawner};
 
 /// A runner's shared state. It reaches the thread through a spawner, which does not keep the
@@ -143,19 +143,9 @@ impl Core {
         }
     }
 
-    /// See [`ParkedProcesses::park`].
-    pub(crate) fn park<D: Parked + 'static>(
-        &self,
-        shared: &Arc<ProcessShared>,
-        stays: impl FnOnce(&Control) -> bool,
-        driver: &mut Option<D>,
-    ) -> bool {
-        self.inner.parked.park(shared, stays, driver)
-    }
-
-    /// Forgets a parked process that has been woken.
-    pub(crate) fn unpark(&self, pid: Uuid) {
-        self.inner.parked.unpark(pid);
+    /// The runner's parked processes.
+    pub(crate) fn parked(&self) -> &ParkedProcesses {
+        &self.inner.parked
     }
 
     /// Remembers a persisted process as alive in this runner.

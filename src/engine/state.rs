@@ -42,19 +42,32 @@ impl ProcessState {
             _ => false,
         }
     }
-}
 
-impl std::fmt::Display for ProcessState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self {
+    /// Its name, as plumpy names the state too (`ProcessState.value`): `created`, `running`,
+    /// `waiting`, `finished`, `excepted`, `killed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             ProcessState::Created => "created",
             ProcessState::Running => "running",
             ProcessState::Waiting => "waiting",
             ProcessState::Finished => "finished",
             ProcessState::Excepted => "excepted",
             ProcessState::Killed => "killed",
-        };
-        f.write_str(name)
+        }
+    }
+
+    /// The state named `name` (see [`as_str`](Self::as_str)).
+    pub fn from_name(name: &str) -> Option<ProcessState> {
+        use ProcessState::*;
+        [Created, Running, Waiting, Finished, Excepted, Killed]
+            .into_iter()
+            .find(|state| state.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for ProcessState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -63,6 +76,15 @@ mod tests {
     use super::ProcessState::{self, *};
 
     const ALL: [ProcessState; 6] = [Created, Running, Waiting, Finished, Excepted, Killed];
+
+    #[test]
+    fn a_state_is_found_by_its_name() {
+        for state in ALL {
+            assert_eq!(ProcessState::from_name(state.as_str()), Some(state));
+            assert_eq!(state.to_string(), state.as_str());
+        }
+        assert_eq!(ProcessState::from_name("asleep"), None);
+    }
 
     #[test]
     fn the_transition_table_is_exactly_the_documented_one() {

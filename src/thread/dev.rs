@@ -269,9 +269,9 @@ impl fmt::Debug for Dev {
     }
 }
 
-/// The development mode of the runtime whose thread this is, if it is on.
-pub(crate) fn current() -> Option<Arc<Dev>> {
-    THREAD.with(|thread| thread.borrow().as_ref().map(|(dev, _)| dev.clone()))
+/// Whether this thread polls for a runtime in the development mode.
+fn watching_this_thread() -> bool {
+    THREAD.with(|thread| thread.borrow().is_some())
 }
 
 /// Tells the development mode what the current poll is doing, more precisely than the name its
@@ -422,11 +422,12 @@ impl<F: Future> Future for Described<F> {
 /// the development mode; otherwise hands it back untouched. For work that enters the runtime
 /// from a task of its own (message handlers), which knows its runtime only through the thread.
 pub(crate) fn watched<F>(future: F, name: impl FnOnce() -> String) -> MaybeTimed<F> {
-    match current() {
-        Some(_) => MaybeTimed::Timed {
+    if watching_this_thread() {
+        MaybeTimed::Timed {
             inner: Timed::new(future, WorkName::Named(name().into())),
-        },
-        None => MaybeTimed::Plain { inner: future },
+        }
+    } else {
+        MaybeTimed::Plain { inner: future }
     }
 }
 

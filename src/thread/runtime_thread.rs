@@ -397,7 +397,7 @@ impl RuntimeThread {
         let prepared = startup::prepare(&self.shared.startup_records, task);
         let shared = self.shared.clone();
         self.shared.enqueue(Box::pin(async move {
-            prepared.spawn(&shared.shutdown, &shared.tracker, shared.dev.as_ref())
+            prepared.spawn(&shared.shutdown, &shared.tracker, shared.dev.is_some())
         }));
         Ok(())
     }
@@ -707,7 +707,7 @@ async fn serve(
         startup::prepare(&shared.startup_records, task).spawn(
             &shared.shutdown,
             &shared.tracker,
-            shared.dev.as_ref(),
+            shared.dev.is_some(),
         );
     }
     let _ = ready.send(Ok(()));

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::dev::{Dev, Timed, WorkName};
+use super::dev::{Timed, WorkName};
 use super::error::panic_message;
 use super::report::{StartupOutcome, StartupTaskReport};
 use super::task::TaskOutput;
@@ -128,13 +128,8 @@ pub(crate) fn prepare(records: &StartupRecords, task: StartupTask) -> Prepared {
 impl Prepared {
     /// Starts the task with a child of the thread's `shutdown` token, tracked by `tracker`
     /// (so a graceful stop waits for it); must be called from within the runtime.
-    /// In the development mode (`dev`), its polls are watched under its name.
-    pub(crate) fn spawn(
-        self,
-        shutdown: &CancellationToken,
-        tracker: &TaskTracker,
-        dev: Option<&Arc<Dev>>,
-    ) {
+    /// In the development mode (`watched`), its polls are watched under its name.
+    pub(crate) fn spawn(self, shutdown: &CancellationToken, tracker: &TaskTracker, watched: bool) {
         let Prepared { guard, factory } = self;
         let token = shutdown.child_token();
         let future = match catch_unwind(AssertUnwindSafe(|| factory(token.clone()))) {
@@ -156,12 +151,11 @@ impl Prepared {
             };
             guard.record(outcome);
         };
-        match dev {
-            None => drop(tracker.spawn(task)),
-            Some(_) => {
-                let name = WorkName::Named(format!("startup task '{name}'").into());
-                drop(tracker.spawn(Timed::new(task, name)));
-            }
+        if watched {
+            let name = WorkName::Named(format!("startup task '{name}'").into());
+            drop(tracker.spawn(Timed::new(task, name)));
+        } else {
+            drop(tracker.spawn(task));
         }
     }
 }

@@ -41,3 +41,29 @@ pub fn until(mut condition: impl FnMut() -> bool) {
         std::thread::yield_now();
     }
 }
+
+/// A process listener that records what it hears, one line per event: `from->to` (`-` for the
+/// first state), `paused`, `played`, `out:<name>`.
+#[derive(Default)]
+pub struct Recorder(pub parking_lot::Mutex<Vec<String>>);
+
+impl runtime_thread::engine::ProcessListener for Recorder {
+    fn on_state_changed(
+        &self,
+        _: uuid::Uuid,
+        from: Option<runtime_thread::engine::ProcessState>,
+        to: runtime_thread::engine::ProcessState,
+    ) {
+        let from = from.map_or("-".to_owned(), |f| f.to_string());
+        self.0.lock().push(format!("{from}->{to}"));
+    }
+    fn on_paused(&self, _: uuid::Uuid) {
+        self.0.lock().push("paused".into());
+    }
+    fn on_played(&self, _: uuid::Uuid) {
+        self.0.lock().push("played".into());
+    }
+    fn on_output(&self, _: uuid::Uuid, name: &str, _: &serde_json::Value) {
+        self.0.lock().push(format!("out:{name}"));
+    }
+}
