@@ -20,7 +20,9 @@ use crate::messaging::{
 /// is: give it to the runner as its [watcher](crate::engine::RunnerBuilder::watcher).
 ///
 /// - Each process answers RPCs addressed to its pid (as text): `play`, `pause` and `kill` answer
-///   whether the request was taken (`true`, or `false` for an ended process), `status` answers
+///   once the action has taken effect (a pause after the current step of a running process),
+///   `true`, or `false` for a process that ended first (over RabbitMQ a `pending` reply comes
+///   first, as from plumpy), `status` answers
 ///   plumpy's status mapping, and an unknown intent a remote error naming it (see
 ///   [`wire`](super::wire)). The subscription goes when the process ends, so a later RPC to
 ///   it is [`Error::Unroutable`].
@@ -141,8 +143,9 @@ impl<C: Communicator> ProcessWatcher for Listening<C> {
         let controller = process.clone();
         let handler = Handler::sync(move |message| answer(&controller, &message));
         outbox.post(Post::Subscribe(handler));
-        // The first state was entered before the watcher saw the process.
-        if process.state() == ProcessState::Created {
+        // The first state was entered before the watcher saw the process; a loaded one
+        // announced it where it was created.
+        if process.state() == ProcessState::Created && !process.was_loaded() {
             outbox.post(Post::Entered(None, ProcessState::Created));
         }
         Some(outbox)
@@ -245,20 +248,31 @@ impl<C: Communicator> ProcessListener for Outbox<C> {
     }
 }
 
-/// Answers one RPC to a process.
+/// Answers one RPC to a process. `play`, `pause` and `kill` answer `pending` at once, then
+/// whether the action took effect, once it has (plumpy's shape, which its asynchronous
+/// controller relies on: it awaits the reply and then the future in it). `status` answers at
+/// once.
 fn answer(process: &ProcessController, message: &Value) -> Response {
+    let process = process.clone();
     match Intent::from_message(message) {
-        Ok(Intent::Play { .. }) => Response::Value(process.play().into()),
-        Ok(Intent::Pause { .. }) => Response::Value(process.pause().into()),
-        Ok(Intent::Kill { message, force }) => {
+        Ok(Intent::Play { .. }) => Response::later(async move {
+            let taken = process.play() && process.until_played().await;
+            Value::Bool(taken)
+        }),
+        Ok(Intent::Pause { .. }) => Response::later(async move {
+            let taken = process.pause() && process.until_paused().await;
+            Value::Bool(taken)
+        }),
+        Ok(Intent::Kill { message, force }) => Response::later(async move {
             let message = message.unwrap_or_default();
             let taken = if force {
                 process.force_kill(message)
             } else {
                 process.kill(message)
             };
-            Response::Value(taken.into())
-        }
+            let killed = taken && process.until_ended().await.state() == ProcessState::Killed;
+            Value::Bool(killed)
+        }),
         Ok(Intent::Status { .. }) => Response::Value(status_reply(&process.status())),
         Err(error) => Response::Failed(error.to_string()),
     }

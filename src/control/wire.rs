@@ -27,6 +27,7 @@ use std::time::UNIX_EPOCH;
 use serde_json::{Map, Value, json};
 
 use crate::engine::{ProcessState, ProcessStatus, Uuid};
+use crate::messaging::{as_uuid, uuid_value};
 
 /// A control message that does not fit plumpy's shapes; the text says what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -227,14 +228,15 @@ impl LauncherTask {
                 "init_args": init_args, "init_kwargs": init_kwargs,
             }}),
             LauncherTask::Continue { pid, nowait, tag } => json!({"task": "continue", "args": {
-                "pid": pid.to_string(), "nowait": nowait, "tag": tag,
+                "pid": uuid_value(*pid), "nowait": nowait, "tag": tag,
             }}),
         }
     }
 
     /// Reads a task body as plumpy's launcher does: `init_args` and `init_kwargs` may be null,
-    /// `persist` and `nowait` default to false, and a pid may come as text or (from a plumpy
-    /// peer) as a `!uuid`-tagged value, which the RabbitMQ transport reads as text.
+    /// `persist` and `nowait` default to false, and a pid may come as text or as a UUID value
+    /// (plumpy's `!uuid` scalar, see [`UUID_KEY`](crate::messaging::UUID_KEY)), which is also
+    /// how [`to_message`](Self::to_message) writes it.
     ///
     /// # Errors
     ///
@@ -266,10 +268,10 @@ impl LauncherTask {
                 init_kwargs: keywords(args)?,
             },
             "continue" => {
-                let pid = text(args, "pid")?.ok_or_else(|| malformed("no 'pid'"))?;
+                let pid = args.get("pid").ok_or_else(|| malformed("no 'pid'"))?;
                 LauncherTask::Continue {
-                    pid: Uuid::parse_str(&pid)
-                        .map_err(|e| malformed(format!("the pid {pid:?} is not a UUID: {e}")))?,
+                    pid: as_uuid(pid)
+                        .ok_or_else(|| malformed(format!("the pid {pid} is not a UUID")))?,
                     nowait: flag(args, "nowait")?,
                     tag: text(args, "tag")?,
                 }
@@ -465,6 +467,12 @@ mod tests {
                 task
             );
         }
+        // A pid as text is read too.
+        let as_text = json!({"task": "continue", "args": {"pid": pid.to_string()}});
+        assert!(matches!(
+            LauncherTask::from_message(&as_text),
+            Ok(LauncherTask::Continue { pid: read, .. }) if read == pid
+        ));
         // As plumpy sends them: null arguments, flags absent.
         let from_python = json!({"task": "launch", "args": {
             "process_class": "m:C", "init_args": null, "init_kwargs": null,

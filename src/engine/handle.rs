@@ -155,6 +155,35 @@ impl ProcessController {
         })
     }
 
+    /// Waits until the process is paused, after a [`pause`](Self::pause): at once when it is
+    /// paused already, after its current step when it is running. `true` once paused, `false`
+    /// if it ended first. Awaitable on any executor; bound it with a timeout, since a process
+    /// that is never asked to pause never is.
+    pub async fn until_paused(&self) -> bool {
+        self.shared.until_paused_is(true).await
+    }
+
+    /// Waits until the process is not paused, after a [`play`](Self::play): `true` once it
+    /// runs (or waits) again, `false` if it ended first.
+    pub async fn until_played(&self) -> bool {
+        self.shared.until_paused_is(false).await
+    }
+
+    /// Waits until the process has ended, and returns its outcome (an abandoned process ended
+    /// killed). Unlike a [`ProcessHandle`], a controller never hands a persisted outcome over:
+    /// the final checkpoint stays for the process's handle.
+    pub async fn until_ended(&self) -> ProcessOutcome {
+        self.shared.outcome().await
+    }
+
+    /// Whether the process was continued from a checkpoint ([`Runner::load`]) rather than
+    /// started by this runner: it entered its first state before the checkpoint was taken.
+    ///
+    /// [`Runner::load`]: super::Runner::load
+    pub fn was_loaded(&self) -> bool {
+        self.shared.identity.loaded
+    }
+
     /// Ends a process's wait for a resume with `value`. A paused process keeps the value and
     /// continues with it once played. A process that is not waiting for a resume (running, or
     /// waiting on a timer or a future) refuses it with [`EngineError::InvalidState`].

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use uuid::Uuid;
 
 use super::error::EngineError;
 use super::handle::ProcessHandle;
@@ -189,6 +190,52 @@ impl<'r, P: Process> Launch<'r, P> {
             Some(start_persisted) => start_persisted(core, process, inputs, self.listeners),
             None => Ok(core.start_fresh(process, inputs, None, self.listeners)),
         }
+    }
+
+    /// Saves the process's first checkpoint, in state `Created`, without running it, and
+    /// returns its pid: a [`Runner::load`] of that pid, in this program or another one that
+    /// shares the store, runs it (plumpy's `create` then `continue`, which lets a process
+    /// outlive the program that made it). The process is not shown to the runner's watcher
+    /// and hears no listener (nothing runs here); the loading runner's watcher sees it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use runtime_thread::engine::{
+    ///     Command, InMemoryPersister, Persistent, Process, ProcessState, Runner, StepContext,
+    ///     StepError,
+    /// };
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Hello;
+    /// impl Process for Hello {
+    ///     async fn step(&mut self, _: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
+    ///         ctx.out("greeting", "hello".into());
+    ///         Ok(Command::finish())
+    ///     }
+    /// }
+    /// impl Persistent for Hello {
+    ///     const TYPE_NAME: &'static str = "doc.Hello";
+    /// }
+    ///
+    /// let runner = Runner::builder().persister(Arc::new(InMemoryPersister::new())).start()?;
+    /// let pid = runner.launch(Hello).create()?;
+    /// assert_eq!(runner.persister().unwrap().load(pid)?.state, ProcessState::Created);
+    /// assert_eq!(runner.load(pid)?.wait()?.into_outputs()?["greeting"], "hello");
+    /// # Ok::<(), runtime_thread::engine::EngineError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::InvalidInputs` as for [`start`](Self::start); `EngineError::NoPersister`
+    /// on a runner without a store; the store's failure to save.
+    ///
+    /// [`Runner::load`]: super::Runner::load
+    pub fn create(self) -> Result<Uuid, EngineError>
+    where
+        P: Persistent,
+    {
+        let (process, inputs) = self.built?;
+        self.runner.core().create_saved(process, inputs)
     }
 
     /// Starts the process and waits for its outputs, from synchronous code.

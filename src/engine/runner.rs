@@ -473,7 +473,6 @@ impl Core {
         self.register::<P>();
         let identity = Identity::new(P::TYPE_NAME, parent, true);
         let shared = Arc::new(ProcessShared::new(identity, Restored::FRESH, listeners));
-        self.watch(&shared);
         let ctx = StepContext::new(shared.clone(), self.clone(), P::spec(), inputs);
         let first = process.first_step().to_owned();
         let start = Start::Step(first.clone());
@@ -490,8 +489,22 @@ impl Core {
         })
     }
 
+    /// Saves the first checkpoint of `process` and leaves it there, not started: see
+    /// [`Launch::create`](super::Launch::create).
+    pub(crate) fn create_saved<P: Persistent>(
+        &self,
+        process: P,
+        inputs: Option<Value>,
+    ) -> Result<Uuid, EngineError> {
+        let created = self.create_persisted(process, inputs, None, Vec::new())?;
+        let pid = created.pid();
+        created.saver.store.save_bytes(pid, created.bytes)?;
+        Ok(pid)
+    }
+
     /// Starts a created process, whose first checkpoint is saved.
     fn start_created<P: Persistent>(&self, created: Created<P>) -> ProcessHandle {
+        self.watch(created.ctx.shared());
         self.track(created.ctx.shared());
         self.spawn(
             created.process,
@@ -596,6 +609,7 @@ fn prepare<P: Persistent>(checkpoint: Checkpoint) -> Result<Prepared, EngineErro
         type_name: P::TYPE_NAME,
         parent: checkpoint.parent,
         persisted: true,
+        loaded: true,
     };
     let restored = Restored {
         state: checkpoint.state,

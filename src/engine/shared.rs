@@ -68,6 +68,9 @@ pub(crate) struct Identity {
     pub(crate) parent: Option<Uuid>,
     /// Whether it is checkpointed (so an ended parent knows which children's to delete).
     pub(crate) persisted: bool,
+    /// Whether it was continued from a checkpoint rather than started here (so it entered
+    /// its first state elsewhere, before the checkpoint was taken).
+    pub(crate) loaded: bool,
 }
 
 impl Identity {
@@ -78,6 +81,7 @@ impl Identity {
             type_name,
             parent,
             persisted,
+            loaded: false,
         }
     }
 }
@@ -406,11 +410,26 @@ impl ProcessShared {
                 status.text = None;
             }
         }
+        // For `until_paused` / `until_played` (pausing is rare: the cost does not matter).
+        self.changed.notify_waiters();
         if paused {
             self.notify(|l, pid| l.on_paused(pid));
         } else {
             self.notify(|l, pid| l.on_played(pid));
         }
+    }
+
+    /// Waits until the process is paused (`true`) or not, as `paused` says, or has ended
+    /// (`false`).
+    pub(crate) async fn until_paused_is(&self, paused: bool) -> bool {
+        self.wake_when(|| {
+            let status = self.status.lock();
+            if status.outcome.is_some() {
+                return Some(false);
+            }
+            (status.paused == paused).then_some(true)
+        })
+        .await
     }
 
     pub(crate) fn finish(&self, exit_code: ExitCode, outputs: Outputs) -> ProcessOutcome {

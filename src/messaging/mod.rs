@@ -85,7 +85,7 @@ pub use error::Error;
 pub use filter::BroadcastFilter;
 pub use handler::{BroadcastHandler, Handler};
 pub use local::{DEFAULT_TIMEOUT, LocalCommunicator};
-pub use message::{Broadcast, Value, from_value, to_value};
+pub use message::{Broadcast, UUID_KEY, Value, as_uuid, from_value, to_value, uuid_value};
 pub use reply::Reply;
 pub use response::{IntoResponse, Responder, Response};
 pub use task::IncomingTask;

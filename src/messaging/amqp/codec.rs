@@ -10,6 +10,7 @@
 use std::io;
 
 use super::yaml;
+use crate::messaging::message::tagged_uuid;
 
 use serde_json::Value;
 use serde_json::ser::Formatter;
@@ -36,6 +37,10 @@ pub enum DecodeError {
 /// Encodes a value as JSON bytes that PyYAML decodes to the same value.
 pub fn encode(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
+    if holds_uuid(value) {
+        write_with_uuids(&mut out, value);
+        return out;
+    }
     let mut serializer = serde_json::Serializer::with_formatter(&mut out, YamlSafe);
     // Writing a `Value` into a `Vec` cannot fail: its keys are strings and its numbers finite.
     if serde::Serialize::serialize(value, &mut serializer).is_err() {
@@ -43,6 +48,58 @@ pub fn encode(value: &Value) -> Vec<u8> {
         out.extend_from_slice(b"null");
     }
     out
+}
+
+/// Whether `value` holds a `{"$uuid": text}` mapping anywhere, which JSON cannot carry as such.
+fn holds_uuid(value: &Value) -> bool {
+    match value {
+        Value::Array(items) => items.iter().any(holds_uuid),
+        Value::Object(entries) => tagged_uuid(value).is_some() || entries.values().any(holds_uuid),
+        _ => false,
+    }
+}
+
+/// Writes `value` as [`encode`] does, but each `{"$uuid": text}` as plumpy's `!uuid` scalar:
+/// JSON in YAML flow style with tags, which PyYAML (and this crate's reader) read.
+fn write_with_uuids(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Array(items) => {
+            out.push(b'[');
+            for (at, item) in items.iter().enumerate() {
+                if at > 0 {
+                    out.push(b',');
+                }
+                write_with_uuids(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(entries) => {
+            if let Some(uuid) = tagged_uuid(value) {
+                out.extend_from_slice(format!("!uuid '{uuid}'").as_bytes());
+                return;
+            }
+            out.push(b'{');
+            for (at, (key, item)) in entries.iter().enumerate() {
+                if at > 0 {
+                    out.push(b',');
+                }
+                write_plain(out, &Value::String(key.clone()));
+                // A space after the colon: before a tag, YAML wants one.
+                out.extend_from_slice(b": ");
+                write_with_uuids(out, item);
+            }
+            out.push(b'}');
+        }
+        scalar => write_plain(out, scalar),
+    }
+}
+
+/// Appends a value with no UUID in it, as [`encode`] writes one.
+fn write_plain(out: &mut Vec<u8>, value: &Value) {
+    let mut serializer = serde_json::Serializer::with_formatter(&mut *out, YamlSafe);
+    if serde::Serialize::serialize(value, &mut serializer).is_err() {
+        out.extend_from_slice(b"null");
+    }
 }
 
 /// Decodes a body: JSON first (what this crate and most peers send), then YAML (what kiwipy
@@ -200,11 +257,22 @@ mod tests {
     }
 
     #[test]
-    fn plumpys_uuid_tag_reads_as_the_pid_string() {
+    fn plumpys_uuid_tag_reads_as_a_uuid_value_and_is_written_back() {
         let body = b"{intent: status, pid: !uuid 'B1E9B8A2-5D43-4E0C-9C2D-3E4F5A6B7C8D'}\n";
+        let pid = "b1e9b8a2-5d43-4e0c-9c2d-3e4f5a6b7c8d";
+        let read = decode(body, LIMIT).unwrap();
+        assert_eq!(read, json!({"intent": "status", "pid": {"$uuid": pid}}));
+        let written = encode(&read);
         assert_eq!(
-            decode(body, LIMIT).unwrap(),
-            json!({"intent": "status", "pid": "b1e9b8a2-5d43-4e0c-9c2d-3e4f5a6b7c8d"})
+            std::str::from_utf8(&written).unwrap(),
+            format!("{{\"intent\": \"status\",\"pid\": !uuid '{pid}'}}")
+        );
+        assert_eq!(decode(&written, LIMIT).unwrap(), read);
+        let nested = json!([{"$uuid": pid}, {"$uuid": pid, "other": 1}, {"$uuid": "no"}, 1.5e300]);
+        assert_eq!(decode(&encode(&nested), LIMIT).unwrap(), nested);
+        assert_eq!(
+            decode(&encode(&json!({"$uuid": pid})), LIMIT).unwrap(),
+            json!({"$uuid": pid})
         );
         let error = decode(b"!uuid not-a-uuid\n", LIMIT).unwrap_err();
         assert!(matches!(error, DecodeError::Syntax(_)), "{error}");

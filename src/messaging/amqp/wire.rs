@@ -3,6 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::messaging::Broadcast;
+use crate::messaging::message::tagged_uuid;
 
 /// The routing-key prefix of RPCs (literal brackets, as kiwipy).
 pub(crate) const RPC_TOPIC: &str = "[rpc]";
@@ -95,7 +96,11 @@ fn text(value: Option<Value>) -> Option<String> {
     match value? {
         Value::Null => None,
         Value::String(text) => Some(text),
-        other => Some(other.to_string()),
+        // A pid from plumpy (a `!uuid` scalar): its text.
+        other => match tagged_uuid(&other) {
+            Some(uuid) => Some(uuid.to_string()),
+            None => Some(other.to_string()),
+        },
     }
 }
 

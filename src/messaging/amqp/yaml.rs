@@ -2,7 +2,7 @@
 //!
 //! Built on a YAML event parser rather than a YAML value type, because the tags matter and
 //! YAML value types drop them: `!!python/tuple` is a list, `!!set` a list of its members,
-//! `!!binary` its base64 text, plumpy's `!uuid` (a pid) its canonical string, and any other
+//! `!!binary` its base64 text, plumpy's `!uuid` (a pid) `{"$uuid": text}`, and any other
 //! Python tag (an arbitrary object, a call) is refused rather than read as its plain data. Plain scalars are resolved as PyYAML resolves
 //! them (YAML 1.1: `yes`/`on` are booleans, a float needs a `.`).
 
@@ -217,9 +217,9 @@ fn is_uuid_tag(tag: &Tag) -> bool {
 
 fn scalar(text: String, style: TScalarStyle, tag: Option<&Tag>) -> Result<Value, YamlError> {
     if let Some(tag) = tag.filter(|tag| is_uuid_tag(tag)) {
-        // A pid reads as its canonical string, the form the engine's pids take in messages.
+        // Read as `{"$uuid": text}`, which is written back as `!uuid` (see `UUID_KEY`).
         return uuid::Uuid::parse_str(text.trim())
-            .map(|pid| Value::String(pid.to_string()))
+            .map(crate::messaging::uuid_value)
             .map_err(|e| {
                 YamlError::Syntax(format!("{} {text:?} is not a UUID: {e}", tag_name(tag)))
             });
