@@ -7,11 +7,13 @@ use std::sync::{Arc, Weak};
 use futures::FutureExt;
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{Intent, state_changed_subject, status_reply};
 use crate::RuntimeThread;
-use crate::engine::{ProcessController, ProcessListener, ProcessState, ProcessWatcher, Uuid};
+use crate::engine::{
+    ProcessController, ProcessListener, ProcessState, ProcessWatcher, Uuid, Watch,
+};
 use crate::messaging::{
     Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Error, Handler, Response,
 };
@@ -130,7 +132,7 @@ impl<C: Communicator> Inner<C> {
 }
 
 impl<C: Communicator> ProcessWatcher for Listening<C> {
-    fn on_process(&self, process: &ProcessController) -> Option<Arc<dyn ProcessListener>> {
+    fn on_process(&self, process: &ProcessController) -> Watch {
         let pid = process.pid();
         self.inner.processes.lock().insert(pid, process.clone());
         let outbox = Arc::new_cyclic(|me| Outbox {
@@ -142,20 +144,30 @@ impl<C: Communicator> ProcessWatcher for Listening<C> {
         });
         let controller = process.clone();
         let handler = Handler::sync(move |message| answer(&controller, &message));
-        outbox.post(Post::Subscribe(handler));
+        let (subscribed, reachable) = oneshot::channel();
+        let at_once = outbox.post(Post::Subscribe(handler, subscribed));
         // The first state was entered before the watcher saw the process; a loaded one
         // announced it where it was created.
         if process.state() == ProcessState::Created && !process.was_loaded() {
             outbox.post(Post::Entered(None, ProcessState::Created));
         }
-        Some(outbox)
+        let watch = Watch::nothing().listener(outbox);
+        if at_once {
+            return watch;
+        }
+        // Over the network: the process does nothing until it can be reached (as a plumpy
+        // process, which subscribes as it is made).
+        watch.hold_until(async move {
+            let _ = reachable.await;
+        })
     }
 }
 
 /// What a process sends, in order: its subscription, each state it enters, and its
-/// unsubscription after the last.
+/// unsubscription before the last.
 enum Post {
-    Subscribe(Handler),
+    /// The subscription, and who to tell when it is in place (or failed).
+    Subscribe(Handler, oneshot::Sender<()>),
     Entered(Option<ProcessState>, ProcessState),
 }
 
@@ -175,11 +187,12 @@ struct Outbox<C> {
 }
 
 impl<C: Communicator> Outbox<C> {
-    fn post(self: &Arc<Self>, post: Post) {
+    /// Sends `post`, or queues it for the outbox's task; true if it was sent on the spot.
+    fn post(self: &Arc<Self>, post: Post) -> bool {
         let mut queue = self.queue.lock();
         if let Some(queue) = queue.as_ref() {
             let _ = queue.send(post);
-            return;
+            return false;
         }
         let mut sending = Box::pin(self.clone().send(post));
         let sent = {
@@ -190,7 +203,7 @@ impl<C: Communicator> Outbox<C> {
             (&mut sending).now_or_never()
         };
         if sent.is_some() {
-            return;
+            return true;
         }
         // The runtime's handle, not `tokio::spawn`: a process may be started or steered
         // from a plain thread.
@@ -209,30 +222,34 @@ impl<C: Communicator> Outbox<C> {
                 }
             }
         });
+        false
     }
 
     /// Sends one message; after the last state, unsubscribes and returns true.
     async fn send(self: Arc<Self>, post: Post) -> bool {
         let (pid, comm) = (self.pid, &self.inner.comm);
         match post {
-            Post::Subscribe(handler) => {
+            Post::Subscribe(handler, subscribed) => {
                 if let Err(error) = comm.add_rpc_subscriber(&self.id, handler).await {
                     tracing::warn!(%pid, %error, "a process could not subscribe to its RPCs");
                 }
+                let _ = subscribed.send(());
                 false
             }
             Post::Entered(from, to) => {
-                let broadcast = Broadcast::new(Value::Null)
-                    .sender(self.id.clone())
-                    .subject(state_changed_subject(from, to));
-                if let Err(error) = comm.broadcast_send(broadcast).await {
-                    tracing::warn!(%pid, %error, "a state broadcast could not be sent");
-                }
+                // Unsubscribed before the last state is announced, so that whoever heard it
+                // finds the pid unroutable.
                 if to.is_terminal() {
                     self.inner.processes.lock().remove(&pid);
                     if let Err(error) = comm.remove_rpc_subscriber(&self.id).await {
                         tracing::debug!(%pid, %error, "an ended process's subscription was gone");
                     }
+                }
+                let broadcast = Broadcast::new(Value::Null)
+                    .sender(self.id.clone())
+                    .subject(state_changed_subject(from, to));
+                if let Err(error) = comm.broadcast_send(broadcast).await {
+                    tracing::warn!(%pid, %error, "a state broadcast could not be sent");
                 }
                 to.is_terminal()
             }

@@ -22,7 +22,7 @@
 //! # Ok::<(), runtime_thread::control::wire::WireError>(())
 //! ```
 
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
@@ -162,6 +162,47 @@ pub fn status_reply(status: &ProcessStatus) -> Value {
         "process_string": format!("{} ({state})", status.process),
         "state": state,
     })
+}
+
+/// A `status` reply as a controller reads it: what [`status_reply`] writes, from a Rust or a
+/// Python process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteStatus {
+    /// When the process was created.
+    pub ctime: SystemTime,
+    /// Whether it is paused (its `state` stays what it was).
+    pub paused: bool,
+    /// Its type and state, as plumpy prints them: `Add (ProcessState.WAITING)`.
+    pub process_string: String,
+    /// Its state.
+    pub state: ProcessState,
+}
+
+impl RemoteStatus {
+    /// Reads a `status` reply.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::Malformed`] when a field is missing or mistyped, or the state is not one
+    /// of plumpy's.
+    pub fn from_message(body: &Value) -> Result<RemoteStatus, WireError> {
+        let map = mapping(body, "a status reply")?;
+        let seconds = map
+            .get("ctime")
+            .and_then(Value::as_f64)
+            .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+            .ok_or_else(|| malformed("the status reply's 'ctime' must be seconds"))?;
+        let state =
+            text(map, "state")?.ok_or_else(|| malformed("the status reply has no 'state'"))?;
+        let name = state.strip_prefix("ProcessState.").unwrap_or(&state);
+        Ok(RemoteStatus {
+            ctime: UNIX_EPOCH + Duration::from_secs_f64(seconds),
+            paused: flag(map, "paused")?,
+            process_string: text(map, "process_string")?.unwrap_or_default(),
+            state: ProcessState::from_name(&name.to_ascii_lowercase())
+                .ok_or_else(|| malformed(format!("{state:?} is not a process state")))?,
+        })
+    }
 }
 
 /// A task for a launcher (plumpy's `ProcessLauncher`), on a task queue any worker may take.
@@ -333,8 +374,6 @@ fn keywords(map: &Map<String, Value>) -> Result<Map<String, Value>, WireError> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, UNIX_EPOCH};
-
     use serde_json::json;
 
     use super::*;
@@ -436,6 +475,32 @@ mod tests {
                 "state": "ProcessState.WAITING",
             })
         );
+    }
+
+    #[test]
+    fn a_status_reply_reads_back() {
+        let status = ProcessStatus {
+            pid: Uuid::new_v4(),
+            parent: None,
+            ctime: UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
+            process: "Crunch".into(),
+            state: ProcessState::Waiting,
+            paused: true,
+            status: None,
+            awaiting_resume: false,
+        };
+        let read = RemoteStatus::from_message(&status_reply(&status)).unwrap();
+        assert_eq!(read.ctime, status.ctime);
+        assert!(read.paused);
+        assert_eq!(read.state, ProcessState::Waiting);
+        assert_eq!(read.process_string, "Crunch (ProcessState.WAITING)");
+        for bad in [
+            json!(1),
+            json!({"ctime": 1.0}),
+            json!({"ctime": 1.0, "state": "ProcessState.ASLEEP"}),
+        ] {
+            assert!(RemoteStatus::from_message(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

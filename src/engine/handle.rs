@@ -169,6 +169,12 @@ impl ProcessController {
         self.shared.until_paused_is(false).await
     }
 
+    /// Waits until the process has left `Created`: its first step has begun (after whatever a
+    /// [`Watch::hold_until`](super::Watch::hold_until) held it for), or it ended before.
+    pub async fn until_started(&self) {
+        self.shared.until_started().await;
+    }
+
     /// Waits until the process has ended, and returns its outcome (an abandoned process ended
     /// killed). Unlike a [`ProcessHandle`], a controller never hands a persisted outcome over:
     /// the final checkpoint stays for the process's handle.

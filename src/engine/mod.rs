@@ -232,4 +232,4 @@ pub use process::{Command, Persistent, Process, StepContext, StepError, StepName
 pub use runner::{Runner, RunnerBuilder};
 pub use spec::{Namespace, Port, PortError, ProcessSpec, Validator, ValueType};
 pub use state::ProcessState;
-pub use watcher::ProcessWatcher;
+pub use watcher::{ProcessWatcher, Watch};

@@ -17,7 +17,7 @@ use super::listener::ProcessListener;
 use super::outcome::Outputs;
 use super::persist::Persister;
 use super::process::{Persistent, Process, StepContext};
-use super::runner_core::{Core, Hook, Prepared};
+use super::runner_core::{Core, Gate, Hook, Prepared};
 use super::shared::{Identity, ProcessShared, Restored};
 use super::spec::{PortError, ProcessSpec};
 use super::state::ProcessState;
@@ -109,9 +109,11 @@ impl RunnerBuilder {
         let hook = self.watcher.map(|watcher| -> Hook {
             Arc::new(move |shared: &Arc<ProcessShared>| {
                 let controller = ProcessController::new(shared.clone());
-                if let Some(listener) = watcher.on_process(&controller) {
+                let watch = watcher.on_process(&controller);
+                if let Some(listener) = watch.listener {
                     shared.attach(listener);
                 }
+                watch.hold
             })
         });
         Ok(match self.thread {
@@ -254,6 +256,13 @@ impl Runner {
     /// does not decode or contradicts itself; the store's failure.
     pub fn load(&self, pid: Uuid) -> Result<ProcessHandle, EngineError> {
         self.core.load(pid)
+    }
+
+    /// The controller of the persisted process `pid` if it runs in this runner now (loaded
+    /// or launched persisted, and not ended): what a second [`load`](Self::load) of it, refused
+    /// with `AlreadyRunning`, can wait on instead.
+    pub fn running(&self, pid: Uuid) -> Option<ProcessController> {
+        self.core.running(pid).map(ProcessController::new)
     }
 
     /// Continues every saved process not already running in this runner, and returns the
@@ -424,10 +433,10 @@ impl Core {
     ) -> ProcessHandle {
         let identity = Identity::new(P::name(), parent, false);
         let shared = Arc::new(ProcessShared::new(identity, Restored::FRESH, listeners));
-        self.watch(&shared);
+        let hold = self.watch(&shared);
         let ctx = StepContext::new(shared, self.clone(), P::spec(), inputs);
         let first = process.first_step().to_owned();
-        self.spawn(process, ctx, Start::Step(first), None)
+        self.spawn(process, ctx, Start::Step(first), None, hold)
     }
 
     pub(crate) fn start_persisted<P: Persistent>(
@@ -504,13 +513,14 @@ impl Core {
 
     /// Starts a created process, whose first checkpoint is saved.
     fn start_created<P: Persistent>(&self, created: Created<P>) -> ProcessHandle {
-        self.watch(created.ctx.shared());
+        let hold = self.watch(created.ctx.shared());
         self.track(created.ctx.shared());
         self.spawn(
             created.process,
             created.ctx,
             created.start,
             Some(created.saver),
+            hold,
         )
     }
 
@@ -520,6 +530,7 @@ impl Core {
         ctx: StepContext,
         start: Start,
         saver: Option<Saver<P>>,
+        hold: Option<Gate>,
     ) -> ProcessHandle {
         let shared = ctx.shared().clone();
         // A refusal drops the driver, which marks the process abandoned: say why.
@@ -529,10 +540,18 @@ impl Core {
                 shared.identity.type_name, shared.identity.pid
             )
         };
-        if let Err(why) = self
-            .spawner()
-            .spawn_job(drive(process, ctx, start, saver), name)
-        {
+        let driver = drive(process, ctx, start, saver);
+        let spawned = match hold {
+            None => self.spawner().spawn_job(driver, name),
+            Some(hold) => self.spawner().spawn_job(
+                async move {
+                    hold.await;
+                    driver.await;
+                },
+                name,
+            ),
+        };
+        if let Err(why) = spawned {
             shared.refused(why);
         }
         ProcessHandle::new(shared, self.clone())
@@ -631,13 +650,13 @@ fn prepare<P: Persistent>(checkpoint: Checkpoint) -> Result<Prepared, EngineErro
                 // Ended before it was saved: its shared state already holds the outcome.
                 return;
             };
-            runner.watch(&started);
+            let hold = runner.watch(&started);
             let mut ctx = StepContext::new(started, runner.clone(), P::spec(), inputs);
             ctx.outputs = outputs;
             ctx.resumed = resumed.map(|value| Box::new(Resumed::Value(value)));
             let saver = saver(store, &start);
             // The handle is made by the caller, for loaded processes of every kind.
-            drop(runner.spawn(process, ctx, start, Some(saver)));
+            drop(runner.spawn(process, ctx, start, Some(saver), hold));
         }),
     })
 }

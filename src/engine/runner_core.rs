@@ -23,8 +23,12 @@ pub(crate) struct Core {
     inner: Arc<Inner>,
 }
 
-/// What the runner's watcher does with each new process (see `RunnerBuilder::watcher`).
-pub(crate) type Hook = Arc<dyn Fn(&Arc<ProcessShared>) + Send + Sync>;
+/// What the runner's watcher does with each new process (see `RunnerBuilder::watcher`): it
+/// attaches a listener, and may hold the first step until a future completes.
+pub(crate) type Hook = Arc<dyn Fn(&Arc<ProcessShared>) -> Option<Gate> + Send + Sync>;
+
+/// What a process's first step waits for (see `Watch::hold_until`).
+pub(crate) type Gate = futures::future::BoxFuture<'static, ()>;
 
 struct Inner {
     spawner: Spawner,
@@ -101,10 +105,8 @@ impl Core {
     }
 
     /// Shows a new process to the runner's watcher, if it has one, before its first step.
-    pub(crate) fn watch(&self, shared: &Arc<ProcessShared>) {
-        if let Some(hook) = &self.inner.hook {
-            hook(shared);
-        }
+    pub(crate) fn watch(&self, shared: &Arc<ProcessShared>) -> Option<Gate> {
+        self.inner.hook.as_ref().and_then(|hook| hook(shared))
     }
 
     /// The checkpoint store, if the runner has one.

@@ -376,6 +376,10 @@ impl ProcessShared {
         };
         // With no `wait_for_state` waiting, this is one atomic read.
         self.state_changed.notify_all();
+        if from == ProcessState::Created {
+            // For `until_started` (once a process: the cost does not matter).
+            self.changed.notify_waiters();
+        }
         self.notify(|l, pid| l.on_state_changed(pid, Some(from), to));
         true
     }
@@ -417,6 +421,12 @@ impl ProcessShared {
         } else {
             self.notify(|l, pid| l.on_played(pid));
         }
+    }
+
+    /// Waits until the process has left `Created`.
+    pub(crate) async fn until_started(&self) {
+        self.wake_when(|| (self.state() != ProcessState::Created).then_some(()))
+            .await;
     }
 
     /// Waits until the process is paused (`true`) or not, as `paused` says, or has ended

@@ -361,6 +361,12 @@ async fn run_task(lease: Lease, handler: Handler, body: Value, holder: Subscribe
         format!("task subscriber {holder} on queue '{queue}'")
     })
     .await;
+    let mut response = response;
+    // Followed here rather than by `settle`, so that a rejection after a pending answer
+    // gives the task back too.
+    while let Response::Pending(later) = response {
+        response = later.await;
+    }
     if matches!(response, Response::Rejected) {
         tracing::debug!(%holder, "task rejected; offering it to another subscriber");
         return lease.settle(Settlement::Reject);

@@ -17,7 +17,9 @@ pub enum Response {
     /// The handler failed; the sender gets [`Error::Remote`] with this message.
     Failed(String),
     /// For tasks: not for this subscriber; the task is offered to another one (and waits in the
-    /// queue if every subscriber rejected it). For RPC the sender gets [`Error::TaskRejected`].
+    /// queue if every subscriber rejected it), also when it comes after a `Pending` (a worker
+    /// that cannot finish a task it took gives it back). For RPC the sender gets
+    /// [`Error::TaskRejected`].
     Rejected,
     /// The answer was cancelled; the sender gets [`Error::Cancelled`].
     Cancelled,

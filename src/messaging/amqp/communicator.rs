@@ -681,6 +681,15 @@ impl Communicator for AmqpCommunicator {
                 });
             };
             if let Some(queue) = removed.queue {
+                // Unrouted first: a request sent from now on is `Unroutable` at once, and
+                // those already routed reach the consumer before it stops, instead of dying
+                // with the queue (their senders would wait for their timeout).
+                let link = self.inner.link.borrow().clone();
+                if let Some(link) = link {
+                    let exchange = &self.inner.config.message_exchange;
+                    let key = format!("{RPC_TOPIC}.{identifier}");
+                    let _ = link::unbind(&link.consumer, &queue, exchange, &key).await;
+                }
                 self.stop_consuming(identifier, &queue).await;
             }
             Ok(())

@@ -244,6 +244,29 @@ pub(crate) async fn bind(
         .map_err(|e| broker_error(&format!("cannot bind {queue} to {exchange} as {key}"), e))
 }
 
+/// Undoes [`bind`]: messages published under `key` no longer reach `queue`.
+pub(crate) async fn unbind(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+) -> Result<(), Error> {
+    channel
+        .queue_unbind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| {
+            broker_error(
+                &format!("cannot unbind {queue} from {exchange} as {key}"),
+                e,
+            )
+        })
+}
+
 /// A channel whose consumers each hold at most `prefetch` unacknowledged deliveries (0 =
 /// unlimited, as kiwipy): one for each task subscriber, and the one pulls take tasks on.
 pub(crate) async fn prefetching_channel(

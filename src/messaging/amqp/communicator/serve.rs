@@ -64,7 +64,9 @@ impl AmqpCommunicator {
             let (reply_to, correlation_id) = (&reply_to, &correlation_id);
             async move { self.reply(exchange, reply_to, correlation_id, body).await }
         };
-        let reply = follow(response, true, &mut send).await;
+        let reply = follow(response, true, &mut send)
+            .await
+            .unwrap_or_else(|| Reply::Exception(Error::TaskRejected.to_string()));
         send(reply).await;
     }
 
@@ -197,16 +199,16 @@ impl AmqpCommunicator {
         let queue = &delivery.routing_key;
         let call = async { handler.call(task).await };
         let response = watched(call, || format!("task subscriber on queue '{queue}'")).await;
-        if matches!(response, Response::Rejected) {
-            refused.remember(id);
-            let _ = delivery.nack(requeue()).await;
-            return;
-        }
         let mut send = |reply: Reply| {
             let (reply_to, correlation_id) = (&reply_to, &correlation_id);
             async move { self.task_reply(reply_to, correlation_id, reply).await }
         };
-        let reply = follow(response, !no_reply, &mut send).await;
+        let Some(reply) = follow(response, !no_reply, &mut send).await else {
+            // Rejected after all: back to the queue, for another worker.
+            refused.remember(id);
+            let _ = delivery.nack(requeue()).await;
+            return;
+        };
         // Acknowledged once answered, then the reply (kiwipy's order).
         let _ = delivery.ack(BasicAckOptions::default()).await;
         if !no_reply {
@@ -243,20 +245,18 @@ pub(super) struct Refusals(Mutex<HashMap<String, u32>>);
 const MAX_REFUSALS: usize = 10_000;
 
 /// Follows pending answers to the final one, sending kiwipy's `{pending: null}` for each level
-/// when `announce` says so; a rejection after a pending answer is an exception.
-async fn follow<F, Fut>(mut response: Response, announce: bool, send: &mut F) -> Reply
+/// when `announce` says so; `None` for a rejection.
+async fn follow<F, Fut>(mut response: Response, announce: bool, send: &mut F) -> Option<Reply>
 where
     F: FnMut(Reply) -> Fut,
     Fut: Future<Output = ()>,
 {
     loop {
         response = match response {
-            Response::Value(value) => return Reply::Result(value),
-            Response::Failed(message) => return Reply::Exception(message),
-            Response::Cancelled => return Reply::Cancelled,
-            Response::Rejected => {
-                return Reply::Exception(Error::TaskRejected.to_string());
-            }
+            Response::Value(value) => return Some(Reply::Result(value)),
+            Response::Failed(message) => return Some(Reply::Exception(message)),
+            Response::Cancelled => return Some(Reply::Cancelled),
+            Response::Rejected => return None,
             Response::Pending(later) => {
                 if announce {
                     send(Reply::Pending).await;
