@@ -1,5 +1,5 @@
 //! Interoperability with a real kiwipy 0.9 (Python, in the virtual environment that
-//! `scripts/kiwipy-venv` creates) over a real RabbitMQ: a kiwipy client calls Rust RPC
+//! `scripts/python-venv` creates) over a real RabbitMQ: a kiwipy client calls Rust RPC
 //! subscribers, sends tasks to Rust workers and broadcasts to Rust subscribers; a Rust client
 //! does the same against kiwipy subscribers. The Python side is `tests/kiwipy/peer.py`.
 #![cfg(feature = "amqp")]
@@ -24,14 +24,14 @@ use common::{bounded, broker};
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kiwipy/peer.py");
 
-/// The kiwipy venv's python, which `scripts/test` makes (`scripts/kiwipy-venv`) and names in
-/// `RUNTIME_THREAD_KIWIPY_PYTHON`.
+/// The Python venv's python, which `scripts/test` makes (`scripts/python-venv`) and names in
+/// `RUNTIME_THREAD_PYTHON`.
 fn python() -> PathBuf {
-    match std::env::var_os("RUNTIME_THREAD_KIWIPY_PYTHON") {
+    match std::env::var_os("RUNTIME_THREAD_PYTHON") {
         Some(python) => python.into(),
         None => panic!(
-            "RUNTIME_THREAD_KIWIPY_PYTHON is not set: run these tests through scripts/test, or \
-             export it as the path `scripts/kiwipy-venv` prints"
+            "RUNTIME_THREAD_PYTHON is not set: run these tests through scripts/test, or \
+             export it as the path `scripts/python-venv` prints"
         ),
     }
 }
@@ -60,7 +60,7 @@ fn values() -> Vec<Value> {
 }
 
 #[test]
-#[ignore = "needs the project's RabbitMQ node and kiwipy venv: scripts/test runs it"]
+#[ignore = "needs the project's RabbitMQ node and Python venv: scripts/test runs it"]
 fn a_kiwipy_client_calls_rust_rpcs_sends_rust_workers_tasks_and_broadcasts_to_rust() {
     let python = python();
     bounded(Duration::from_secs(120), move || {
@@ -140,7 +140,7 @@ fn a_kiwipy_client_calls_rust_rpcs_sends_rust_workers_tasks_and_broadcasts_to_ru
 }
 
 #[test]
-#[ignore = "needs the project's RabbitMQ node and kiwipy venv: scripts/test runs it"]
+#[ignore = "needs the project's RabbitMQ node and Python venv: scripts/test runs it"]
 fn a_rust_client_calls_kiwipy_rpcs_sends_kiwipy_workers_tasks_and_broadcasts_to_kiwipy() {
     let python = python();
     bounded(Duration::from_secs(120), move || {

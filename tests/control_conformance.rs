@@ -516,7 +516,7 @@ fn intents_on_a_waiting_then_paused_then_ended_process<C: Communicator>(w: World
     let status = w.ctl.status(pid).unwrap();
     assert_eq!(status.state, ProcessState::Waiting);
     assert!(!status.paused);
-    assert_eq!(status.process_string, "Waits (ProcessState.WAITING)");
+    assert_eq!(status.process_string, "<Waits> (ProcessState.WAITING)");
     // Paused: the state stays, the flag shows it; a second pause or play also answers true.
     assert!(w.ctl.pause(pid, Some("lunch")).unwrap());
     let status = w.ctl.status(pid).unwrap();
@@ -860,7 +860,7 @@ impl<C: Communicator> World<C> {
             if subject == "state_changed.None.created" {
                 let pid: Uuid = sender.parse().expect("a pid");
                 let alive = self.ctl.status(pid);
-                if alive.is_ok_and(|s| s.process_string.starts_with(name)) {
+                if alive.is_ok_and(|s| s.process_string.starts_with(&format!("<{name}>"))) {
                     return pid;
                 }
             }

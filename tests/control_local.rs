@@ -214,7 +214,7 @@ fn a_process_answers_each_intent_by_its_pid() {
 
         let status = rpc(intent("status")).unwrap();
         assert_eq!(status["state"], "ProcessState.WAITING");
-        assert_eq!(status["process_string"], "Waits (ProcessState.WAITING)");
+        assert_eq!(status["process_string"], "<Waits> (ProcessState.WAITING)");
         assert_eq!(status["paused"], false);
         assert!(status["ctime"].as_f64().unwrap() > 1.7e9, "{status}");
 

@@ -159,7 +159,7 @@ pub fn status_reply(status: &ProcessStatus) -> Value {
     json!({
         "ctime": ctime,
         "paused": status.paused,
-        "process_string": format!("{} ({state})", status.process),
+        "process_string": format!("<{}> ({state})", status.process),
         "state": state,
     })
 }
@@ -172,7 +172,7 @@ pub struct RemoteStatus {
     pub ctime: SystemTime,
     /// Whether it is paused (its `state` stays what it was).
     pub paused: bool,
-    /// Its type and state, as plumpy prints them: `Add (ProcessState.WAITING)`.
+    /// Its type and state, as plumpy prints them: `<Add> (ProcessState.WAITING)`.
     pub process_string: String,
     /// Its state.
     pub state: ProcessState,
@@ -471,7 +471,7 @@ mod tests {
             json!({
                 "ctime": 1_700_000_000.25,
                 "paused": true,
-                "process_string": "Crunch (ProcessState.WAITING)",
+                "process_string": "<Crunch> (ProcessState.WAITING)",
                 "state": "ProcessState.WAITING",
             })
         );
@@ -493,7 +493,7 @@ mod tests {
         assert_eq!(read.ctime, status.ctime);
         assert!(read.paused);
         assert_eq!(read.state, ProcessState::Waiting);
-        assert_eq!(read.process_string, "Crunch (ProcessState.WAITING)");
+        assert_eq!(read.process_string, "<Crunch> (ProcessState.WAITING)");
         for bad in [
             json!(1),
             json!({"ctime": 1.0}),
