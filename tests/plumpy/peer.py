@@ -1,6 +1,7 @@
 """A plumpy 0.26 peer for the control layer's interoperability tests (tests/control_plumpy.rs).
 
-    python peer.py worker <url> <prefix>   a plumpy worker: a ProcessLauncher on the task queue
+    python peer.py worker <url> <prefix> [slots]
+                                           a plumpy worker: a ProcessLauncher on the task queue
                                            <prefix>.processes, with a pickle persister, whose
                                            `Waits` processes get the communicator (as AiiDA's
                                            do); prints READY, stops when stdin closes
@@ -12,6 +13,7 @@ testing mode (the declarations must match the Rust side's).
 """
 
 import asyncio
+import os
 import sys
 import tempfile
 import threading
@@ -24,12 +26,13 @@ from kiwipy import rmq
 TIMEOUT = 20
 
 
-def connect(url, prefix):
+def connect(url, prefix, slots=0):
     return rmq.RmqThreadCommunicator.connect(
         connection_params={'url': url},
         message_exchange=f'{prefix}.messages',
         task_exchange=f'{prefix}.tasks',
         task_queue=f'{prefix}.processes',
+        task_prefetch_count=slots,
         testing_mode=True,
     )
 
@@ -65,20 +68,23 @@ class Waits(plumpy.Process):
         return plumpy.Wait(msg='waiting to be steered')
 
 
-def worker(url, prefix):
+def worker(url, prefix, slots='0'):
     global LOOP_COMM
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    comm = connect(url, prefix)
+    comm = connect(url, prefix, int(slots))
     LOOP_COMM = plumpy.wrap_communicator(comm, loop)
     persister = plumpy.PicklePersister(tempfile.mkdtemp(prefix='plumpy-peer-'))
     launcher = plumpy.ProcessLauncher(loop=loop, persister=persister)
     LOOP_COMM.add_task_subscriber(launcher)
 
     # plumpy's loop communicator can queue a reply's callback without waking the loop
-    # (reference notes 5.5): a short timer keeps an idle worker answering.
+    # (reference notes 5.5): a short timer keeps an idle worker answering. The benchmark makes
+    # it 1 ms, plumpy's best case.
+    period = float(os.environ.get('PEER_TICK_SECONDS', '0.05'))
+
     def tick():
-        loop.call_later(0.05, tick)
+        loop.call_later(period, tick)
 
     loop.call_soon(tick)
     threading.Thread(target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(loop.stop)), daemon=True).start()
@@ -215,5 +221,5 @@ def control(url, prefix):
 
 
 if __name__ == '__main__':
-    mode, url, prefix = sys.argv[1:4]
-    {'worker': worker, 'control': control}[mode](url, prefix)
+    mode, url, prefix, *rest = sys.argv[1:]
+    {'worker': worker, 'control': control}[mode](url, prefix, *rest)

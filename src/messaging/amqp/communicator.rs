@@ -84,9 +84,11 @@ struct Inner {
     /// The live connection; `None` while (re)connecting.
     link: watch::Sender<Option<Arc<Link>>>,
     closed: CancellationToken,
-    /// Held while the broker's topology is changed (subscriptions added or removed, or all of
-    /// them declared again after a reconnection), so that the two never interleave.
-    topology: tokio::sync::Mutex<()>,
+    /// Held for writing while the broker's topology is changed (subscriptions added or
+    /// removed, or all of them declared again after a reconnection), so that the two never
+    /// interleave; for reading while an RPC subscriber's binding is added or removed, so that
+    /// many processes subscribe at once.
+    topology: tokio::sync::RwLock<()>,
     subscriptions: Mutex<Subscriptions>,
     /// Callers waiting for replies, by correlation id.
     waiters: Mutex<HashMap<String, mpsc::UnboundedSender<Result<Reply, Error>>>>,
@@ -102,6 +104,9 @@ struct Inner {
 #[derive(Default)]
 struct Subscriptions {
     rpc: HashMap<String, RpcSubscription>,
+    /// The one RPC queue on the current connection, bound once per RPC subscriber; made with
+    /// the first of them.
+    rpc_queue: Option<String>,
     broadcast: BTreeMap<u64, BroadcastSubscription>,
     /// The broadcast queue and consumer tag on the current connection, while consuming.
     broadcast_queue: Option<(String, String)>,
@@ -110,8 +115,6 @@ struct Subscriptions {
 
 struct RpcSubscription {
     handler: Handler,
-    /// Its queue on the current connection.
-    queue: Option<String>,
 }
 
 struct BroadcastSubscription {
@@ -143,7 +146,7 @@ impl AmqpCommunicator {
             host: wire::host(),
             link,
             closed: CancellationToken::new(),
-            topology: tokio::sync::Mutex::new(()),
+            topology: tokio::sync::RwLock::new(()),
             subscriptions: Mutex::new(Subscriptions::default()),
             waiters: Mutex::new(HashMap::new()),
             task_queues: Mutex::new(HashSet::new()),
@@ -237,7 +240,7 @@ impl AmqpCommunicator {
 
     /// Opens a connection and declares every subscription on it; then it is the live one.
     async fn establish(&self) -> Result<Arc<Link>, Error> {
-        let _topology = self.inner.topology.lock().await;
+        let _topology = self.inner.topology.write().await;
         let link = Arc::new(Link::open(&self.inner.config).await?);
         if let Err(error) = self.subscribe_all(&link).await {
             link::close(&link.connection).await;
@@ -254,18 +257,18 @@ impl AmqpCommunicator {
         let replies = link.consume_replies().await?;
         tokio::spawn(self.clone().dispatch_replies(replies, link.lost.clone()));
         let (rpc, broadcast, tasks) = {
-            let subscriptions = self.inner.subscriptions.lock();
-            let rpc: Vec<(String, Handler)> = (subscriptions.rpc.iter())
-                .map(|(id, s)| (id.clone(), s.handler.clone()))
-                .collect();
+            let mut subscriptions = self.inner.subscriptions.lock();
+            subscriptions.rpc_queue = None;
+            let rpc: Vec<String> = subscriptions.rpc.keys().cloned().collect();
             let tasks: Vec<u64> = subscriptions.tasks.keys().copied().collect();
             (rpc, !subscriptions.broadcast.is_empty(), tasks)
         };
-        for (identifier, handler) in rpc {
-            let queue = self.serve_rpc(link, &identifier, handler).await?;
-            if let Some(s) = self.inner.subscriptions.lock().rpc.get_mut(&identifier) {
-                s.queue = Some(queue);
+        if !rpc.is_empty() {
+            let queue = self.serve_rpcs(link).await?;
+            for identifier in rpc {
+                self.bind_rpc(link, &queue, &identifier).await?;
             }
+            self.inner.subscriptions.lock().rpc_queue = Some(queue);
         }
         if broadcast {
             let consuming = self.consume_broadcasts(link).await?;
@@ -512,7 +515,7 @@ impl AmqpCommunicator {
     ) -> Result<T, Error> {
         self.check_open()?;
         self.bounded(async {
-            let _topology = self.inner.topology.lock().await;
+            let _topology = self.inner.topology.write().await;
             change.await
         })
         .await
@@ -537,6 +540,28 @@ impl AmqpCommunicator {
             undo(&mut self.inner.subscriptions.lock());
         }
         declared
+    }
+
+    /// Binds the RPC subscriber `identifier` (registered just before) to the connection's RPC
+    /// queue, making that queue first if this is the first subscriber. Bindings are made under
+    /// the topology lock's read side, so many at once, and never during a resubscription.
+    async fn bind_on_live_queue(&self, identifier: &str) -> Result<(), Error> {
+        loop {
+            {
+                let _bindings = self.inner.topology.read().await;
+                let queue = self.inner.subscriptions.lock().rpc_queue.clone();
+                if let Some(queue) = queue {
+                    let link = self.link().await?;
+                    return self.bind_rpc(&link, &queue, identifier).await;
+                }
+            }
+            let _topology = self.inner.topology.write().await;
+            if self.inner.subscriptions.lock().rpc_queue.is_none() {
+                let link = self.link().await?;
+                let queue = self.serve_rpcs(&link).await?;
+                self.inner.subscriptions.lock().rpc_queue = Some(queue);
+            }
+        }
     }
 
     /// Cancels consumer `tag` and deletes its `queue` on the live connection, if there is one;
@@ -642,7 +667,8 @@ impl Drop for Replies {
 
 impl Communicator for AmqpCommunicator {
     async fn add_rpc_subscriber(&self, identifier: &str, handler: Handler) -> Result<(), Error> {
-        self.change_topology(async {
+        self.check_open()?;
+        self.bounded(async {
             {
                 let mut subscriptions = self.inner.subscriptions.lock();
                 if subscriptions.rpc.contains_key(identifier) {
@@ -650,48 +676,39 @@ impl Communicator for AmqpCommunicator {
                         identifier: identifier.to_owned(),
                     });
                 }
-                let subscription = RpcSubscription {
-                    handler: handler.clone(),
-                    queue: None,
-                };
+                let subscription = RpcSubscription { handler };
                 subscriptions
                     .rpc
                     .insert(identifier.to_owned(), subscription);
             }
-            let queue = self
-                .declare_or_undo(
-                    |link| async move { self.serve_rpc(&link, identifier, handler).await },
-                    |subscriptions| drop(subscriptions.rpc.remove(identifier)),
-                )
-                .await?;
-            if let Some(s) = self.inner.subscriptions.lock().rpc.get_mut(identifier) {
-                s.queue = Some(queue);
+            let bound = self.bind_on_live_queue(identifier).await;
+            if bound.is_err() {
+                self.inner.subscriptions.lock().rpc.remove(identifier);
             }
-            Ok(())
+            bound
         })
         .await
     }
 
     async fn remove_rpc_subscriber(&self, identifier: &str) -> Result<(), Error> {
-        self.change_topology(async {
-            let removed = self.inner.subscriptions.lock().rpc.remove(identifier);
-            let Some(removed) = removed else {
+        self.check_open()?;
+        self.bounded(async {
+            let _bindings = self.inner.topology.read().await;
+            if !self.inner.subscriptions.lock().rpc.contains_key(identifier) {
                 return Err(Error::UnknownSubscriber {
                     identifier: identifier.to_owned(),
                 });
-            };
-            if let Some(queue) = removed.queue {
-                // Unrouted first: a request sent from now on is `Unroutable` at once, and
-                // those already routed reach the consumer before it stops, instead of dying
-                // with the queue (their senders would wait for their timeout).
-                let link = self.inner.link.borrow().clone();
-                if let Some(link) = link {
-                    let exchange = &self.inner.config.message_exchange;
-                    let key = format!("{RPC_TOPIC}.{identifier}");
-                    let _ = link::unbind(&link.consumer, &queue, exchange, &key).await;
-                }
-                self.stop_consuming(identifier, &queue).await;
             }
+            // Unbound first, then forgotten: a request sent from now on is `Unroutable` at
+            // once, and those already routed are still answered by the handler.
+            let link = self.inner.link.borrow().clone();
+            let queue = self.inner.subscriptions.lock().rpc_queue.clone();
+            if let (Some(link), Some(queue)) = (link, queue) {
+                let exchange = &self.inner.config.message_exchange;
+                let key = format!("{RPC_TOPIC}.{identifier}");
+                let _ = link::unbind(&link.consumer, &queue, exchange, &key).await;
+            }
+            self.inner.subscriptions.lock().rpc.remove(identifier);
             Ok(())
         })
         .await

@@ -23,8 +23,7 @@
 //! ```
 //!
 //! - Names and declarations as kiwipy's: topic exchanges `kiwipy.messages` and `kiwipy.tasks` (both
-//!   configurable, as AiiDA names them per profile), RPC routing keys `[rpc].<id>` with the identifier
-//!   as consumer tag, broadcasts on `[broadcast]` with all four envelope keys, task queues durable
+//!   configurable, as AiiDA names them per profile), RPC routing keys `[rpc].<id>`, broadcasts on `[broadcast]` with all four envelope keys, task queues durable
 //!   with a week's TTL and nothing else (so both sides can declare the same queue), replies through
 //!   the exchange the request came by, `{result|exception|pending|cancelled}` replies with `host` on
 //!   task replies, the `[task, no_reply]` envelope. kiwipy's testing mode is available too.
@@ -47,9 +46,14 @@
 //!   with backoff, declares its queues again and resumes its subscriptions. `close()` is bounded.
 //!   Credentials come from the URL or `RUNTIME_THREAD_AMQP_URL`, and are never printed (debug output
 //!   and errors show `user:***`).
-//! - Differences from kiwipy on purpose: an RPC subscriber's queue is deleted when it is removed, and
-//!   the broadcast queue when the last broadcast subscriber is (kiwipy replays up to 66 s of old
-//!   broadcasts to a later subscriber).
+//! - Differences from kiwipy on purpose, none of them visible to a sender: a communicator serves
+//!   all its RPC subscribers from one queue, each subscriber a binding of it (kiwipy declares a
+//!   queue and a consumer per subscriber: a worker whose 10,000 processes listen holds 10,000
+//!   queues), so subscribing and unsubscribing cost one round trip each and run concurrently;
+//!   an RPC subscriber is unbound before it is forgotten, so a request sent after its removal is
+//!   `Unroutable` and one sent before is still answered; the broadcast queue is deleted when the
+//!   last broadcast subscriber is removed (kiwipy replays up to 66 s of old broadcasts to a later
+//!   subscriber).
 //!
 //! Tests against a real broker and a real kiwipy: the conformance suite above, async and synchronous
 //! (`tests/messaging_conformance.rs`); both directions with kiwipy 0.9 (`tests/amqp_kiwipy.rs`, the

@@ -8,34 +8,59 @@ use crate::messaging::amqp::link::Acks;
 impl AmqpCommunicator {
     // ---- RPC ---------------------------------------------------------------------------------
 
-    /// Declares an RPC queue for `identifier` on `link` and serves it; returns the queue's name.
-    pub(super) async fn serve_rpc(
-        &self,
-        link: &Link,
-        identifier: &str,
-        handler: Handler,
-    ) -> Result<String, Error> {
+    /// Declares this connection's one RPC queue on `link` and serves it; returns its name.
+    /// Every RPC subscriber is a binding of it (`[rpc].<identifier>`), not a queue of its own:
+    /// a subscription costs one round trip to the broker, and the broker one binding, where
+    /// kiwipy's cost a queue, a consumer and a binding (a worker with thousands of processes
+    /// that listen would otherwise hold thousands of queues). The sender's side of the wire is
+    /// kiwipy's, unchanged.
+    pub(super) async fn serve_rpcs(&self, link: &Link) -> Result<String, Error> {
         let config = &self.inner.config;
-        let queue = format!("rpc-{identifier}-{}", Uuid::new_v4().simple());
+        let queue = format!("rpc-{}", Uuid::new_v4().simple());
         let arguments = link::table(&[
             ("x-message-ttl", config.message_ttl_ms),
             ("x-expires", config.queue_expires_ms),
         ]);
         link::declare_exclusive(&link.consumer, &queue, arguments).await?;
-        // The identifier is the consumer tag, as in kiwipy. kiwipy acknowledges a request as
-        // soon as it arrives (at most once); consuming without acknowledgements is the same on
-        // the wire to every peer, with one frame less per request.
-        let consumer = link::consume(&link.consumer, &queue, identifier, Acks::None).await?;
-        let key = format!("{RPC_TOPIC}.{identifier}");
-        link::bind(&link.consumer, &queue, &config.message_exchange, &key).await?;
-        tokio::spawn(self.clone().serve_requests(consumer, handler));
+        // kiwipy acknowledges a request as soon as it arrives (at most once); consuming
+        // without acknowledgements is the same on the wire to every peer, with one frame less
+        // per request.
+        let consumer = link::consume(&link.consumer, &queue, &queue, Acks::None).await?;
+        tokio::spawn(self.clone().serve_requests(consumer));
         Ok(queue)
     }
 
-    pub(super) async fn serve_requests(self, mut requests: Consumer, handler: Handler) {
+    /// Routes the requests for `identifier` to this connection's RPC queue.
+    pub(super) async fn bind_rpc(
+        &self,
+        link: &Link,
+        queue: &str,
+        identifier: &str,
+    ) -> Result<(), Error> {
+        let key = format!("{RPC_TOPIC}.{identifier}");
+        link::bind(&link.consumer, queue, &self.inner.config.message_exchange, &key).await
+    }
+
+    /// Answers each request with the handler of the subscriber its routing key names.
+    pub(super) async fn serve_requests(self, mut requests: Consumer) {
         while let Some(Ok(delivery)) = requests.next().await {
             let comm = self.clone();
-            let handler = handler.clone();
+            let identifier = delivery
+                .routing_key
+                .as_str()
+                .strip_prefix(RPC_TOPIC)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .unwrap_or_default()
+                .to_owned();
+            let handler = (self.inner.subscriptions.lock().rpc)
+                .get(&identifier)
+                .map(|subscription| subscription.handler.clone());
+            // Removed since the request was routed: an answer, rather than none.
+            let handler = handler.unwrap_or_else(|| {
+                Handler::sync(move |_| {
+                    Response::Failed(format!("the RPC subscriber `{identifier}` has gone"))
+                })
+            });
             tokio::spawn(async move { comm.answer_request(delivery, handler).await });
         }
     }
