@@ -4,9 +4,11 @@
 //!
 //! - `pause_play_us`: a remote pause then play of one waiting process (a synchronous
 //!   controller here, the worker in another process), median of 200 pairs;
-//! - `launch_per_s_1` / `_4`: trivial processes launched through the task queue with
-//!   `nowait` false (outputs awaited), 1,000 with 100 in flight, on 1 and on 4 worker processes,
-//!   each taking up to 100 tasks at once;
+//! - launches: trivial processes launched through the task queue with `nowait` false (outputs
+//!   awaited), 1,000 with 100 in flight, on 1 and on 4 worker processes, each taking up to 100
+//!   tasks at once; silent (plumpy's launcher gives its processes no communicator by default,
+//!   and the Rust worker's runner has no `Listening`) and listening (every process reachable
+//!   and broadcasting its states, as AiiDA's are);
 //! - in process, no broker: a trivial process run to its end one after another, silent and
 //!   listening (over the in-process communicator), in alternating rounds: the ratio is what
 //!   making every process reachable costs;
@@ -111,6 +113,7 @@ fn serve(prefix: &str) {
     let runner = runner.start().unwrap();
     let _launcher = Launcher::builder()
         .process_as::<Add>("__main__:Add")
+        .process_as::<Add>("__main__:ListeningAdd")
         .process_as::<Waits>("__main__:Waits")
         .queue("processes")
         .slots(SLOTS)
@@ -124,10 +127,14 @@ fn serve(prefix: &str) {
 struct Workers(Vec<Child>);
 
 impl Workers {
-    fn start(prefix: &str, count: usize) -> Self {
+    fn start(prefix: &str, count: usize, listening: bool) -> Self {
         let workers = (0..count)
             .map(|_| {
-                let mut child = Os::new(std::env::current_exe().unwrap())
+                let mut worker = Os::new(std::env::current_exe().unwrap());
+                if !listening {
+                    worker.env("CONTROL_BENCH_SILENT", "1");
+                }
+                let mut child = worker
                     .env("CONTROL_BENCH_WORKER", prefix)
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
@@ -158,7 +165,7 @@ impl Drop for Workers {
 
 fn pause_play(thread: &Arc<RuntimeThread>) -> f64 {
     let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let _workers = Workers::start(&prefix, 1);
+    let _workers = Workers::start(&prefix, 1, true);
     let comm = connect(thread, &prefix);
     let controller = SyncController::new(comm, thread.clone())
         .with_queue("processes")
@@ -181,9 +188,9 @@ fn pause_play(thread: &Arc<RuntimeThread>) -> f64 {
     median(times)
 }
 
-fn launches(thread: &Arc<RuntimeThread>, workers: usize) -> f64 {
+fn launches(thread: &Arc<RuntimeThread>, workers: usize, listening: bool) -> f64 {
     let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let _workers = Workers::start(&prefix, workers);
+    let _workers = Workers::start(&prefix, workers, listening);
     let comm = connect(thread, &prefix);
     let controller = Controller::new(comm)
         .with_queue("processes")
@@ -242,7 +249,12 @@ fn broker_memory() -> u64 {
 /// the broker's memory growth in bytes per process.
 fn ten_thousand() -> (f64, f64, u64) {
     let prefix = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let thread = Arc::new(RuntimeThread::builder().name("ten-thousand").start().unwrap());
+    let thread = Arc::new(
+        RuntimeThread::builder()
+            .name("ten-thousand")
+            .start()
+            .unwrap(),
+    );
     let comm = connect(&thread, &prefix);
     let runner = Runner::builder()
         .thread(thread.clone())
@@ -251,7 +263,8 @@ fn ten_thousand() -> (f64, f64, u64) {
         .unwrap();
     let before = broker_memory();
     let start = Instant::now();
-    let processes: Vec<ProcessHandle> = (0..TEN_THOUSAND).map(|_| runner.submit(Waits {})).collect();
+    let processes: Vec<ProcessHandle> =
+        (0..TEN_THOUSAND).map(|_| runner.submit(Waits {})).collect();
     for process in &processes {
         process
             .wait_for_state(ProcessState::Waiting, Duration::from_secs(600))
@@ -276,7 +289,10 @@ fn plumpy(rounds: usize) -> Option<Value> {
         println!("plumpy baseline skipped: RUNTIME_THREAD_PYTHON is not set");
         return None;
     };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/plumpy_control_bench.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/plumpy_control_bench.py"
+    );
     let output = Os::new(python)
         .args([script, &url(), &SLOTS.to_string(), &rounds.to_string()])
         .output()
@@ -343,30 +359,54 @@ fn main() {
              all killed and unsubscribed after {ended:.1} s, broker memory +{bytes} B per process"
         );
     }
-    let (mut pause, mut one, mut four) = (Vec::new(), Vec::new(), Vec::new());
+    let mut figures: Vec<Vec<f64>> = vec![Vec::new(); 5];
     for _ in 0..rounds {
-        if std::env::var_os("CONTROL_BENCH_SILENT").is_some() {
-            pause.push(0.0);
-        } else {
-            pause.push(pause_play(&thread));
-        }
-        one.push(launches(&thread, 1));
-        four.push(launches(&thread, 4));
+        figures[0].push(pause_play(&thread));
+        figures[1].push(launches(&thread, 1, false));
+        figures[2].push(launches(&thread, 4, false));
+        figures[3].push(launches(&thread, 1, true));
+        figures[4].push(launches(&thread, 4, true));
     }
-    let ours = [median(pause), median(one), median(four)];
     let theirs = plumpy(rounds);
     let figure = |name: &str| theirs.as_ref().and_then(|t| t[name].as_f64());
     println!("| figure | runtime-thread | plumpy + kiwipy | ratio |");
     println!("|---|---:|---:|---:|");
     let rows = [
-        ("pause then play (µs, lower is better)", "pause_play_us", true),
-        ("launch, 1 worker (processes/s)", "launch_per_s_1", false),
-        ("launch, 4 workers (processes/s)", "launch_per_s_4", false),
+        (
+            "pause then play (µs, lower is better)",
+            "pause_play_us",
+            true,
+        ),
+        (
+            "launch, silent, 1 worker (processes/s)",
+            "launch_per_s_1",
+            false,
+        ),
+        (
+            "launch, silent, 4 workers (processes/s)",
+            "launch_per_s_4",
+            false,
+        ),
+        (
+            "launch, listening, 1 worker (processes/s)",
+            "launch_listening_per_s_1",
+            false,
+        ),
+        (
+            "launch, listening, 4 workers (processes/s)",
+            "launch_listening_per_s_4",
+            false,
+        ),
     ];
-    for ((label, name, lower_is_better), ours) in rows.into_iter().zip(ours) {
+    for ((label, name, lower_is_better), ours) in rows.into_iter().zip(figures) {
+        let ours = median(ours);
         match figure(name) {
             Some(theirs) => {
-                let ratio = if lower_is_better { theirs / ours } else { ours / theirs };
+                let ratio = if lower_is_better {
+                    theirs / ours
+                } else {
+                    ours / theirs
+                };
                 println!("| {label} | {ours:.0} | {theirs:.0} | {ratio:.1}x |");
             }
             None => println!("| {label} | {ours:.0} | - | - |"),

@@ -7,7 +7,10 @@ prints one JSON object: the median of each figure over the rounds (and every rou
 - pause_play_us: one remote pause then play of a waiting process (a RemoteProcessThreadController
   in this process, a plumpy worker in another), the median of 200 pairs per round;
 - launch_per_s_1 / launch_per_s_4: trivial processes launched through the task queue with
-  nowait=False (outputs awaited), 1,000 with 100 in flight, on 1 and on 4 worker processes.
+  nowait=False (outputs awaited), 1,000 with 100 in flight, on 1 and on 4 worker processes,
+  given no communicator (plumpy's launcher's default);
+- launch_listening_per_s_1 / _4: the same, each process given the worker's communicator (so
+  reachable and broadcasting, as AiiDA's processes are).
 
 The workers are tests/plumpy/peer.py in worker mode, each taking up to <slots> tasks at once.
 """
@@ -93,12 +96,12 @@ def pause_play(url, slots):
     return statistics.median(times) * 1e6
 
 
-def launches(url, slots, count):
+def launches(url, slots, count, name):
     prefix = f'bench-{uuid.uuid4().hex}'
     workers = start_workers(url, prefix, count, slots)
     comm = peer.connect(url, prefix)
     controller = plumpy.RemoteProcessThreadController(comm)
-    add = named('Add')
+    add = named(name)
     loader = Loader()
 
     def launch(i):
@@ -122,11 +125,20 @@ def launches(url, slots, count):
 
 def main():
     url, slots, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    figures = {'pause_play_us': [], 'launch_per_s_1': [], 'launch_per_s_4': []}
+    figures = {
+        'pause_play_us': [],
+        'launch_per_s_1': [],
+        'launch_per_s_4': [],
+        'launch_listening_per_s_1': [],
+        'launch_listening_per_s_4': [],
+    }
     for _ in range(rounds):
         figures['pause_play_us'].append(pause_play(url, slots))
-        figures['launch_per_s_1'].append(launches(url, slots, 1))
-        figures['launch_per_s_4'].append(launches(url, slots, 4))
+        for workers in (1, 4):
+            figures[f'launch_per_s_{workers}'].append(launches(url, slots, workers, 'Add'))
+            figures[f'launch_listening_per_s_{workers}'].append(
+                launches(url, slots, workers, 'ListeningAdd')
+            )
     out = {name: statistics.median(values) for name, values in figures.items()}
     out['rounds'] = figures
     print(json.dumps(out), flush=True)

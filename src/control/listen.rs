@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use futures::FutureExt;
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 
 use super::wire::{Intent, state_changed_subject, status_reply};
 use crate::RuntimeThread;
@@ -141,33 +141,32 @@ impl<C: Communicator> ProcessWatcher for Listening<C> {
             pid,
             id: pid.to_string(),
             queue: Mutex::new(None),
+            subscribed: Notify::new(),
         });
         let controller = process.clone();
         let handler = Handler::sync(move |message| answer(&controller, &message));
-        let (subscribed, reachable) = oneshot::channel();
-        let at_once = outbox.post(Post::Subscribe(handler, subscribed));
+        let at_once = outbox.post(Post::Subscribe(handler));
         // The first state was entered before the watcher saw the process; a loaded one
         // announced it where it was created.
         if process.state() == ProcessState::Created && !process.was_loaded() {
             outbox.post(Post::Entered(None, ProcessState::Created));
         }
-        let watch = Watch::nothing().listener(outbox);
+        let watch = Watch::nothing().listener(outbox.clone());
         if at_once {
             return watch;
         }
         // Over the network: the process does nothing until it can be reached (as a plumpy
         // process, which subscribes as it is made).
-        watch.hold_until(async move {
-            let _ = reachable.await;
-        })
+        let reachable = outbox.clone();
+        watch.hold_until(async move { reachable.subscribed.notified().await })
     }
 }
 
 /// What a process sends, in order: its subscription, each state it enters, and its
 /// unsubscription before the last.
 enum Post {
-    /// The subscription, and who to tell when it is in place (or failed).
-    Subscribe(Handler, oneshot::Sender<()>),
+    /// The subscription (the outbox's `subscribed` tells when it is in place, or failed).
+    Subscribe(Handler),
     Entered(Option<ProcessState>, ProcessState),
 }
 
@@ -184,6 +183,9 @@ struct Outbox<C> {
     id: String,
     /// While a task sends for this process: the way to it.
     queue: Mutex<Option<mpsc::UnboundedSender<Post>>>,
+    /// Told once the subscription is in place, for a process held until then (inline: no
+    /// allocation for a process whose subscription is made on the spot).
+    subscribed: Notify,
 }
 
 impl<C: Communicator> Outbox<C> {
@@ -229,11 +231,12 @@ impl<C: Communicator> Outbox<C> {
     async fn send(self: Arc<Self>, post: Post) -> bool {
         let (pid, comm) = (self.pid, &self.inner.comm);
         match post {
-            Post::Subscribe(handler, subscribed) => {
+            Post::Subscribe(handler) => {
                 if let Err(error) = comm.add_rpc_subscriber(&self.id, handler).await {
                     tracing::warn!(%pid, %error, "a process could not subscribe to its RPCs");
                 }
-                let _ = subscribed.send(());
+                // A permit if the process is not waiting yet: it is told either way.
+                self.subscribed.notify_one();
                 false
             }
             Post::Entered(from, to) => {

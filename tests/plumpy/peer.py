@@ -57,6 +57,14 @@ class Add(plumpy.Process):
         self.out('sum', self.inputs['a'] + self.inputs['b'])
 
 
+class ListeningAdd(Add):
+    """Add, reachable over the communicator (as AiiDA's processes are)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault('communicator', LOOP_COMM)
+        super().__init__(*args, **kwargs)
+
+
 class Waits(plumpy.Process):
     """Waits until killed; reachable over the communicator, as AiiDA's processes are."""
 

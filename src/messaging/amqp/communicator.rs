@@ -337,36 +337,17 @@ impl AmqpCommunicator {
         properties: BasicProperties,
         mandatory: bool,
     ) -> Result<bool, Error> {
-        let bytes = codec::encode(body);
-        let limit = self.inner.config.max_message_size;
-        if bytes.len() > limit {
-            return Err(Error::TooLarge {
-                size: bytes.len(),
-                limit,
-            });
-        }
-        let options = BasicPublishOptions {
-            mandatory,
-            ..BasicPublishOptions::default()
-        };
-        let failed = |error: lapin::Error| {
-            if link.connection.status().connected() {
-                broker_error(
-                    &format!("cannot publish to {exchange} / {routing_key}"),
-                    error,
-                )
-            } else {
-                Error::ConnectionLost
-            }
-        };
-        let publish = link.publisher.basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            options,
-            &bytes,
+        let message = Outgoing {
+            exchange,
+            routing_key,
+            body,
             properties,
-        );
-        let confirm = publish.await.map_err(failed)?.await.map_err(failed)?;
+            mandatory,
+        };
+        let confirm = self.send_frames(link, message).await?;
+        let confirm = confirm
+            .await
+            .map_err(|e| publish_failed(link, exchange, routing_key, e))?;
         match confirm {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(true),
             Confirmation::Ack(Some(_)) => Ok(false),
@@ -375,6 +356,62 @@ impl AmqpCommunicator {
                 reason: format!("the broker refused a message to {exchange} / {routing_key}"),
             }),
         }
+    }
+
+    /// Encodes and publishes without waiting for the broker's confirm: a task of its own takes
+    /// it (a confirm dropped unread would stay in lapin's list for `wait_for_confirms`).
+    async fn publish_unconfirmed(
+        &self,
+        link: &Link,
+        exchange: &str,
+        routing_key: &str,
+        body: &Value,
+        properties: BasicProperties,
+    ) -> Result<(), Error> {
+        let message = Outgoing {
+            exchange,
+            routing_key,
+            body,
+            properties,
+            mandatory: false,
+        };
+        let confirm = self.send_frames(link, message).await?;
+        // Called from the communicator's own tasks, on its runtime.
+        tokio::spawn(async move {
+            let _ = confirm.await;
+        });
+        Ok(())
+    }
+
+    /// Encodes a message and hands its frames to the publishing channel.
+    async fn send_frames(
+        &self,
+        link: &Link,
+        message: Outgoing<'_>,
+    ) -> Result<lapin::PublisherConfirm, Error> {
+        let bytes = codec::encode(message.body);
+        let limit = self.inner.config.max_message_size;
+        if bytes.len() > limit {
+            return Err(Error::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        let options = BasicPublishOptions {
+            mandatory: message.mandatory,
+            ..BasicPublishOptions::default()
+        };
+        let (exchange, routing_key) = (message.exchange, message.routing_key);
+        link.publisher
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                options,
+                &bytes,
+                message.properties,
+            )
+            .await
+            .map_err(|e| publish_failed(link, exchange, routing_key, e))
     }
 
     /// Sends a request and follows its replies (pending ones included) to the final answer.
@@ -454,15 +491,30 @@ impl AmqpCommunicator {
     }
 
     /// Publishes a reply (on the exchange the request came through, as kiwipy does).
-    async fn reply(&self, exchange: &str, reply_to: &str, correlation_id: &str, body: Value) {
+    /// Sends a reply; waits for the broker's confirm only if `confirmed` (a `pending` reply
+    /// does not wait: the final reply, on the same channel, comes after it in any case, and
+    /// sooner by a round trip).
+    async fn reply(
+        &self,
+        exchange: &str,
+        reply_to: &str,
+        correlation_id: &str,
+        body: Value,
+        confirmed: bool,
+    ) {
         let Ok(link) = self.link().await else {
             return;
         };
         let properties = properties(Some(correlation_id), None, false);
-        if let Err(error) = self
-            .publish(&link, exchange, reply_to, &body, properties, false)
-            .await
-        {
+        let sent = if confirmed {
+            self.publish(&link, exchange, reply_to, &body, properties, false)
+                .await
+                .map(drop)
+        } else {
+            self.publish_unconfirmed(&link, exchange, reply_to, &body, properties)
+                .await
+        };
+        if let Err(error) = sent {
             tracing::warn!(%error, "a reply could not be sent");
         }
     }
@@ -596,6 +648,27 @@ impl AmqpCommunicator {
 
 /// kiwipy's message properties: priority 0, a random message id, empty headers, delivery mode
 /// 2 for tasks and 1 otherwise.
+/// A message to publish.
+struct Outgoing<'a> {
+    exchange: &'a str,
+    routing_key: &'a str,
+    body: &'a Value,
+    properties: BasicProperties,
+    mandatory: bool,
+}
+
+/// A publish that failed: the broker's error, or `ConnectionLost` once the connection is gone.
+fn publish_failed(link: &Link, exchange: &str, routing_key: &str, error: lapin::Error) -> Error {
+    if link.connection.status().connected() {
+        broker_error(
+            &format!("cannot publish to {exchange} / {routing_key}"),
+            error,
+        )
+    } else {
+        Error::ConnectionLost
+    }
+}
+
 fn properties(
     correlation_id: Option<&str>,
     reply_to: Option<&str>,

@@ -38,7 +38,13 @@ impl AmqpCommunicator {
         identifier: &str,
     ) -> Result<(), Error> {
         let key = format!("{RPC_TOPIC}.{identifier}");
-        link::bind(&link.consumer, queue, &self.inner.config.message_exchange, &key).await
+        link::bind(
+            &link.consumer,
+            queue,
+            &self.inner.config.message_exchange,
+            &key,
+        )
+        .await
     }
 
     /// Answers each request with the handler of the subscriber its routing key names.
@@ -85,9 +91,12 @@ impl AmqpCommunicator {
             }
         };
         let mut send = |reply: Reply| {
+            let confirmed = !matches!(reply, Reply::Pending);
             let body = reply.to_body(None);
             let (reply_to, correlation_id) = (&reply_to, &correlation_id);
-            async move { self.reply(exchange, reply_to, correlation_id, body).await }
+            async move {
+                (self.reply(exchange, reply_to, correlation_id, body, confirmed)).await;
+            }
         };
         let reply = follow(response, true, &mut send)
             .await
@@ -255,9 +264,10 @@ impl AmqpCommunicator {
         reply: Reply,
     ) {
         if let (Some(reply_to), Some(correlation_id)) = (reply_to, correlation_id) {
+            let confirmed = !matches!(reply, Reply::Pending);
             let body = reply.to_body(Some(&self.inner.host));
             let exchange = &self.inner.config.task_exchange;
-            self.reply(exchange, reply_to, correlation_id, body).await;
+            (self.reply(exchange, reply_to, correlation_id, body, confirmed)).await;
         }
     }
 }
