@@ -201,7 +201,10 @@ fn launches(thread: &Arc<RuntimeThread>, workers: usize, listening: bool) -> f64
                 let controller = controller.clone();
                 async move {
                     let inputs = json!({"a": i, "b": 1});
-                    let outputs = controller.launch("__main__:Add", inputs).await.unwrap();
+                    let outputs = controller
+                        .launch("__main__:Add", inputs, false)
+                        .await
+                        .unwrap();
                     assert_eq!(outputs["sum"], json!(i + 1));
                 }
             };

@@ -145,7 +145,7 @@ trait Ctl: Send + Sync {
     fn pause_all(&self, message: Option<&str>) -> Result<(), ControlError>;
     fn play_all(&self) -> Result<(), ControlError>;
     fn kill_all(&self, message: Option<&str>) -> Result<(), ControlError>;
-    fn launch(&self, class: &str, inputs: Value) -> Result<Outputs, ControlError>;
+    fn launch(&self, class: &str, inputs: Value, persist: bool) -> Result<Outputs, ControlError>;
     fn launch_nowait(
         &self,
         class: &str,
@@ -194,8 +194,8 @@ impl<C: Communicator> Ctl for Awaited<C> {
     fn kill_all(&self, message: Option<&str>) -> Result<(), ControlError> {
         self.wait(self.controller.kill_all(message))
     }
-    fn launch(&self, class: &str, inputs: Value) -> Result<Outputs, ControlError> {
-        self.wait(self.controller.launch(class, inputs))
+    fn launch(&self, class: &str, inputs: Value, persist: bool) -> Result<Outputs, ControlError> {
+        self.wait(self.controller.launch(class, inputs, persist))
     }
     fn launch_nowait(
         &self,
@@ -250,8 +250,8 @@ impl<C: Communicator> Ctl for Blocking<C> {
     fn kill_all(&self, message: Option<&str>) -> Result<(), ControlError> {
         self.0.kill_all(message)
     }
-    fn launch(&self, class: &str, inputs: Value) -> Result<Outputs, ControlError> {
-        self.0.launch(class, inputs)
+    fn launch(&self, class: &str, inputs: Value, persist: bool) -> Result<Outputs, ControlError> {
+        self.0.launch(class, inputs, persist)
     }
     fn launch_nowait(
         &self,
@@ -646,11 +646,15 @@ fn state_broadcasts_of_finished_and_excepted_processes<C: Communicator>(w: World
 
 /// `launch` with and without `nowait` and `persist`, by name and by alias, and its errors.
 fn launch_with_and_without_nowait_and_persist<C: Communicator>(w: World<C>) {
-    let outputs = w.ctl.launch("conformance.Add", json!({"a": 2, "b": 40}));
+    let outputs = w
+        .ctl
+        .launch("conformance.Add", json!({"a": 2, "b": 40}), false);
     assert_eq!(outputs.unwrap()["sum"], 42);
-    let outputs = w.ctl.launch("tests.workflows:Add", json!({"a": 1, "b": 1}));
+    let outputs = w
+        .ctl
+        .launch("tests.workflows:Add", json!({"a": 1, "b": 1}), false);
     assert_eq!(outputs.unwrap()["sum"], 2);
-    let outputs = w.ctl.launch("conformance.Twice", json!({"x": 21}));
+    let outputs = w.ctl.launch("conformance.Twice", json!({"x": 21}), false);
     assert_eq!(outputs.unwrap()["x"], 42);
     // Not persisted: nothing in the store.
     let pid = w
@@ -679,24 +683,24 @@ fn launch_with_and_without_nowait_and_persist<C: Communicator>(w: World<C>) {
             .ends_with(".finished")
     );
     // Errors: a failing process, an unknown type, inputs that do not fit.
-    let failed = w.ctl.launch("conformance.Boom", json!({}));
+    let failed = w.ctl.launch("conformance.Boom", json!({}), false);
     assert!(
         matches!(&failed, Err(ControlError::Remote { message }) if message.contains("boom")),
         "{failed:?}"
     );
-    let unknown = w.ctl.launch("nowhere:Nothing", json!({}));
+    let unknown = w.ctl.launch("nowhere:Nothing", json!({}), false);
     assert!(
         matches!(&unknown, Err(ControlError::Remote { message }) if message.contains("nowhere:Nothing")),
         "{unknown:?}"
     );
-    let bad = w.ctl.launch("conformance.Add", json!({"a": "one"}));
+    let bad = w.ctl.launch("conformance.Add", json!({"a": "one"}), false);
     assert!(
         matches!(&bad, Err(ControlError::Remote { message }) if message.contains("inputs")),
         "{bad:?}"
     );
     // A launch whose process is killed answers the kill.
     std::thread::scope(|scope| {
-        let launching = scope.spawn(|| w.ctl.launch("conformance.Waits", json!({})));
+        let launching = scope.spawn(|| w.ctl.launch("conformance.Waits", json!({}), false));
         // The one `Waits` alive now (the earlier ones have ended).
         let pid = w.heard_created_alive("Waits");
         w.subjects_of(pid, Some("state_changed.running.waiting"));
@@ -783,7 +787,7 @@ fn rejections_and_garbage<C: Communicator>(w: World<C>) {
         .unwrap();
     let brief = w.ctl.on("bare", Duration::from_millis(300));
     // Not persisted: it serves.
-    let outputs = brief.launch("conformance.Add", json!({"a": 1, "b": 2}));
+    let outputs = brief.launch("conformance.Add", json!({"a": 1, "b": 2}), false);
     assert_eq!(outputs.unwrap()["sum"], 3);
     // Refused: nobody takes them, so the sender times out.
     for refused in [
@@ -830,7 +834,9 @@ fn rejections_and_garbage<C: Communicator>(w: World<C>) {
             "{garbage}: {answer:?}"
         );
     }
-    let outputs = w.ctl.launch("conformance.Add", json!({"a": 1, "b": 1}));
+    let outputs = w
+        .ctl
+        .launch("conformance.Add", json!({"a": 1, "b": 1}), false);
     assert_eq!(outputs.unwrap()["sum"], 2);
 }
 

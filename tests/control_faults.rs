@@ -218,7 +218,7 @@ fn a_sigkilled_workers_processes_end_on_the_other_worker_once_each() {
             matches!(&garbage, Err(runtime_thread::messaging::Error::Remote { message }) if message.contains("malformed")),
             "{garbage:?}"
         );
-        let unknown = runtime.block_on(controller.launch("faults.Nothing", json!({})));
+        let unknown = runtime.block_on(controller.launch("faults.Nothing", json!({}), false));
         assert!(
             matches!(&unknown, Err(ControlError::Remote { message }) if message.contains("faults.Nothing")),
             "{unknown:?}"

@@ -220,7 +220,7 @@ fn a_rust_controller_steers_and_launches_plumpy_processes() {
 
         // Launch, and create-then-continue, of a plumpy process type: its outputs come back.
         let outputs = controller
-            .launch("__main__:Add", json!({"a": 1, "b": 2}))
+            .launch("__main__:Add", json!({"a": 1, "b": 2}), false)
             .unwrap();
         assert_eq!(outputs["sum"], 3);
         let outputs = controller
@@ -232,7 +232,7 @@ fn a_rust_controller_steers_and_launches_plumpy_processes() {
             .unwrap();
         assert_eq!(controller.continue_process(pid).unwrap()["sum"], 4);
         // plumpy answers an unknown type with an error naming it.
-        let unknown = controller.launch("__main__:Nothing", json!({}));
+        let unknown = controller.launch("__main__:Nothing", json!({}), false);
         assert!(
             matches!(&unknown, Err(ControlError::Remote { message }) if message.contains("Nothing")),
             "{unknown:?}"

@@ -135,6 +135,7 @@ conformance!(
     rpc_nested_pending_replies_arrive_as_the_final_value,
     rpc_exception_is_a_remote_error,
     rpc_unroutable,
+    unroutable_and_routed_requests_in_flight_together,
     rpc_times_out_when_the_server_never_answers,
     close_releases_callers_that_are_waiting,
     a_handler_can_call_the_communicator,
@@ -310,6 +311,35 @@ async fn rpc_unroutable<C: Communicator>(comm: C) {
         comm.rpc_send("nobody", json!(1)).await,
         Err(Error::Unroutable { recipient }) if recipient == "nobody"
     ));
+}
+
+/// Unroutable and routed requests in flight together each get their own answer: over
+/// RabbitMQ, lapin may attach a returned message to another message's confirm.
+async fn unroutable_and_routed_requests_in_flight_together<C: Communicator>(comm: C) {
+    comm.add_rpc_subscriber("here", echo()).await.unwrap();
+    let within = Some(Duration::from_secs(5));
+    let answers = futures::future::join_all((0..100).map(|i| {
+        let comm = comm.clone();
+        async move {
+            let recipient = if i % 2 == 0 {
+                "here".to_owned()
+            } else {
+                format!("gone-{i}")
+            };
+            (i, comm.rpc_send_with(&recipient, json!(i), within).await)
+        }
+    }))
+    .await;
+    for (i, answer) in answers {
+        if i % 2 == 0 {
+            assert_eq!(answer.unwrap(), json!(i));
+        } else {
+            assert!(
+                matches!(&answer, Err(Error::Unroutable { recipient }) if *recipient == format!("gone-{i}")),
+                "{i}: {answer:?}"
+            );
+        }
+    }
 }
 
 async fn rpc_times_out_when_the_server_never_answers<C: Communicator>(comm: C) {

@@ -55,7 +55,7 @@ pub const DEFAULT_CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 /// // A controller, here on the same thread (any executor will do).
 /// let controller = Controller::new(broker);
 /// let outputs = thread
-///     .run_threadsafe(async move { controller.launch("doc.Add", json!({"a": 1, "b": 2})).await })
+///     .run_threadsafe(async move { controller.launch("doc.Add", json!({"a": 1, "b": 2}), false).await })
 ///     .wait()??;
 /// assert_eq!(outputs["sum"], 3);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -186,20 +186,23 @@ impl<C: Communicator> Controller<C> {
     }
 
     /// Launches a process of type `process_class` (a name or alias a launcher registered)
-    /// built from `inputs`, not checkpointed, and returns its outputs once it has finished.
+    /// built from `inputs`, checkpointed when `persist` (the worker needs a store then), and
+    /// returns its outputs once it has finished.
     ///
     /// # Errors
     ///
     /// [`ControlError::Remote`] when the type is unknown, the inputs do not fit, or the process
     /// failed or was killed (the text says which); [`ControlError::Timeout`] (no launcher, or a
-    /// process that outlived the timeout: see [`with_timeout`](Self::with_timeout)); the
-    /// transport's failure.
+    /// process that outlived the timeout: see [`with_timeout`](Self::with_timeout)); for
+    /// `persist` without a worker that has a store, a timeout too (the task stays queued for
+    /// one that has); the transport's failure.
     pub async fn launch(
         &self,
         process_class: &str,
         inputs: Value,
+        persist: bool,
     ) -> Result<Outputs, ControlError> {
-        let task = launch_task(process_class, inputs, false, false);
+        let task = launch_task(process_class, inputs, persist, false);
         outputs(self.send_task(&task).await?)
     }
 
@@ -208,9 +211,7 @@ impl<C: Communicator> Controller<C> {
     ///
     /// # Errors
     ///
-    /// As [`launch`](Self::launch), and [`ControlError::Refused`] for `persist` when no worker
-    /// has a store (the task stays queued for one that has, so this comes as a timeout over
-    /// RabbitMQ).
+    /// As [`launch`](Self::launch).
     pub async fn launch_nowait(
         &self,
         process_class: &str,

@@ -166,9 +166,14 @@ impl<C: Communicator> SyncController<C> {
     /// # Errors
     ///
     /// As [`Controller::launch`], and as [`pause`](Self::pause).
-    pub fn launch(&self, process_class: &str, inputs: Value) -> Result<Outputs, ControlError> {
+    pub fn launch(
+        &self,
+        process_class: &str,
+        inputs: Value,
+        persist: bool,
+    ) -> Result<Outputs, ControlError> {
         let class = process_class.to_owned();
-        self.block(move |c| async move { c.launch(&class, inputs).await })
+        self.block(move |c| async move { c.launch(&class, inputs, persist).await })
     }
 
     /// See [`Controller::launch_nowait`].

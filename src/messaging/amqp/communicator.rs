@@ -337,6 +337,7 @@ impl AmqpCommunicator {
         properties: BasicProperties,
         mandatory: bool,
     ) -> Result<bool, Error> {
+        let own_id = properties.correlation_id().clone();
         let message = Outgoing {
             exchange,
             routing_key,
@@ -350,11 +351,37 @@ impl AmqpCommunicator {
             .map_err(|e| publish_failed(link, exchange, routing_key, e))?;
         match confirm {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(true),
-            Confirmation::Ack(Some(_)) => Ok(false),
+            // lapin hands a returned message to the next confirm it resolves, which, with
+            // several mandatory messages in flight on the channel (one ack may cover many),
+            // can be another message's: the return goes to whoever sent it.
+            Confirmation::Ack(Some(returned)) => {
+                if returned.properties.correlation_id() == &own_id {
+                    return Ok(false);
+                }
+                self.returned_elsewhere(&returned);
+                Ok(true)
+            }
             Confirmation::Nack(_) => Err(Error::Broker {
                 source: None,
                 reason: format!("the broker refused a message to {exchange} / {routing_key}"),
             }),
+        }
+    }
+
+    /// Tells the caller waiting for the answer to a request that came back unroutable, whose
+    /// return lapin attached to another message's confirm.
+    fn returned_elsewhere(&self, returned: &lapin::message::BasicReturnMessage) {
+        let Some(correlation_id) = returned.properties.correlation_id() else {
+            return;
+        };
+        let key = returned.routing_key.as_str();
+        let recipient = key
+            .strip_prefix(RPC_TOPIC)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or(key)
+            .to_owned();
+        if let Some(waiter) = self.inner.waiters.lock().get(correlation_id.as_str()) {
+            let _ = waiter.send(Err(Error::Unroutable { recipient }));
         }
     }
 
@@ -376,9 +403,13 @@ impl AmqpCommunicator {
             mandatory: false,
         };
         let confirm = self.send_frames(link, message).await?;
+        let comm = self.clone();
         // Called from the communicator's own tasks, on its runtime.
         tokio::spawn(async move {
-            let _ = confirm.await;
+            // Never returned itself (not mandatory), but it may carry another message's return.
+            if let Ok(Confirmation::Ack(Some(returned))) = confirm.await {
+                comm.returned_elsewhere(&returned);
+            }
         });
         Ok(())
     }
