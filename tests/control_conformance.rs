@@ -840,6 +840,23 @@ fn rejections_and_garbage<C: Communicator>(w: World<C>) {
     assert_eq!(outputs.unwrap()["sum"], 2);
 }
 
+/// An idle worker answers every request at once: plumpy's worker left 14 of 100 `status`
+/// requests unanswered for over a second (its loop was not woken). Each request here may take
+/// two seconds at most, a bound far above a round trip.
+fn replies_never_stall_on_an_idle_worker<C: Communicator>(w: World<C>) {
+    let process = w.waiting();
+    let pid = process.pid();
+    let brief = w.ctl.on(QUEUE, Duration::from_secs(2));
+    for _ in 0..100 {
+        assert_eq!(brief.status(pid).unwrap().state, ProcessState::Waiting);
+    }
+    for _ in 0..20 {
+        assert!(brief.pause(pid, None).unwrap());
+        assert!(brief.play(pid).unwrap());
+    }
+    assert!(brief.kill(pid, None, false).unwrap());
+}
+
 /// Killing a parent over messaging kills its child too.
 fn a_parent_killed_remotely_kills_its_children<C: Communicator>(w: World<C>) {
     let parent = w.runner.submit(Parent);
@@ -950,4 +967,5 @@ conformance!(
     create_continue_and_execute,
     rejections_and_garbage,
     a_parent_killed_remotely_kills_its_children,
+    replies_never_stall_on_an_idle_worker,
 );

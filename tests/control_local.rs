@@ -60,7 +60,14 @@ impl Process for Fails {
 /// every operation waits for one turn of the runtime first. It drives `Listening` down the path
 /// where a process's messages go through a task of their own.
 #[derive(Clone)]
-struct Deferred(LocalCommunicator);
+struct Deferred(LocalCommunicator, Broadcasts);
+
+/// What a [`Deferred`] transport does with broadcasts.
+#[derive(Clone, Copy, PartialEq)]
+enum Broadcasts {
+    Send,
+    Fail,
+}
 
 impl Communicator for Deferred {
     async fn add_rpc_subscriber(&self, identifier: &str, handler: Handler) -> Result<(), Error> {
@@ -94,6 +101,12 @@ impl Communicator for Deferred {
     }
     async fn broadcast_send(&self, message: Broadcast) -> Result<(), Error> {
         tokio::task::yield_now().await;
+        if self.1 == Broadcasts::Fail {
+            return Err(Error::Broker {
+                reason: "this test's transport fails every broadcast".into(),
+                source: None,
+            });
+        }
         self.0.broadcast_send(message).await
     }
     async fn add_task_subscriber(
@@ -293,7 +306,7 @@ fn state_broadcasts_follow_plumpys_order() {
 #[test]
 fn over_a_transport_that_never_answers_at_once_the_order_is_the_same() {
     bounded(QUICK, || {
-        let s = setup_over(Deferred);
+        let s = setup_over(|broker| Deferred(broker, Broadcasts::Send));
         let tasks = || s.thread.handle().unwrap().metrics().num_alive_tasks();
         let before = tasks();
         // Three processes in turn: a task left behind by each would add up.
@@ -301,21 +314,40 @@ fn over_a_transport_that_never_answers_at_once_the_order_is_the_same() {
             let killed = waiting(&s.runner);
             let pid = killed.pid().to_string();
             let rpc = |body: Value| s.comm.rpc_send(&pid, body).wait();
-            // The subscription is made by the process's task: wait until it answers.
-            until(|| rpc(intent("status")).is_ok());
+            // Made by the process's task, and waited for before its first step: it answers.
+            assert!(rpc(intent("status")).is_ok());
             assert_eq!(rpc(intent("pause")).unwrap(), true);
             assert_eq!(rpc(intent("play")).unwrap(), true);
             killed.kill("stop");
             killed.wait().unwrap();
             assert_eq!(subjects_of(&s.heard, &pid), KILLED_WHILE_WAITING);
-            // Unsubscribed after the last broadcast, by the same task.
-            until(|| matches!(rpc(intent("status")), Err(Error::Unroutable { .. })));
+            // Unsubscribed before the last broadcast, by the same task.
+            let gone = rpc(intent("status"));
+            assert!(matches!(gone, Err(Error::Unroutable { .. })), "{gone:?}");
         }
         // And each task ended: it and its process's outbox must not keep each other alive.
         // (The count may also fall by a task of the set-up that has ended meanwhile.)
         until(|| tasks() <= before);
         drop(s.runner);
         s.thread.stop().unwrap();
+    });
+}
+
+#[test]
+fn a_failed_state_broadcast_is_logged_and_the_process_carries_on() {
+    bounded(QUICK, || {
+        let s = setup_over(|broker| Deferred(broker, Broadcasts::Fail));
+        let handle = waiting(&s.runner);
+        let pid = handle.pid().to_string();
+        let rpc = |body: Value| s.comm.rpc_send(&pid, body).wait();
+        assert_eq!(
+            rpc(intent("status")).unwrap()["state"],
+            "ProcessState.WAITING"
+        );
+        handle.resume(json!("on")).unwrap();
+        assert_eq!(handle.wait().unwrap().state(), ProcessState::Finished);
+        // Nothing was heard, and the process ended as if it had been.
+        assert!(s.heard.try_recv().is_err());
     });
 }
 
