@@ -28,9 +28,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use runtime_thread::RuntimeThread;
 use runtime_thread::control::{Controller, Launcher, Listening, SyncController};
-use runtime_thread::engine::{
-    Command, Persistent, Process, ProcessHandle, ProcessState, Runner, StepContext, StepError,
-};
+use runtime_thread::engine::{ProcessHandle, ProcessState, Runner};
 use runtime_thread::messaging::LocalCommunicator;
 use runtime_thread::messaging::amqp::{AmqpCommunicator, AmqpConfig};
 use serde_json::{Value, json};
@@ -42,38 +40,9 @@ const SLOTS: usize = 100;
 const IN_PROCESS: usize = 5_000;
 const TEN_THOUSAND: usize = 10_000;
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Add {
-    a: i64,
-    b: i64,
-}
-
-impl Process for Add {
-    async fn step(&mut self, _: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
-        ctx.out("sum", (self.a + self.b).into());
-        Ok(Command::finish())
-    }
-}
-
-impl Persistent for Add {
-    const TYPE_NAME: &'static str = "bench.Add";
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Waits {}
-
-impl Process for Waits {
-    async fn step(&mut self, step: &str, _: &mut StepContext) -> Result<Command, StepError> {
-        Ok(match step {
-            "run" => Command::wait_for_resume("done"),
-            _ => Command::finish(),
-        })
-    }
-}
-
-impl Persistent for Waits {
-    const TYPE_NAME: &'static str = "bench.Waits";
-}
+#[path = "../tests/common/processes.rs"]
+mod processes;
+use processes::{Add, Waits};
 
 fn url() -> String {
     std::env::var("RUNTIME_THREAD_AMQP_URL").unwrap_or_default()

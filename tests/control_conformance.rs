@@ -12,15 +12,16 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use common::QUICK;
+use common::processes::{Add, Boom, Waits};
 use parking_lot::Mutex;
 use runtime_thread::RuntimeThread;
 use runtime_thread::control::{
     ControlError, Controller, Launcher, Listening, SyncController, wire::RemoteStatus,
 };
 use runtime_thread::engine::{
-    ChainContext, Command, Flow, InMemoryPersister, Outline, Outputs, Persistent, Persister,
-    Process, ProcessHandle, ProcessOutcome, ProcessState, Runner, StepContext, StepError, Uuid,
-    WorkChain, step,
+    ChainContext, Command, Flow, InMemoryPersister, Outline, Outputs, Persister, Process,
+    ProcessHandle, ProcessOutcome, ProcessState, Runner, StepContext, StepError, Uuid, WorkChain,
+    step,
 };
 use runtime_thread::messaging::{
     self, Broadcast, BroadcastFilter, BroadcastHandler, Communicator, LocalCommunicator,
@@ -33,55 +34,6 @@ use tokio::sync::Semaphore;
 const QUEUE: &str = "processes";
 
 // ---- process types -----------------------------------------------------------------------------
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Add {
-    a: i64,
-    b: i64,
-}
-
-impl Process for Add {
-    async fn step(&mut self, _: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
-        ctx.out("sum", (self.a + self.b).into());
-        Ok(Command::finish())
-    }
-}
-
-impl Persistent for Add {
-    const TYPE_NAME: &'static str = "conformance.Add";
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Boom {}
-
-impl Process for Boom {
-    async fn step(&mut self, _: &str, _: &mut StepContext) -> Result<Command, StepError> {
-        Err(StepError::msg("boom"))
-    }
-}
-
-impl Persistent for Boom {
-    const TYPE_NAME: &'static str = "conformance.Boom";
-}
-
-/// Waits for a resume, then finishes with the value as its output `resumed`.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Waits {}
-
-impl Process for Waits {
-    async fn step(&mut self, step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
-        if step == "run" {
-            return Ok(Command::wait_for_resume("done"));
-        }
-        let value = ctx.take_resume_value().unwrap_or_default();
-        ctx.out("resumed", value);
-        Ok(Command::finish())
-    }
-}
-
-impl Persistent for Waits {
-    const TYPE_NAME: &'static str = "conformance.Waits";
-}
 
 /// Runs step after step, each until the test lets one through the gate: a process that is
 /// always running, and ends only when killed.
@@ -624,7 +576,7 @@ fn broadcasts_reach_every_process<C: Communicator>(w: World<C>) {
 fn state_broadcasts_of_finished_and_excepted_processes<C: Communicator>(w: World<C>) {
     let pid = w
         .ctl
-        .launch_nowait("conformance.Add", json!({"a": 1, "b": 2}), false);
+        .launch_nowait("test.Add", json!({"a": 1, "b": 2}), false);
     assert_eq!(
         w.subjects_of(pid.unwrap(), None),
         [
@@ -633,7 +585,7 @@ fn state_broadcasts_of_finished_and_excepted_processes<C: Communicator>(w: World
             "state_changed.running.finished",
         ]
     );
-    let pid = w.ctl.launch_nowait("conformance.Boom", json!({}), false);
+    let pid = w.ctl.launch_nowait("test.Boom", json!({}), false);
     assert_eq!(
         w.subjects_of(pid.unwrap(), None),
         [
@@ -646,9 +598,7 @@ fn state_broadcasts_of_finished_and_excepted_processes<C: Communicator>(w: World
 
 /// `launch` with and without `nowait` and `persist`, by name and by alias, and its errors.
 fn launch_with_and_without_nowait_and_persist<C: Communicator>(w: World<C>) {
-    let outputs = w
-        .ctl
-        .launch("conformance.Add", json!({"a": 2, "b": 40}), false);
+    let outputs = w.ctl.launch("test.Add", json!({"a": 2, "b": 40}), false);
     assert_eq!(outputs.unwrap()["sum"], 42);
     let outputs = w
         .ctl
@@ -657,17 +607,11 @@ fn launch_with_and_without_nowait_and_persist<C: Communicator>(w: World<C>) {
     let outputs = w.ctl.launch("conformance.Twice", json!({"x": 21}), false);
     assert_eq!(outputs.unwrap()["x"], 42);
     // Not persisted: nothing in the store.
-    let pid = w
-        .ctl
-        .launch_nowait("conformance.Waits", json!({}), false)
-        .unwrap();
+    let pid = w.ctl.launch_nowait("test.Waits", json!({}), false).unwrap();
     assert!(w.store.load(pid).is_err());
     assert!(w.ctl.kill(pid, None, false).unwrap());
     // Persisted: checkpointed as it runs.
-    let pid = w
-        .ctl
-        .launch_nowait("conformance.Waits", json!({}), true)
-        .unwrap();
+    let pid = w.ctl.launch_nowait("test.Waits", json!({}), true).unwrap();
     let running = w.runner.running(pid).expect("it runs on the worker");
     assert_eq!(
         w.subjects_of(pid, Some("state_changed.running.waiting"))
@@ -683,7 +627,7 @@ fn launch_with_and_without_nowait_and_persist<C: Communicator>(w: World<C>) {
             .ends_with(".finished")
     );
     // Errors: a failing process, an unknown type, inputs that do not fit.
-    let failed = w.ctl.launch("conformance.Boom", json!({}), false);
+    let failed = w.ctl.launch("test.Boom", json!({}), false);
     assert!(
         matches!(&failed, Err(ControlError::Remote { message }) if message.contains("boom")),
         "{failed:?}"
@@ -693,14 +637,14 @@ fn launch_with_and_without_nowait_and_persist<C: Communicator>(w: World<C>) {
         matches!(&unknown, Err(ControlError::Remote { message }) if message.contains("nowhere:Nothing")),
         "{unknown:?}"
     );
-    let bad = w.ctl.launch("conformance.Add", json!({"a": "one"}), false);
+    let bad = w.ctl.launch("test.Add", json!({"a": "one"}), false);
     assert!(
         matches!(&bad, Err(ControlError::Remote { message }) if message.contains("inputs")),
         "{bad:?}"
     );
     // A launch whose process is killed answers the kill.
     std::thread::scope(|scope| {
-        let launching = scope.spawn(|| w.ctl.launch("conformance.Waits", json!({}), false));
+        let launching = scope.spawn(|| w.ctl.launch("test.Waits", json!({}), false));
         // The one `Waits` alive now (the earlier ones have ended).
         let pid = w.heard_created_alive("Waits");
         w.subjects_of(pid, Some("state_changed.running.waiting"));
@@ -715,10 +659,7 @@ fn launch_with_and_without_nowait_and_persist<C: Communicator>(w: World<C>) {
 
 /// `create` saves without running; `continue` (waiting or not) runs it once; `execute` is both.
 fn create_continue_and_execute<C: Communicator>(w: World<C>) {
-    let pid = w
-        .ctl
-        .create("conformance.Add", json!({"a": 3, "b": 4}))
-        .unwrap();
+    let pid = w.ctl.create("test.Add", json!({"a": 3, "b": 4})).unwrap();
     assert_eq!(w.store.load(pid).unwrap().state, ProcessState::Created);
     no_such_process(w.ctl.status(pid), pid);
     assert_eq!(
@@ -734,7 +675,7 @@ fn create_continue_and_execute<C: Communicator>(w: World<C>) {
             "state_changed.running.finished",
         ]
     );
-    let pid = w.ctl.create("conformance.Waits", json!({})).unwrap();
+    let pid = w.ctl.create("test.Waits", json!({})).unwrap();
     w.subjects_of(pid, Some("state_changed.None.created"));
     w.ctl.continue_nowait(pid).unwrap();
     w.subjects_of(pid, Some("state_changed.running.waiting"));
@@ -787,16 +728,14 @@ fn rejections_and_garbage<C: Communicator>(w: World<C>) {
         .unwrap();
     let brief = w.ctl.on("bare", Duration::from_millis(300));
     // Not persisted: it serves.
-    let outputs = brief.launch("conformance.Add", json!({"a": 1, "b": 2}), false);
+    let outputs = brief.launch("test.Add", json!({"a": 1, "b": 2}), false);
     assert_eq!(outputs.unwrap()["sum"], 3);
     // Refused: nobody takes them, so the sender times out.
     for refused in [
         brief
-            .launch_nowait("conformance.Add", json!({"a": 1, "b": 2}), true)
+            .launch_nowait("test.Add", json!({"a": 1, "b": 2}), true)
             .map(drop),
-        brief
-            .create("conformance.Add", json!({"a": 1, "b": 2}))
-            .map(drop),
+        brief.create("test.Add", json!({"a": 1, "b": 2})).map(drop),
         brief.continue_process(Uuid::new_v4()).map(drop),
     ] {
         assert!(
@@ -834,9 +773,7 @@ fn rejections_and_garbage<C: Communicator>(w: World<C>) {
             "{garbage}: {answer:?}"
         );
     }
-    let outputs = w
-        .ctl
-        .launch("conformance.Add", json!({"a": 1, "b": 1}), false);
+    let outputs = w.ctl.launch("test.Add", json!({"a": 1, "b": 1}), false);
     assert_eq!(outputs.unwrap()["sum"], 2);
 }
 

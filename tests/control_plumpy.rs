@@ -14,15 +14,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use runtime_thread::RuntimeThread;
 use runtime_thread::control::{ControlError, Launcher, Listening, SyncController};
-use runtime_thread::engine::{
-    Command as Step, InMemoryPersister, Persistent, Process, ProcessState, Runner, StepContext,
-    StepError, Uuid,
-};
+use runtime_thread::engine::{InMemoryPersister, ProcessState, Runner, Uuid};
 use runtime_thread::messaging::amqp::AmqpCommunicator;
 use runtime_thread::messaging::{Broadcast, BroadcastFilter, BroadcastHandler, Communicator};
 use serde_json::json;
 
 mod common;
+use common::processes::{Add, Waits};
 use common::{QUICK, bounded, broker};
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/plumpy/peer.py");
@@ -37,39 +35,6 @@ fn python() -> PathBuf {
              it as the path `scripts/python-venv` prints"
         ),
     }
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Add {
-    a: i64,
-    b: i64,
-}
-
-impl Process for Add {
-    async fn step(&mut self, _: &str, ctx: &mut StepContext) -> Result<Step, StepError> {
-        ctx.out("sum", (self.a + self.b).into());
-        Ok(Step::finish())
-    }
-}
-
-impl Persistent for Add {
-    const TYPE_NAME: &'static str = "interop.Add";
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Waits {}
-
-impl Process for Waits {
-    async fn step(&mut self, step: &str, _: &mut StepContext) -> Result<Step, StepError> {
-        Ok(match step {
-            "run" => Step::wait_for_resume("done"),
-            _ => Step::finish(),
-        })
-    }
-}
-
-impl Persistent for Waits {
-    const TYPE_NAME: &'static str = "interop.Waits";
 }
 
 /// A communicator connected from `thread`, with the names of `prefix`.

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "amqp")]
 pub mod broker;
+pub mod processes;
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
