@@ -58,6 +58,8 @@
 
 #[cfg(not(loom))]
 pub mod control;
+#[cfg(all(unix, not(loom)))]
+pub mod daemon;
 #[cfg(not(loom))]
 pub mod engine;
 #[cfg(not(loom))]

@@ -1,0 +1,52 @@
+//! [`PoolStatus`]: what a supervisor's pool looks like now.
+
+use std::time::{Duration, SystemTime};
+
+/// A snapshot of a [`Supervisor`](super::Supervisor)'s pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStatus {
+    /// How many workers it keeps running.
+    pub target: usize,
+    /// The workers running now, oldest first.
+    pub workers: Vec<WorkerStatus>,
+    /// Workers told to stop that have not exited yet.
+    pub stopping: usize,
+    /// Quick exits (or failed starts) in a row: more than 0 means a crash loop.
+    pub failures: u32,
+    /// While backing off from a crash loop: how long until the next start.
+    pub backoff: Option<Duration>,
+    /// How the last worker that exited on its own ended (or why one could not start).
+    pub last_exit: Option<String>,
+    /// Workers started so far, replacements included.
+    pub started: u64,
+}
+
+/// One running worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerStatus {
+    /// Its process id (also its process group's).
+    pub pid: u32,
+    /// When it started.
+    pub started: SystemTime,
+}
+
+impl PoolStatus {
+    pub(crate) fn new(target: usize) -> Self {
+        PoolStatus {
+            target,
+            workers: Vec::new(),
+            stopping: 0,
+            failures: 0,
+            backoff: None,
+            last_exit: None,
+            started: 0,
+        }
+    }
+
+    /// The pids of the running workers.
+    pub fn pids(&self) -> Vec<u32> {
+        self.workers.iter().map(|w| w.pid).collect()
+    }
+}
