@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
-/// The crash-loop policy: a worker that exits before it has run `stable_after` is replaced
-/// after `initial`, then twice that for each failure in a row, up to `max`; one that ran
-/// longer is replaced at once and clears the count. circus replaces a crash-looping worker four
-/// times a second forever; this spaces the attempts out and says so in the status.
+/// The crash-loop policy, per worker (a replacement inherits the count of the worker it
+/// replaces): a worker that ran `stable_after` or longer is replaced at once and clears the
+/// count; the first quick exit in a row is replaced at once too (one kill is not a crash
+/// loop); the second after `initial`, then twice as long each time, up to `max`. circus
+/// replaces a crash-looping worker four times a second forever; this spaces the attempts out
+/// and says so in the status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
     /// The first delay after a quick exit.
@@ -28,12 +30,12 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// The delay before the next start, after `failures` quick exits in a row (0: none).
+    /// The delay before the next start, after `failures` quick exits in a row.
     pub fn delay(&self, failures: u32) -> Duration {
-        if failures == 0 {
+        if failures <= 1 {
             return Duration::ZERO;
         }
-        let doublings = (failures - 1).min(31);
+        let doublings = (failures - 2).min(31);
         self.initial
             .checked_mul(1 << doublings)
             .map_or(self.max, |delay| delay.min(self.max))
@@ -61,10 +63,11 @@ mod tests {
             stable_after: Duration::from_secs(5),
         };
         assert_eq!(policy.delay(0), Duration::ZERO);
-        assert_eq!(policy.delay(1), Duration::from_millis(100));
-        assert_eq!(policy.delay(2), Duration::from_millis(200));
-        assert_eq!(policy.delay(4), Duration::from_millis(800));
-        assert_eq!(policy.delay(5), Duration::from_secs(1));
+        assert_eq!(policy.delay(1), Duration::ZERO);
+        assert_eq!(policy.delay(2), Duration::from_millis(100));
+        assert_eq!(policy.delay(3), Duration::from_millis(200));
+        assert_eq!(policy.delay(5), Duration::from_millis(800));
+        assert_eq!(policy.delay(6), Duration::from_secs(1));
         assert_eq!(policy.delay(u32::MAX), Duration::from_secs(1));
         let quick = Duration::from_millis(10);
         assert_eq!(policy.after_exit(0, quick), 1);

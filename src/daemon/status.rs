@@ -12,9 +12,10 @@ pub struct PoolStatus {
     pub workers: Vec<WorkerStatus>,
     /// Workers told to stop that have not exited yet.
     pub stopping: usize,
-    /// Quick exits (or failed starts) in a row: more than 0 means a crash loop.
+    /// The longest run of quick exits (or failed starts) of a worker and its replacements: 2
+    /// or more means a crash loop.
     pub failures: u32,
-    /// While backing off from a crash loop: how long until the next start.
+    /// While a replacement waits out its backoff: how long until the next start.
     pub backoff: Option<Duration>,
     /// How the last worker that exited on its own ended (or why one could not start).
     pub last_exit: Option<String>,

@@ -144,10 +144,9 @@ impl SupervisorBuilder {
             spec: self,
             log,
             workers: VecDeque::new(),
+            pending: Vec::new(),
             stopping: Vec::new(),
-            failures: 0,
             last_exit: None,
-            restart_at: None,
             started: 0,
             publish,
         };
@@ -274,11 +273,19 @@ enum Request {
     Quit(oneshot::Sender<PoolStatus>),
 }
 
-/// A worker that runs: its pid, when it started, and how to know it exited.
+/// A worker that runs.
 struct Worker {
     pid: u32,
     since: Instant,
     started: SystemTime,
+    /// Quick exits in a row of the workers it replaces (see [`Backoff`]).
+    failures: u32,
+}
+
+/// A replacement waiting out its backoff.
+struct Pending {
+    at: tokio::time::Instant,
+    failures: u32,
 }
 
 /// The actor that owns the pool: every change goes through its loop, in order.
@@ -287,13 +294,12 @@ struct Pool {
     log: Option<WorkerLog>,
     /// Running workers, oldest first.
     workers: VecDeque<Worker>,
+    /// Replacements of crash-looping workers, waiting to start.
+    pending: Vec<Pending>,
     /// Workers told to stop, not yet exited, with their SIGKILL timer (aborted when they exit,
     /// so that a pid reused later is never signalled).
     stopping: Vec<(u32, tokio::task::AbortHandle)>,
-    failures: u32,
     last_exit: Option<String>,
-    /// While backing off: when the next start may happen.
-    restart_at: Option<tokio::time::Instant>,
     started: u64,
     publish: watch::Sender<PoolStatus>,
 }
@@ -309,7 +315,7 @@ impl Pool {
         let (exited, mut exits) = mpsc::unbounded_channel();
         self.fill(&exited);
         loop {
-            let backing_off = self.restart_at;
+            let next_start = self.pending.iter().map(|p| p.at).min();
             tokio::select! {
                 request = requests.recv() => match request {
                     Some(Request::Resize(resize, reply)) => {
@@ -332,10 +338,7 @@ impl Pool {
                     self.exited(exit);
                     self.fill(&exited);
                 }
-                () = sleep_until(backing_off), if backing_off.is_some() => {
-                    self.restart_at = None;
-                    self.fill(&exited);
-                }
+                () = sleep_until(next_start), if next_start.is_some() => self.fill(&exited),
             }
             self.publish.send_replace(self.snapshot());
         }
@@ -346,28 +349,46 @@ impl Pool {
             Resize::By(n) => self.spec.workers.saturating_add_signed(n),
             Resize::To(n) => n,
         };
-        while self.workers.len() > self.spec.workers {
-            if let Some(oldest) = self.workers.pop_front() {
+        // Fewer: waiting replacements go first, then the oldest workers.
+        while self.workers.len() + self.pending.len() > self.spec.workers {
+            if self.pending.pop().is_none()
+                && let Some(oldest) = self.workers.pop_front()
+            {
                 self.terminate(oldest.pid);
             }
         }
     }
 
-    /// Starts workers up to the target, unless backing off.
+    /// Starts the replacements whose time has come, and new workers up to the target.
     fn fill(&mut self, exited: &mpsc::UnboundedSender<Exit>) {
-        while self.restart_at.is_none() && self.workers.len() < self.spec.workers {
-            match self.spawn(exited) {
-                Ok(worker) => self.workers.push_back(worker),
-                Err(error) => {
-                    self.last_exit = Some(format!("could not start: {error}"));
-                    self.failed();
-                }
-            }
+        let now = tokio::time::Instant::now();
+        let (due, waiting): (Vec<Pending>, Vec<Pending>) =
+            self.pending.drain(..).partition(|p| p.at <= now);
+        self.pending = waiting;
+        for replacement in due {
+            self.start(exited, replacement.failures);
+        }
+        while self.workers.len() + self.pending.len() < self.spec.workers {
+            self.start(exited, 0);
         }
         self.publish.send_replace(self.snapshot());
     }
 
-    fn spawn(&mut self, exited: &mpsc::UnboundedSender<Exit>) -> std::io::Result<Worker> {
+    fn start(&mut self, exited: &mpsc::UnboundedSender<Exit>, failures: u32) {
+        match self.spawn(exited, failures) {
+            Ok(worker) => self.workers.push_back(worker),
+            Err(error) => {
+                self.last_exit = Some(format!("could not start: {error}"));
+                self.replace_later(failures.saturating_add(1));
+            }
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        exited: &mpsc::UnboundedSender<Exit>,
+        failures: u32,
+    ) -> std::io::Result<Worker> {
         let mut command = tokio::process::Command::new(&self.spec.program);
         command
             .args(&self.spec.args)
@@ -401,6 +422,7 @@ impl Pool {
             pid,
             since: Instant::now(),
             started: SystemTime::now(),
+            failures,
         })
     }
 
@@ -416,29 +438,22 @@ impl Pool {
         let Some(at) = self.workers.iter().position(|w| w.pid == exit.pid) else {
             return;
         };
-        let worker = self.workers.remove(at).expect("the position just found");
+        let Some(worker) = self.workers.remove(at) else {
+            return;
+        };
         self.last_exit = Some(match &exit.status {
             Ok(status) => format!("{} exited: {status}", exit.pid),
             Err(error) => format!("{} could not be waited for: {error}", exit.pid),
         });
         tracing::info!(pid = exit.pid, exit = ?self.last_exit, "a worker exited; replacing it");
-        self.failures = self
-            .spec
-            .backoff
-            .after_exit(self.failures, worker.since.elapsed());
-        if self.failures > 0 {
-            self.back_off();
-        }
+        let failures = (self.spec.backoff).after_exit(worker.failures, worker.since.elapsed());
+        self.replace_later(failures);
     }
 
-    fn failed(&mut self) {
-        self.failures = self.failures.saturating_add(1);
-        self.back_off();
-    }
-
-    fn back_off(&mut self) {
-        let delay = self.spec.backoff.delay(self.failures);
-        self.restart_at = Some(tokio::time::Instant::now() + delay);
+    /// Schedules a replacement after the backoff its failures call for (at once for none).
+    fn replace_later(&mut self, failures: u32) {
+        let at = tokio::time::Instant::now() + self.spec.backoff.delay(failures);
+        self.pending.push(Pending { at, failures });
     }
 
     /// SIGTERM to a worker's process group; SIGKILL after the grace period if it has not
@@ -455,7 +470,7 @@ impl Pool {
 
     async fn quit(&mut self, exits: &mut mpsc::UnboundedReceiver<Exit>) {
         self.spec.workers = 0;
-        self.restart_at = None;
+        self.pending.clear();
         while let Some(worker) = self.workers.pop_front() {
             self.terminate(worker.pid);
         }
@@ -469,6 +484,11 @@ impl Pool {
     }
 
     fn snapshot(&self) -> PoolStatus {
+        let now = tokio::time::Instant::now();
+        let failures = (self.workers.iter().map(|w| w.failures))
+            .chain(self.pending.iter().map(|p| p.failures))
+            .max()
+            .unwrap_or(0);
         PoolStatus {
             target: self.spec.workers,
             workers: (self.workers.iter())
@@ -478,10 +498,10 @@ impl Pool {
                 })
                 .collect(),
             stopping: self.stopping.len(),
-            failures: self.failures,
-            backoff: self
-                .restart_at
-                .map(|at| at.saturating_duration_since(tokio::time::Instant::now())),
+            failures,
+            backoff: (self.pending.iter())
+                .map(|p| p.at.saturating_duration_since(now))
+                .min(),
             last_exit: self.last_exit.clone(),
             started: self.started,
         }

@@ -1,0 +1,166 @@
+//! The supervisor against circus 0.19 on this machine, measured the same way in the same run
+//! (`../shared/baselines/circus_bench.py`, run from here when `RUNTIME_THREAD_PYTHON` names a
+//! python with circus, as `scripts/python-venv` makes). Workers are `sleep 1000`, four of them:
+//!
+//! - respawn: `kill -9` of one worker until its replacement runs (40 kills; circus's at a random
+//!   phase of its 1 s check tick, AiiDA's setting);
+//! - start: from starting the supervisor to four workers running;
+//! - stop: from asking for the stop until every worker has exited.
+//!
+//! Run: `cargo bench --bench daemon`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use runtime_thread::daemon::{Backoff, Supervisor};
+
+const KILLS: usize = 40;
+const ROUNDS: usize = 5;
+const WORKERS: usize = 4;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Four `sleep` workers; the crash-loop policy counts no exit as a crash (`stable_after`
+/// zero), so that 40 kills in a row are 40 plain respawns, as circus (which has no such policy)
+/// does them. With the default policy the first kill of each worker is replaced as fast.
+fn pool() -> Supervisor {
+    Supervisor::builder("/bin/sleep")
+        .args(["1000"])
+        .workers(WORKERS)
+        .grace_period(Duration::from_secs(1))
+        .backoff(Backoff {
+            stable_after: Duration::ZERO,
+            ..Backoff::default()
+        })
+        .start()
+        .unwrap()
+}
+
+fn four_running(pool: &Supervisor) {
+    pool.wait_for(|s| s.workers.len() == WORKERS, Duration::from_secs(10))
+        .unwrap();
+}
+
+/// Milliseconds from `kill -9` of a worker until its replacement runs (spawn has returned once
+/// the new process has exec'd `sleep`).
+fn respawns() -> Vec<f64> {
+    let pool = pool();
+    four_running(&pool);
+    let mut times = Vec::with_capacity(KILLS);
+    for _ in 0..KILLS {
+        let victim = pool.status().pids()[0];
+        let start = Instant::now();
+        // SAFETY: a plain system call.
+        unsafe {
+            libc::kill(victim as libc::pid_t, libc::SIGKILL);
+        }
+        pool.wait_for(
+            move |s| s.workers.len() == WORKERS && !s.pids().contains(&victim),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    pool.stop().unwrap();
+    times
+}
+
+/// (start to four running, stop to all exited), in milliseconds.
+fn start_and_stop() -> (f64, f64) {
+    let start = Instant::now();
+    let pool = pool();
+    four_running(&pool);
+    let started = start.elapsed().as_secs_f64() * 1e3;
+    let start = Instant::now();
+    pool.stop().unwrap();
+    (started, start.elapsed().as_secs_f64() * 1e3)
+}
+
+fn circus() -> Option<serde_json::Value> {
+    let python = std::env::var_os("RUNTIME_THREAD_PYTHON")?;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/baselines/circus_bench.py"
+    );
+    if !std::path::Path::new(script).exists() {
+        println!("circus baseline skipped: {script} is not here");
+        return None;
+    }
+    let out = std::env::temp_dir().join(format!("circus-{}.json", std::process::id()));
+    let status = Command::new(python)
+        .args([
+            script,
+            "--runs",
+            "3",
+            "--kills",
+            "8",
+            "--scenarios",
+            "respawn,stop",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    let results = status
+        .success()
+        .then(|| std::fs::read(&out).ok())
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let _ = std::fs::remove_file(out);
+    results
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let kills = respawns();
+    let (mut starts, mut stops) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let (start, stop) = start_and_stop();
+        starts.push(start);
+        stops.push(stop);
+    }
+    let ours = [median(kills), median(starts), median(stops)];
+    let theirs = circus();
+    let find = |path: &[&str]| {
+        let mut value = theirs.as_ref()?.get("summary")?;
+        for key in path {
+            value = value.get(key)?;
+        }
+        value.as_f64()
+    };
+    let rows = [
+        (
+            "kill -9 worker → replacement running (ms)",
+            find(&["respawn", "median_ms"]),
+        ),
+        (
+            "start → 4 workers running (ms)",
+            find(&["startup_all_workers", "median_ms"]),
+        ),
+        (
+            "stop → every worker exited (ms)",
+            find(&["stop_reply", "median_ms"]),
+        ),
+    ];
+    println!("| figure | runtime-thread | circus 0.19 | ratio |");
+    println!("|---|---:|---:|---:|");
+    for ((label, theirs), ours) in rows.into_iter().zip(ours) {
+        match theirs {
+            Some(theirs) => println!(
+                "| {label} | {ours:.2} | {theirs:.1} | {:.0}x |",
+                theirs / ours
+            ),
+            None => println!("| {label} | {ours:.2} | - | - |"),
+        }
+    }
+    if theirs.is_none() {
+        println!("(circus not measured: RUNTIME_THREAD_PYTHON with circus installed is needed)");
+    }
+}
