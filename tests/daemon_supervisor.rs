@@ -257,3 +257,159 @@ fn a_sigkilled_supervisor_leaves_no_worker_alive_a_second_later() {
         }
     });
 }
+
+fn temp_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("rt-daemon-{}", uuid::Uuid::new_v4().simple()))
+}
+
+#[test]
+fn the_control_socket_answers_circus_shaped_requests() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    use runtime_thread::daemon::{ControlClient, DaemonError};
+    use serde_json::json;
+
+    bounded(QUICK, || {
+        let dir = temp_dir();
+        let socket = dir.join("private").join("control.sock");
+        let pool = Supervisor::builder("/bin/sleep")
+            .args(["1000"])
+            .workers(2)
+            .control_socket(&socket)
+            .start()
+            .unwrap();
+        let mode = std::fs::metadata(socket.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        pool.wait_for(running(2), QUICK).unwrap();
+        let mut client = ControlClient::connect(&socket, Duration::from_secs(5)).unwrap();
+        let status = client.request("status", json!({})).unwrap();
+        assert_eq!(status["target"], 2);
+        assert_eq!(status["workers"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            client.request("numprocesses", json!({})).unwrap()["numprocesses"],
+            2
+        );
+        let stats = client.request("stats", json!({})).unwrap();
+        for worker in stats["workers"].as_array().unwrap() {
+            assert!(worker["memory_bytes"].as_u64().unwrap() > 0, "{worker}");
+            assert!(worker["cpu_seconds"].as_f64().is_some(), "{worker}");
+        }
+        let dstats = client.request("dstats", json!({})).unwrap();
+        assert_eq!(dstats["supervisor"]["pid"], std::process::id());
+        assert_eq!(
+            client.request("incr", json!({"nb": 2})).unwrap()["numprocesses"],
+            4
+        );
+        assert_eq!(
+            client.request("decr", json!({"nb": 3})).unwrap()["numprocesses"],
+            1
+        );
+        assert_eq!(
+            client.request("set", json!({"numprocesses": 2})).unwrap()["numprocesses"],
+            2
+        );
+        let before = pool.wait_for(running(2), QUICK).unwrap().pids();
+        assert_eq!(
+            client.request("restart", json!({})).unwrap()["restarted"],
+            2
+        );
+        pool.wait_for(
+            move |s| running(2)(s) && s.pids().iter().all(|p| !before.contains(p)),
+            QUICK,
+        )
+        .unwrap();
+        // Errors: a reply, and the connection and the supervisor go on.
+        let unknown = client.request("dance", json!({}));
+        assert!(
+            matches!(&unknown, Err(DaemonError::Refused { reason }) if reason.contains("unknown command 'dance'")),
+            "{unknown:?}"
+        );
+        let bad = client.request("incr", json!({"nb": "two"}));
+        assert!(matches!(bad, Err(DaemonError::Refused { .. })), "{bad:?}");
+        let mut raw = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        raw.write_all(b"this is not json\n{\"id\": 7, \"command\": \"numprocesses\"}\n")
+            .unwrap();
+        let mut replies = BufReader::new(raw).lines();
+        let garbage: serde_json::Value =
+            serde_json::from_str(&replies.next().unwrap().unwrap()).unwrap();
+        assert_eq!(garbage["status"], "error");
+        let fine: serde_json::Value =
+            serde_json::from_str(&replies.next().unwrap().unwrap()).unwrap();
+        assert_eq!(
+            (fine["id"].clone(), fine["status"].clone()),
+            (json!(7), json!("ok"))
+        );
+        // quit, waiting: answered once every worker has exited.
+        let last = client.request("quit", json!({"waiting": true})).unwrap();
+        assert_eq!(last["workers"], json!([]));
+        assert!(pool.join().unwrap().workers.is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    });
+}
+
+#[test]
+fn a_second_supervisor_on_a_live_socket_refuses_and_a_stale_socket_is_replaced() {
+    use runtime_thread::daemon::DaemonError;
+
+    bounded(QUICK, || {
+        let dir = temp_dir();
+        let socket = dir.join("control.sock");
+        std::fs::create_dir_all(&dir).unwrap();
+        // A stale socket file: bound, then its owner gone.
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        assert!(socket.exists());
+        let first = Supervisor::builder("/bin/sleep")
+            .args(["1000"])
+            .control_socket(&socket)
+            .start()
+            .unwrap();
+        let second = Supervisor::builder("/bin/sleep")
+            .args(["1000"])
+            .control_socket(&socket)
+            .start();
+        assert!(
+            matches!(&second, Err(DaemonError::AlreadyRunning { path }) if *path == socket),
+            "{second:?}"
+        );
+        first.stop().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    });
+}
+
+#[test]
+fn a_client_ignores_foreign_replies_and_times_out() {
+    use std::io::Write;
+
+    use runtime_thread::daemon::{ControlClient, DaemonError};
+
+    bounded(QUICK, || {
+        let dir = temp_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("silent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        // A server that answers someone else's request, then nothing.
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = String::new();
+            BufReader::new(stream.try_clone().unwrap())
+                .read_line(&mut request)
+                .unwrap();
+            stream
+                .write_all(b"{\"id\": \"someone-else\", \"status\": \"ok\"}\n")
+                .unwrap();
+            stream
+        });
+        let mut client = ControlClient::connect(&socket, Duration::from_millis(300)).unwrap();
+        let answer = client.request("status", serde_json::json!({}));
+        assert!(
+            matches!(answer, Err(DaemonError::NoAnswer(_))),
+            "{answer:?}"
+        );
+        drop(server.join().unwrap());
+        let _ = std::fs::remove_dir_all(dir);
+    });
+}

@@ -31,6 +31,41 @@ pub enum DaemonError {
         /// The last status seen.
         status: Box<PoolStatus>,
     },
+    /// The control socket cannot be made, bound or used.
+    #[error("control socket {path}: {source}")]
+    Socket {
+        /// The socket's path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another supervisor answers on this control socket.
+    #[error("a supervisor is running already, answering on {path}; stop it first")]
+    AlreadyRunning {
+        /// The socket's path.
+        path: PathBuf,
+    },
+    /// No supervisor answers on this control socket.
+    #[error("no supervisor is running (nothing answers on {path}: {source}); start one first")]
+    NotRunning {
+        /// The socket's path.
+        path: PathBuf,
+        /// Why the connection failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The supervisor answered a control request with an error.
+    #[error("the supervisor refused: {reason}")]
+    Refused {
+        /// Its reason.
+        reason: String,
+    },
+    /// No reply to a control request in time.
+    #[error(
+        "the supervisor did not answer within {0:?}; is it stuck, or is the machine overloaded?"
+    )]
+    NoAnswer(Duration),
     /// The supervisor's thread failed.
     #[error(transparent)]
     Thread(#[from] crate::Error),

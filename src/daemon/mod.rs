@@ -3,15 +3,20 @@
 //! In progress. What is here: [`Supervisor`], which keeps a resizable pool of identical worker
 //! processes running (event-driven replacement, crash-loop [`Backoff`], stop with SIGTERM then
 //! SIGKILL per process group, no orphans even when it is killed, the workers' output in one
-//! log file). The control socket, the worker mode and the command line come next.
+//! log file), and its control socket with [`ControlClient`] (circus's request and reply shape:
+//! `status`, `numprocesses`, `stats`, `dstats`, `incr`, `decr`, `set`, `restart`, `quit`). The
+//! pid file, the worker mode and the command line come next.
 
 mod backoff;
 mod error;
 mod output;
+mod request;
+mod socket;
 mod status;
 mod supervisor;
 
 pub use backoff::Backoff;
 pub use error::DaemonError;
+pub use socket::ControlClient;
 pub use status::{PoolStatus, WorkerStatus};
 pub use supervisor::{Supervisor, SupervisorBuilder};

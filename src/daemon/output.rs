@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 /// The longest line kept whole; a longer one is written in pieces of this size.
-const MAX_LINE: usize = 64 * 1024;
+pub(crate) const MAX_LINE: usize = 64 * 1024;
 
 /// One append-only file for every worker's output: each line as `<time> [<pid>] | <line>`
 /// (circus's layout, UTC), written with one `write` call under a lock, so that lines of two
@@ -54,7 +54,7 @@ impl WorkerLog {
 }
 
 /// Reads up to a newline, or [`MAX_LINE`] bytes; the number of bytes read (0 at the end).
-async fn read_line(
+pub(crate) async fn read_line(
     reader: &mut BufReader<impl AsyncRead + Unpin>,
     line: &mut Vec<u8>,
 ) -> std::io::Result<usize> {

@@ -11,6 +11,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::backoff::Backoff;
 use super::error::DaemonError;
 use super::output::WorkerLog;
+use super::request::{Request, Resize};
+use super::socket;
 use super::status::{PoolStatus, WorkerStatus};
 use crate::RuntimeThread;
 
@@ -62,6 +64,7 @@ pub struct SupervisorBuilder {
     grace: Duration,
     backoff: Backoff,
     log_file: Option<PathBuf>,
+    socket: Option<PathBuf>,
 }
 
 impl Supervisor {
@@ -76,6 +79,7 @@ impl Supervisor {
             grace: Duration::from_secs(30),
             backoff: Backoff::default(),
             log_file: None,
+            socket: None,
         }
     }
 }
@@ -122,12 +126,20 @@ impl SupervisorBuilder {
         self
     }
 
+    /// Serves the [control socket](super::ControlClient) at `path` (a Unix socket; its
+    /// directory is made private, mode 0700, if it does not exist).
+    pub fn control_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.socket = Some(path.into());
+        self
+    }
+
     /// Starts the supervisor's thread and the workers.
     ///
     /// # Errors
     ///
-    /// [`DaemonError::Log`] when the log file cannot be opened; [`DaemonError::Thread`] when
-    /// the supervisor's thread cannot start. A worker that cannot be started is not an error
+    /// [`DaemonError::Log`] when the log file cannot be opened; [`DaemonError::AlreadyRunning`]
+    /// when a live supervisor answers on the control socket's path, [`DaemonError::Socket`] when
+    /// it cannot be bound; [`DaemonError::Thread`] when the supervisor's thread cannot start. A worker that cannot be started is not an error
     /// here: it counts as a failure, and the status shows why.
     pub fn start(self) -> Result<Supervisor, DaemonError> {
         let log = match &self.log_file {
@@ -140,6 +152,17 @@ impl SupervisorBuilder {
         let thread = RuntimeThread::builder().name("supervisor").start()?;
         let (commands, requests) = mpsc::unbounded_channel();
         let (publish, status) = watch::channel(PoolStatus::new(self.workers));
+        if let Some(path) = self.socket.clone() {
+            let served = socket::Served {
+                commands: commands.clone(),
+                status: status.clone(),
+                since: SystemTime::now(),
+            };
+            let listener = thread
+                .run_threadsafe(async move { socket::bind(&path) })
+                .wait()??;
+            thread.spawn_threadsafe(served.serve(listener))?;
+        }
         let pool = Pool {
             spec: self,
             log,
@@ -192,6 +215,21 @@ impl Supervisor {
             }
         });
         waited.wait()?
+    }
+
+    /// Blocks until the pool has ended (a `quit` through the control socket, or
+    /// [`stop`](Self::stop) from another handle's thread), and returns its last status.
+    ///
+    /// # Errors
+    ///
+    /// The thread's failure.
+    pub fn join(&self) -> Result<PoolStatus, DaemonError> {
+        let mut status = self.status.clone();
+        let ended = self.thread.run_threadsafe(async move {
+            while status.changed().await.is_ok() {}
+            status.borrow().clone()
+        });
+        Ok(ended.wait()?)
     }
 
     /// Adds `n` workers; returns the new size.
@@ -263,16 +301,6 @@ impl std::fmt::Debug for Supervisor {
     }
 }
 
-enum Resize {
-    By(isize),
-    To(usize),
-}
-
-enum Request {
-    Resize(Resize, oneshot::Sender<usize>),
-    Quit(oneshot::Sender<PoolStatus>),
-}
-
 /// A worker that runs.
 struct Worker {
     pid: u32,
@@ -323,6 +351,11 @@ impl Pool {
                         self.fill(&exited);
                         let _ = reply.send(self.spec.workers);
                     }
+                    Some(Request::Restart(reply)) => {
+                        let replaced = self.restart();
+                        self.fill(&exited);
+                        let _ = reply.send(replaced);
+                    }
                     Some(Request::Quit(reply)) => {
                         self.quit(&mut exits).await;
                         let _ = reply.send(self.snapshot());
@@ -357,6 +390,16 @@ impl Pool {
                 self.terminate(oldest.pid);
             }
         }
+    }
+
+    /// Stops every running worker; `fill` starts their successors at once (with no backoff:
+    /// they did not fail).
+    fn restart(&mut self) -> usize {
+        let old: Vec<Worker> = self.workers.drain(..).collect();
+        for worker in &old {
+            self.terminate(worker.pid);
+        }
+        old.len()
     }
 
     /// Starts the replacements whose time has come, and new workers up to the target.
