@@ -413,3 +413,34 @@ fn a_client_ignores_foreign_replies_and_times_out() {
         let _ = std::fs::remove_dir_all(dir);
     });
 }
+
+#[test]
+fn the_pid_file_is_held_while_the_supervisor_lives_and_a_stale_one_is_taken_over() {
+    use runtime_thread::daemon::DaemonError;
+
+    bounded(QUICK, || {
+        let dir = temp_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = dir.join("daemon.pid");
+        // Left by a supervisor that died: nobody holds its lock.
+        std::fs::write(&pid_file, "999999\n").unwrap();
+        let first = Supervisor::builder("/bin/sleep")
+            .args(["1000"])
+            .pid_file(&pid_file)
+            .start()
+            .unwrap();
+        let written = std::fs::read_to_string(&pid_file).unwrap();
+        assert_eq!(written.trim(), std::process::id().to_string());
+        let second = Supervisor::builder("/bin/sleep")
+            .args(["1000"])
+            .pid_file(&pid_file)
+            .start();
+        assert!(
+            matches!(&second, Err(DaemonError::PidFileHeld { pid: Some(pid), .. }) if *pid == std::process::id()),
+            "{second:?}"
+        );
+        first.stop().unwrap();
+        assert!(!pid_file.exists(), "removed at the end");
+        let _ = std::fs::remove_dir_all(dir);
+    });
+}

@@ -66,6 +66,23 @@ pub enum DaemonError {
         "the supervisor did not answer within {0:?}; is it stuck, or is the machine overloaded?"
     )]
     NoAnswer(Duration),
+    /// The pid file cannot be opened or written.
+    #[error("pid file {path}: {source}")]
+    PidFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A running supervisor holds the pid file.
+    #[error("a supervisor is running already (pid {}, holding {path}); stop it first", pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()))]
+    PidFileHeld {
+        /// The file.
+        path: PathBuf,
+        /// The pid it names, if readable.
+        pid: Option<u32>,
+    },
     /// The supervisor's thread failed.
     #[error(transparent)]
     Thread(#[from] crate::Error),

@@ -4,12 +4,14 @@
 //! processes running (event-driven replacement, crash-loop [`Backoff`], stop with SIGTERM then
 //! SIGKILL per process group, no orphans even when it is killed, the workers' output in one
 //! log file), and its control socket with [`ControlClient`] (circus's request and reply shape:
-//! `status`, `numprocesses`, `stats`, `dstats`, `incr`, `decr`, `set`, `restart`, `quit`). The
-//! pid file, the worker mode and the command line come next.
+//! `status`, `numprocesses`, `stats`, `dstats`, `incr`, `decr`, `set`, `restart`, `quit`), and a
+//! locked pid file. Detaching, the worker mode, the configuration and the command line come
+//! next.
 
 mod backoff;
 mod error;
 mod output;
+mod pid_file;
 mod request;
 mod socket;
 mod status;

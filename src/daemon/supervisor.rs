@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::backoff::Backoff;
 use super::error::DaemonError;
 use super::output::WorkerLog;
+use super::pid_file::PidFile;
 use super::request::{Request, Resize};
 use super::socket;
 use super::status::{PoolStatus, WorkerStatus};
@@ -48,6 +49,8 @@ use crate::RuntimeThread;
 /// # Ok::<(), runtime_thread::daemon::DaemonError>(())
 /// ```
 pub struct Supervisor {
+    /// Held (locked) while the supervisor lives; removed with it.
+    _pid_file: Option<PidFile>,
     thread: RuntimeThread,
     commands: mpsc::UnboundedSender<Request>,
     status: watch::Receiver<PoolStatus>,
@@ -65,6 +68,7 @@ pub struct SupervisorBuilder {
     backoff: Backoff,
     log_file: Option<PathBuf>,
     socket: Option<PathBuf>,
+    pid_file: Option<PathBuf>,
 }
 
 impl Supervisor {
@@ -80,6 +84,7 @@ impl Supervisor {
             backoff: Backoff::default(),
             log_file: None,
             socket: None,
+            pid_file: None,
         }
     }
 }
@@ -133,15 +138,26 @@ impl SupervisorBuilder {
         self
     }
 
+    /// Writes this process's pid to `path` and holds it locked (`flock`) while the supervisor
+    /// lives: a second supervisor with the same file refuses to start, naming the first; a file
+    /// left by a supervisor that died is unlocked, so it is taken over. Removed at the end.
+    pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.pid_file = Some(path.into());
+        self
+    }
+
     /// Starts the supervisor's thread and the workers.
     ///
     /// # Errors
     ///
-    /// [`DaemonError::Log`] when the log file cannot be opened; [`DaemonError::AlreadyRunning`]
+    /// [`DaemonError::PidFileHeld`] when another supervisor holds the pid file,
+    /// [`DaemonError::PidFile`] when it cannot be written; [`DaemonError::Log`] when the log
+    /// file cannot be opened; [`DaemonError::AlreadyRunning`]
     /// when a live supervisor answers on the control socket's path, [`DaemonError::Socket`] when
     /// it cannot be bound; [`DaemonError::Thread`] when the supervisor's thread cannot start. A worker that cannot be started is not an error
     /// here: it counts as a failure, and the status shows why.
     pub fn start(self) -> Result<Supervisor, DaemonError> {
+        let pid_file = self.pid_file.as_deref().map(PidFile::take).transpose()?;
         let log = match &self.log_file {
             Some(path) => Some(WorkerLog::open(path).map_err(|source| DaemonError::Log {
                 path: path.clone(),
@@ -175,6 +191,7 @@ impl SupervisorBuilder {
         };
         thread.spawn_threadsafe(pool.run(requests))?;
         Ok(Supervisor {
+            _pid_file: pid_file,
             thread,
             commands,
             status,
