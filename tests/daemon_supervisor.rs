@@ -444,3 +444,94 @@ fn the_pid_file_is_held_while_the_supervisor_lives_and_a_stale_one_is_taken_over
         let _ = std::fs::remove_dir_all(dir);
     });
 }
+
+#[test]
+fn quit_right_after_a_respawn_is_never_refused() {
+    use runtime_thread::daemon::ControlClient;
+
+    bounded(Duration::from_secs(60), || {
+        let dir = temp_dir();
+        let socket = dir.join("control.sock");
+        for trial in 0..40 {
+            let pool = Supervisor::builder("/bin/sleep")
+                .args(["1000"])
+                .workers(2)
+                .control_socket(&socket)
+                .start()
+                .unwrap();
+            let pids = pool.wait_for(running(2), QUICK).unwrap().pids();
+            let mut client = ControlClient::connect(&socket, QUICK).unwrap();
+            sigkill(pids[0]);
+            let last = client.request("quit", serde_json::json!({"waiting": true}));
+            let last = last.unwrap_or_else(|e| panic!("trial {trial}: quit refused: {e}"));
+            assert_eq!(last["workers"], serde_json::json!([]), "trial {trial}");
+            assert!(pool.join().unwrap().workers.is_empty());
+            assert!(!alive(pids[1]), "trial {trial}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    });
+}
+
+/// The supervisor process of the SIGTERM race test: quits on SIGTERM, says so, and exits.
+#[test]
+#[ignore = "the supervisor process that the SIGTERM race test starts"]
+fn child_process_signalled_supervisor() {
+    let pool = Supervisor::builder("/bin/sleep")
+        .args(["1000"])
+        .workers(2)
+        .quit_on_signals()
+        .start()
+        .unwrap();
+    let pids = pool.wait_for(running(2), QUICK).unwrap().pids();
+    println!(
+        "pids {}",
+        pids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let last = pool.join().unwrap();
+    println!("quit with {} workers left", last.workers.len());
+}
+
+#[test]
+fn sigterm_right_after_a_respawn_is_never_lost() {
+    bounded(Duration::from_secs(120), || {
+        for trial in 0..40 {
+            let mut supervisor = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "child_process_signalled_supervisor",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = BufReader::new(supervisor.stdout.take().unwrap()).lines();
+            let pids: Vec<u32> = lines
+                .by_ref()
+                .map_while(Result::ok)
+                .find_map(|line| {
+                    let (_, pids) = line.split_once("pids ")?;
+                    Some(pids.split(' ').map(|p| p.parse().unwrap()).collect())
+                })
+                .expect("the supervisor names its workers");
+            sigkill(pids[0]);
+            // SAFETY: a plain system call.
+            unsafe {
+                libc::kill(supervisor.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let rest: Vec<String> = lines.map_while(Result::ok).collect();
+            let status = supervisor.wait().unwrap();
+            let said = rest
+                .iter()
+                .any(|line| line.contains("quit with 0 workers left"));
+            assert!(
+                said && status.success(),
+                "trial {trial}: {status}, {rest:?}"
+            );
+            assert!(!alive(pids[1]), "trial {trial}");
+        }
+    });
+}

@@ -83,6 +83,13 @@ pub enum DaemonError {
         /// The pid it names, if readable.
         pid: Option<u32>,
     },
+    /// The stop signals cannot be listened for.
+    #[error("cannot listen for SIGTERM and SIGINT: {source}")]
+    Signals {
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The supervisor's thread failed.
     #[error(transparent)]
     Thread(#[from] crate::Error),

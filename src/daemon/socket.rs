@@ -51,8 +51,9 @@ pub(super) struct Served {
 }
 
 impl Served {
-    /// Accepts connections until the pool ends; each is served by a task of its own.
-    pub(super) async fn serve(self, listener: UnixListener) {
+    /// Accepts connections until the pool ends, then removes the socket; each connection is
+    /// served by a task of its own.
+    pub(super) async fn serve(self, listener: UnixListener, path: PathBuf) {
         let served = std::sync::Arc::new(self);
         let mut ended = served.status.clone();
         loop {
@@ -65,6 +66,8 @@ impl Served {
                 },
                 // The pool's actor has ended: so does the socket.
                 changed = ended.changed() => if changed.is_err() {
+                    drop(listener);
+                    let _ = std::fs::remove_file(&path);
                     return;
                 },
             }

@@ -15,7 +15,9 @@ use super::pid_file::PidFile;
 use super::request::{Request, Resize};
 use super::socket;
 use super::status::{PoolStatus, WorkerStatus};
-use crate::RuntimeThread;
+use parking_lot::Mutex;
+
+use crate::{RuntimeThread, TaskHandle};
 
 /// Keeps a pool of identical worker processes at its size, as circus does for AiiDA's
 /// `verdi daemon`, without circus's faults:
@@ -51,6 +53,8 @@ use crate::RuntimeThread;
 pub struct Supervisor {
     /// Held (locked) while the supervisor lives; removed with it.
     _pid_file: Option<PidFile>,
+    /// The control socket's server, which ends (and removes the socket) after the pool.
+    socket_server: Mutex<Option<TaskHandle<()>>>,
     thread: RuntimeThread,
     commands: mpsc::UnboundedSender<Request>,
     status: watch::Receiver<PoolStatus>,
@@ -69,6 +73,7 @@ pub struct SupervisorBuilder {
     log_file: Option<PathBuf>,
     socket: Option<PathBuf>,
     pid_file: Option<PathBuf>,
+    quit_on_signals: bool,
 }
 
 impl Supervisor {
@@ -85,6 +90,7 @@ impl Supervisor {
             log_file: None,
             socket: None,
             pid_file: None,
+            quit_on_signals: false,
         }
     }
 }
@@ -146,6 +152,15 @@ impl SupervisorBuilder {
         self
     }
 
+    /// Quits the pool (as [`stop`](Supervisor::stop) does) when the process gets SIGTERM or
+    /// SIGINT: for a supervisor that is a process of its own, which then ends when
+    /// [`join`](Supervisor::join) returns. A signal that comes while a worker is being replaced
+    /// is never lost: it is one more request in the pool's queue.
+    pub fn quit_on_signals(mut self) -> Self {
+        self.quit_on_signals = true;
+        self
+    }
+
     /// Starts the supervisor's thread and the workers.
     ///
     /// # Errors
@@ -165,6 +180,8 @@ impl SupervisorBuilder {
             })?),
             None => None,
         };
+        let self_quits_on_signals = self.quit_on_signals;
+        let mut socket_server = None;
         let thread = RuntimeThread::builder().name("supervisor").start()?;
         let (commands, requests) = mpsc::unbounded_channel();
         let (publish, status) = watch::channel(PoolStatus::new(self.workers));
@@ -174,10 +191,11 @@ impl SupervisorBuilder {
                 status: status.clone(),
                 since: SystemTime::now(),
             };
+            let bound = path.clone();
             let listener = thread
-                .run_threadsafe(async move { socket::bind(&path) })
+                .run_threadsafe(async move { socket::bind(&bound) })
                 .wait()??;
-            thread.spawn_threadsafe(served.serve(listener))?;
+            socket_server = Some(thread.run_threadsafe(served.serve(listener, path)));
         }
         let pool = Pool {
             spec: self,
@@ -190,8 +208,17 @@ impl SupervisorBuilder {
             publish,
         };
         thread.spawn_threadsafe(pool.run(requests))?;
+        if self_quits_on_signals {
+            let quitting = commands.clone();
+            let listening = thread
+                .run_threadsafe(async move { listen_for_quit(quitting) })
+                .wait()?;
+            thread
+                .spawn_threadsafe(listening.map_err(|source| DaemonError::Signals { source })?)?;
+        }
         Ok(Supervisor {
             _pid_file: pid_file,
+            socket_server: Mutex::new(socket_server),
             thread,
             commands,
             status,
@@ -246,7 +273,18 @@ impl Supervisor {
             while status.changed().await.is_ok() {}
             status.borrow().clone()
         });
-        Ok(ended.wait()?)
+        let last = ended.wait()?;
+        self.socket_closed()?;
+        Ok(last)
+    }
+
+    /// Waits until the control socket's server has ended (after the pool), so that the
+    /// socket is gone when `join` or `stop` returns.
+    fn socket_closed(&self) -> Result<(), DaemonError> {
+        if let Some(server) = self.socket_server.lock().take() {
+            server.wait()?;
+        }
+        Ok(())
     }
 
     /// Adds `n` workers; returns the new size.
@@ -292,6 +330,7 @@ impl Supervisor {
             .thread
             .run_threadsafe(async move { answer.await.map_err(|_| DaemonError::Stopped) })
             .wait()??;
+        self.socket_closed()?;
         let _ = self.thread.stop();
         Ok(last)
     }
@@ -566,6 +605,25 @@ impl Pool {
             started: self.started,
         }
     }
+}
+
+/// Registers for SIGTERM and SIGINT (on the supervisor's runtime) and returns the task that
+/// turns the first of them into a quit.
+fn listen_for_quit(
+    commands: mpsc::UnboundedSender<Request>,
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!("a stop signal: quitting the pool");
+        let (reply, _) = oneshot::channel();
+        let _ = commands.send(Request::Quit(reply));
+    })
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {
