@@ -4,6 +4,7 @@
 //!
 //! - respawn: `kill -9` of one worker until its replacement runs (40 kills; circus's at a random
 //!   phase of its 1 s check tick, AiiDA's setting);
+//! - status: a `status` round trip through the control socket, one client kept open;
 //! - start: from starting the supervisor to four workers running;
 //! - stop: from asking for the stop until every worker has exited.
 //!
@@ -12,7 +13,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use runtime_thread::daemon::{Backoff, Supervisor};
+use runtime_thread::daemon::{Backoff, ControlClient, Supervisor};
 
 const KILLS: usize = 40;
 const ROUNDS: usize = 5;
@@ -68,6 +69,30 @@ fn respawns() -> Vec<f64> {
     times
 }
 
+/// Milliseconds per `status` round trip through the control socket, one client kept open
+/// (circus's persistent-client figure), 1,000 calls.
+fn status_round_trips() -> Vec<f64> {
+    let dir = std::env::temp_dir().join(format!("bench-daemon-{}", std::process::id()));
+    let socket = dir.join("control.sock");
+    let pool = Supervisor::builder("/bin/sleep")
+        .args(["1000"])
+        .workers(WORKERS)
+        .control_socket(&socket)
+        .start()
+        .unwrap();
+    four_running(&pool);
+    let mut client = ControlClient::connect(&socket, Duration::from_secs(5)).unwrap();
+    let mut times = Vec::with_capacity(1_000);
+    for _ in 0..1_000 {
+        let start = Instant::now();
+        client.request("status", serde_json::json!({})).unwrap();
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    pool.stop().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    times
+}
+
 /// (start to four running, stop to all exited), in milliseconds.
 fn start_and_stop() -> (f64, f64) {
     let start = Instant::now();
@@ -97,8 +122,10 @@ fn circus() -> Option<serde_json::Value> {
             "3",
             "--kills",
             "8",
+            "--calls",
+            "200",
             "--scenarios",
-            "respawn,stop",
+            "respawn,stop,rtt",
         ])
         .arg("--out")
         .arg(&out)
@@ -126,7 +153,12 @@ fn main() {
         starts.push(start);
         stops.push(stop);
     }
-    let ours = [median(kills), median(starts), median(stops)];
+    let ours = [
+        median(kills),
+        median(status_round_trips()),
+        median(starts),
+        median(stops),
+    ];
     let theirs = circus();
     let find = |path: &[&str]| {
         let mut value = theirs.as_ref()?.get("summary")?;
@@ -139,6 +171,10 @@ fn main() {
         (
             "kill -9 worker → replacement running (ms)",
             find(&["respawn", "median_ms"]),
+        ),
+        (
+            "`status` round trip, client kept open (ms)",
+            find(&["rtt_status", "median_ms"]),
         ),
         (
             "start → 4 workers running (ms)",
@@ -154,10 +190,10 @@ fn main() {
     for ((label, theirs), ours) in rows.into_iter().zip(ours) {
         match theirs {
             Some(theirs) => println!(
-                "| {label} | {ours:.2} | {theirs:.1} | {:.0}x |",
+                "| {label} | {ours:.3} | {theirs:.2} | {:.0}x |",
                 theirs / ours
             ),
-            None => println!("| {label} | {ours:.2} | - | - |"),
+            None => println!("| {label} | {ours:.3} | - | - |"),
         }
     }
     if theirs.is_none() {

@@ -535,3 +535,48 @@ fn sigterm_right_after_a_respawn_is_never_lost() {
         }
     });
 }
+
+#[test]
+fn decr_right_after_incr_and_both_pipelined_are_never_refused() {
+    use std::io::Write;
+
+    use runtime_thread::daemon::ControlClient;
+    use serde_json::{Value, json};
+
+    bounded(Duration::from_secs(60), || {
+        let dir = temp_dir();
+        let socket = dir.join("control.sock");
+        let pool = Supervisor::builder("/bin/sleep")
+            .args(["1000"])
+            .workers(1)
+            .control_socket(&socket)
+            .start()
+            .unwrap();
+        let mut client = ControlClient::connect(&socket, QUICK).unwrap();
+        // decr right after incr's reply (AiiDA's test; circus refused 34 of 40).
+        for trial in 0..40 {
+            let incr = client.request("incr", json!({"nb": 1}));
+            assert_eq!(incr.unwrap()["numprocesses"], 2, "trial {trial}");
+            let decr = client.request("decr", json!({"nb": 1}));
+            assert_eq!(decr.unwrap()["numprocesses"], 1, "trial {trial}");
+        }
+        // Both on one connection before either reply (two clients at once; circus refused 40
+        // of 40).
+        let mut raw = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        let mut replies = BufReader::new(raw.try_clone().unwrap()).lines();
+        for trial in 0..40 {
+            let both = format!(
+                "{{\"id\": \"i{trial}\", \"command\": \"incr\"}}\n{{\"id\": \"d{trial}\", \"command\": \"decr\"}}\n"
+            );
+            raw.write_all(both.as_bytes()).unwrap();
+            for expected in [format!("i{trial}"), format!("d{trial}")] {
+                let reply: Value = serde_json::from_str(&replies.next().unwrap().unwrap()).unwrap();
+                assert_eq!(reply["id"], json!(expected), "trial {trial}");
+                assert_eq!(reply["status"], "ok", "trial {trial}: {reply}");
+            }
+        }
+        pool.wait_for(running(1), QUICK).unwrap();
+        pool.stop().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    });
+}
