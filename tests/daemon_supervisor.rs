@@ -208,13 +208,7 @@ fn count(log: &Path, needle: &str) -> usize {
 fn child_process_supervisor() {
     let pool = sleeper(3);
     let pids = pool.wait_for(running(3), QUICK).unwrap().pids();
-    println!(
-        "pids {}",
-        pids.iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    say_pids(&pids);
     loop {
         std::thread::park();
     }
@@ -223,25 +217,7 @@ fn child_process_supervisor() {
 #[test]
 fn a_sigkilled_supervisor_leaves_no_worker_alive_a_second_later() {
     bounded(QUICK, || {
-        let mut supervisor = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "child_process_supervisor",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = BufReader::new(supervisor.stdout.take().unwrap());
-        let pids: Vec<u32> = stdout
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                let (_, pids) = line.split_once("pids ")?;
-                Some(pids.split(' ').map(|p| p.parse().unwrap()).collect())
-            })
-            .expect("the supervisor names its workers");
+        let (mut supervisor, pids, _) = supervisor_process("child_process_supervisor");
         assert_eq!(pids.len(), 3);
         assert!(pids.iter().all(|&pid| alive(pid)));
         supervisor.kill().unwrap();
@@ -483,13 +459,7 @@ fn child_process_signalled_supervisor() {
         .start()
         .unwrap();
     let pids = pool.wait_for(running(2), QUICK).unwrap().pids();
-    println!(
-        "pids {}",
-        pids.iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    say_pids(&pids);
     let last = pool.join().unwrap();
     println!("quit with {} workers left", last.workers.len());
 }
@@ -498,25 +468,8 @@ fn child_process_signalled_supervisor() {
 fn sigterm_right_after_a_respawn_is_never_lost() {
     bounded(Duration::from_secs(120), || {
         for trial in 0..40 {
-            let mut supervisor = Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "child_process_signalled_supervisor",
-                    "--exact",
-                    "--ignored",
-                    "--nocapture",
-                ])
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut lines = BufReader::new(supervisor.stdout.take().unwrap()).lines();
-            let pids: Vec<u32> = lines
-                .by_ref()
-                .map_while(Result::ok)
-                .find_map(|line| {
-                    let (_, pids) = line.split_once("pids ")?;
-                    Some(pids.split(' ').map(|p| p.parse().unwrap()).collect())
-                })
-                .expect("the supervisor names its workers");
+            let (mut supervisor, pids, lines) =
+                supervisor_process("child_process_signalled_supervisor");
             sigkill(pids[0]);
             // SAFETY: a plain system call.
             unsafe {
@@ -579,4 +532,36 @@ fn decr_right_after_incr_and_both_pipelined_are_never_refused() {
         pool.stop().unwrap();
         let _ = std::fs::remove_dir_all(dir);
     });
+}
+
+/// What a supervisor process says first: its workers' pids.
+fn say_pids(pids: &[u32]) {
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    println!("pids {}", pids.join(" "));
+}
+
+/// Starts this test binary as the supervisor process `entry` (a `child_process_*` test);
+/// returns it, the workers' pids it says, and the rest of its output.
+fn supervisor_process(
+    entry: &str,
+) -> (
+    std::process::Child,
+    Vec<u32>,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mut supervisor = Command::new(std::env::current_exe().unwrap())
+        .args([entry, "--exact", "--ignored", "--nocapture"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(supervisor.stdout.take().unwrap()).lines();
+    let pids = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let (_, pids) = line.split_once("pids ")?;
+            Some(pids.split(' ').map(|p| p.parse().unwrap()).collect())
+        })
+        .expect("the supervisor names its workers");
+    (supervisor, pids, lines)
 }

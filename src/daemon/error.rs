@@ -21,7 +21,7 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     /// The supervisor has stopped (or is stopping).
-    #[error("the supervisor has stopped")]
+    #[error("the supervisor has stopped; start a new one to go on")]
     Stopped,
     /// The condition waited for did not come in time.
     #[error("the pool did not get there within {after:?}; it is: {status:?}")]
@@ -32,7 +32,10 @@ pub enum DaemonError {
         status: Box<PoolStatus>,
     },
     /// The control socket cannot be made, bound or used.
-    #[error("control socket {path}: {source}")]
+    #[error(
+        "control socket {path}: {source} (is its directory writable, and the path under the \
+         ~100 bytes a Unix socket's path may have?)"
+    )]
     Socket {
         /// The socket's path.
         path: PathBuf,
@@ -67,7 +70,7 @@ pub enum DaemonError {
     )]
     NoAnswer(Duration),
     /// The pid file cannot be opened or written.
-    #[error("pid file {path}: {source}")]
+    #[error("pid file {path}: {source} (is its directory there and writable?)")]
     PidFile {
         /// The file.
         path: PathBuf,

@@ -48,6 +48,8 @@ pub(super) struct Served {
     pub(super) commands: mpsc::UnboundedSender<Request>,
     pub(super) status: watch::Receiver<PoolStatus>,
     pub(super) since: SystemTime,
+    /// The supervisor's runtime, where each connection is served.
+    pub(super) runtime: tokio::runtime::Handle,
 }
 
 impl Served {
@@ -60,7 +62,7 @@ impl Served {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        tokio::spawn(served.clone().connection(stream));
+                        served.runtime.spawn(served.clone().connection(stream));
                     }
                     Err(error) => tracing::warn!(%error, "the control socket failed to accept"),
                 },

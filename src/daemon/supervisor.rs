@@ -190,6 +190,7 @@ impl SupervisorBuilder {
                 commands: commands.clone(),
                 status: status.clone(),
                 since: SystemTime::now(),
+                runtime: thread.handle()?,
             };
             let bound = path.clone();
             let listener = thread
@@ -198,6 +199,7 @@ impl SupervisorBuilder {
             socket_server = Some(thread.run_threadsafe(served.serve(listener, path)));
         }
         let pool = Pool {
+            runtime: thread.handle()?,
             spec: self,
             log,
             workers: VecDeque::new(),
@@ -375,6 +377,8 @@ struct Pending {
 /// The actor that owns the pool: every change goes through its loop, in order.
 struct Pool {
     spec: SupervisorBuilder,
+    /// The supervisor's runtime, where the workers' reaping, output and kill timers run.
+    runtime: tokio::runtime::Handle,
     log: Option<WorkerLog>,
     /// Running workers, oldest first.
     workers: VecDeque<Worker>,
@@ -505,14 +509,14 @@ impl Pool {
         let pid = child.id().unwrap_or_default();
         if let Some(log) = &self.log {
             if let Some(stdout) = child.stdout.take() {
-                tokio::spawn(log.clone().copy(pid, stdout));
+                self.runtime.spawn(log.clone().copy(pid, stdout));
             }
             if let Some(stderr) = child.stderr.take() {
-                tokio::spawn(log.clone().copy(pid, stderr));
+                self.runtime.spawn(log.clone().copy(pid, stderr));
             }
         }
         let exited = exited.clone();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let status = child.wait().await;
             let _ = exited.send(Exit { pid, status });
         });
@@ -560,7 +564,7 @@ impl Pool {
     fn terminate(&mut self, pid: u32) {
         signal_group(pid, libc::SIGTERM);
         let grace = self.spec.grace;
-        let kill = tokio::spawn(async move {
+        let kill = self.runtime.spawn(async move {
             tokio::time::sleep(grace).await;
             signal_group(pid, libc::SIGKILL);
         });

@@ -99,6 +99,9 @@ struct Inner {
     next_id: AtomicU64,
     /// Connections opened so far (the first, then one per reconnection).
     connections: AtomicU64,
+    /// The runtime it was connected on, where its own tasks run: what spawns them, so that no
+    /// path needs a runtime context of its caller.
+    runtime: tokio::runtime::Handle,
 }
 
 #[derive(Default)]
@@ -153,6 +156,7 @@ impl AmqpCommunicator {
             new_subscriber: Notify::new(),
             next_id: AtomicU64::new(1),
             connections: AtomicU64::new(0),
+            runtime: tokio::runtime::Handle::current(),
         });
         let comm = AmqpCommunicator { inner };
         let first = comm.establish().await?;
@@ -404,8 +408,7 @@ impl AmqpCommunicator {
         };
         let confirm = self.send_frames(link, message).await?;
         let comm = self.clone();
-        // Called from the communicator's own tasks, on its runtime.
-        tokio::spawn(async move {
+        self.inner.runtime.spawn(async move {
             // Never returned itself (not mandatory), but it may carry another message's return.
             if let Ok(Confirmation::Ack(Some(returned))) = confirm.await {
                 comm.returned_elsewhere(&returned);
