@@ -790,3 +790,152 @@ fn one_launch_combines_inputs_a_listener_and_a_checkpoint() {
         assert_eq!(plain.thread().stats().submitted, 0);
     });
 }
+
+/// Two steps; the first tells the test it has begun and waits until the test releases it.
+/// Every step run is logged under the process's token.
+#[derive(Serialize, Deserialize)]
+struct Gated {
+    token: u64,
+}
+
+/// Per token: the test's ends of a gated process (told when step one begins; releases it).
+static GATES: LazyLock<Mutex<HashMap<u64, (SyncSender<()>, Arc<tokio::sync::Notify>)>>> =
+    LazyLock::new(Mutex::default);
+static STEPS_RUN: LazyLock<Mutex<Vec<(u64, String)>>> = LazyLock::new(Mutex::default);
+
+/// A token whose step one can be watched (the receiver) and released (the notify).
+fn gate(token: u64) -> (mpsc::Receiver<()>, Arc<tokio::sync::Notify>) {
+    let (began, begun) = mpsc::sync_channel(1);
+    let release = Arc::new(tokio::sync::Notify::new());
+    GATES.lock().insert(token, (began, release.clone()));
+    (begun, release)
+}
+
+fn steps_of(token: u64) -> Vec<String> {
+    let run = STEPS_RUN.lock();
+    run.iter()
+        .filter(|(t, _)| *t == token)
+        .map(|(_, s)| s.clone())
+        .collect()
+}
+
+impl Process for Gated {
+    async fn step(&mut self, step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
+        STEPS_RUN.lock().push((self.token, step.to_owned()));
+        if step == "run" {
+            let gate = GATES.lock().get(&self.token).cloned();
+            if let Some((began, release)) = gate {
+                let _ = began.try_send(());
+                release.notified().await;
+            }
+            return Ok(Command::next("two"));
+        }
+        ctx.out("done", true.into());
+        Ok(Command::finish())
+    }
+}
+
+impl Persistent for Gated {
+    const TYPE_NAME: &'static str = "tests.Gated";
+}
+
+#[test]
+fn closing_a_runner_stops_waiting_processes_at_once_for_another_runner_to_continue() {
+    bounded(QUICK, || {
+        let store: Arc<dyn Persister> = Arc::new(InMemoryPersister::new());
+        let first = runner_on(store.clone());
+        let heard = Arc::new(Recorder::default());
+        let parent = first
+            .launch(Chain::new(Fan { n: 3 }))
+            .persisted()
+            .listener(heard.clone())
+            .start()
+            .unwrap();
+        until(|| {
+            parent.status().state == ProcessState::Waiting
+                && parent.children().iter().all(|c| c.status().awaiting_resume)
+        });
+        let parent_pid = parent.pid();
+
+        assert_eq!(first.close(QUICK).unwrap(), 0, "nothing was in a step");
+        assert!(matches!(parent.wait(), Err(EngineError::Thread(_))));
+        // Not announced as a kill: the process goes on elsewhere.
+        let heard = heard.0.lock().clone();
+        assert_eq!(heard.last().map(String::as_str), Some("abandoned"));
+        assert!(!heard.iter().any(|e| e.ends_with("killed")), "{heard:?}");
+        assert_eq!(store.load(parent_pid).unwrap().state, ProcessState::Waiting);
+        // Closed for good: a process started now stops before its first step.
+        let late = first.submit(Leaf { x: 1, hold: false });
+        assert!(late.wait().is_err());
+
+        let second = runner_on(store.clone());
+        let top = top_level(second.load_all().unwrap());
+        assert_eq!(top.pid(), parent_pid);
+        resume_all(&top.children(), 10);
+        let outputs = top.wait().unwrap().into_outputs().unwrap();
+        assert_eq!(outputs["sum"], 3 * (1 + 2 + 3) + 30);
+    });
+}
+
+#[test]
+fn a_closing_runner_lets_a_running_step_end_then_saves_the_next_step_to_go_on_from() {
+    bounded(QUICK, || {
+        let token = 1;
+        let (begun, release) = gate(token);
+        let store: Arc<dyn Persister> = Arc::new(InMemoryPersister::new());
+        let first = runner_on(store.clone());
+        let process = first.launch(Gated { token }).persisted().start().unwrap();
+        let pid = process.pid();
+        begun.recv().unwrap();
+
+        let closing = {
+            let first = first.clone();
+            std::thread::spawn(move || first.close(QUICK))
+        };
+        until(|| first.is_closing());
+        // The close waits for the step, which ends only now.
+        release.notify_one();
+        assert_eq!(closing.join().unwrap().unwrap(), 0);
+        assert!(process.wait().is_err());
+        let saved = store.load(pid).unwrap();
+        assert!(
+            matches!(&saved.position, Position::Step { step } if step == "two"),
+            "{:?}",
+            saved.position
+        );
+
+        let second = runner_on(store.clone());
+        second.register::<Gated>();
+        let outputs = second
+            .load(pid)
+            .unwrap()
+            .wait()
+            .unwrap()
+            .into_outputs()
+            .unwrap();
+        assert_eq!(outputs["done"], true);
+        // Step `run` ran once: the second runner went on from `two`.
+        assert_eq!(steps_of(token), ["run", "two"]);
+    });
+}
+
+#[test]
+fn a_close_whose_grace_runs_out_counts_the_steps_still_running() {
+    bounded(QUICK, || {
+        let token = 2;
+        let (begun, release) = gate(token);
+        let store: Arc<dyn Persister> = Arc::new(InMemoryPersister::new());
+        let first = runner_on(store.clone());
+        let process = first.launch(Gated { token }).persisted().start().unwrap();
+        let pid = process.pid();
+        begun.recv().unwrap();
+        assert_eq!(first.close(Duration::from_millis(50)).unwrap(), 1);
+        // The step still runs until the thread stops; stopping drops it.
+        crash(first);
+        assert!(process.wait().is_err());
+        // The step that was running runs again wherever the process is continued.
+        let saved = store.load(pid).unwrap();
+        assert!(matches!(&saved.position, Position::Step { step } if step == "run"));
+        release.notify_one();
+    });
+}

@@ -177,6 +177,9 @@ enum Post {
     /// The subscription (the outbox's `subscribed` tells when it is in place, or failed).
     Subscribe(Handler),
     Entered(Option<ProcessState>, ProcessState),
+    /// Stopped here without ending (the runner closed): unreachable here from now on, but
+    /// not announced, since another worker may continue it.
+    Abandoned,
 }
 
 /// One process's messages, sent in order. A message the transport takes at once (the
@@ -265,6 +268,13 @@ impl<C: Communicator> Outbox<C> {
                 }
                 to.is_terminal()
             }
+            Post::Abandoned => {
+                self.inner.processes.lock().remove(&pid);
+                if let Err(error) = comm.remove_rpc_subscriber(&self.id).await {
+                    tracing::debug!(%pid, %error, "an abandoned process's subscription was gone");
+                }
+                true
+            }
         }
     }
 }
@@ -273,6 +283,12 @@ impl<C: Communicator> ProcessListener for Outbox<C> {
     fn on_state_changed(&self, _pid: Uuid, from: Option<ProcessState>, to: ProcessState) {
         if let Some(this) = self.me.upgrade() {
             this.post(Post::Entered(from, to));
+        }
+    }
+
+    fn on_abandoned(&self, _pid: Uuid) {
+        if let Some(this) = self.me.upgrade() {
+            this.post(Post::Abandoned);
         }
     }
 }

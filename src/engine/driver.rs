@@ -61,6 +61,8 @@ enum Next {
 enum Gate {
     Open,
     Parked,
+    /// The runner is closing: the process stops here, where its last checkpoint is.
+    Closed,
 }
 
 /// A wait in progress; it survives pauses.
@@ -207,6 +209,8 @@ pub(crate) fn drive<P: Process>(
         }
     };
     let shared = ctx.shared().clone();
+    // Counted from here: the driver's `Drop` uncounts it, whatever becomes of it.
+    ctx.runner().driver_started();
     let (next, failed) = match first {
         Ok(next) => (next, None),
         Err(error) => (Next::Step(StepName::Borrowed("")), Some(error)),
@@ -249,6 +253,8 @@ fn drive_loop<P: Process>(
                     driver.shared.publish(outcome);
                     return;
                 }
+                // Dropped on return: the process is abandoned where its checkpoint is.
+                Ran::Closed => return,
                 Ran::Idle(idle) => idle,
             };
             // Waiting only on control requests: park the driver as data, and end this task.
@@ -256,11 +262,14 @@ fn drive_loop<P: Process>(
             if runner.parked().park(&shared, |c| idle.stays(c), &mut slot) {
                 return;
             }
-            // Not parked: the requests changed meanwhile (then this returns at once), or the
-            // runtime is stopping (then the process waits here, as a task the stop will drop).
-            shared
-                .until_control(|c| (!idle.stays(c)).then_some(()))
-                .await;
+            // Not parked: the requests changed meanwhile (then this returns at once), the
+            // runner is closing (then the gate stops it), or the runtime is stopping (then the
+            // process waits here, as a task the stop will drop).
+            tokio::select! {
+                biased;
+                () = runner.closing() => {}
+                () = shared.until_control(|c| (!idle.stays(c)).then_some(())) => {}
+            }
         }
     }
 }
@@ -268,6 +277,8 @@ fn drive_loop<P: Process>(
 /// What a driver's run came to.
 enum Ran {
     Ended(ProcessOutcome),
+    /// The runner is closing; the process stops where it is.
+    Closed,
     /// Nothing to do until the control requests change.
     Idle(Idle),
 }
@@ -314,6 +325,7 @@ impl<P> Drop for Driver<P> {
         if self.shared.try_outcome().is_none() {
             self.shared.abandon();
         }
+        self.ctx.runner().driver_ended();
     }
 }
 
@@ -332,6 +344,7 @@ impl<P: Process> Driver<P> {
             match self.gate() {
                 Err(ended) => return Ran::Ended(ended),
                 Ok(Gate::Parked) => return Ran::Idle(Idle::Play),
+                Ok(Gate::Closed) => return Ran::Closed,
                 Ok(Gate::Open) => {}
             }
             let advanced = match &self.next {
@@ -368,6 +381,10 @@ impl<P: Process> Driver<P> {
         if let Some(kill) = kill {
             return Err(self.shared.kill(kill.message));
         }
+        if self.ctx.runner().is_closing() {
+            self.save_next_step()?;
+            return Ok(Gate::Closed);
+        }
         let parked = self.shared.paused();
         if paused != parked {
             let text = paused.then(|| "paused".to_owned());
@@ -375,6 +392,24 @@ impl<P: Process> Driver<P> {
             self.save(self.shared.state(), Self::position)?;
         }
         Ok(if paused { Gate::Parked } else { Gate::Open })
+    }
+
+    /// Before stopping for a close: a step about to run is saved as the place to go on from,
+    /// so that whoever continues the process does not run the step before it again (a wait
+    /// was saved when it began). A store that fails here ends the process, as at any save.
+    fn save_next_step(&mut self) -> Result<(), ProcessOutcome> {
+        let Next::Step(name) = &self.next else {
+            return Ok(());
+        };
+        if self.saver.as_ref().is_none_or(|s| s.current) {
+            return Ok(());
+        }
+        let step = name.to_string();
+        self.save(ProcessState::Running, |_| Position::Step { step })?;
+        if let Some(saver) = self.saver.as_mut() {
+            saver.current = true;
+        }
+        Ok(())
     }
 
     /// Runs the step in `next`; `Err` carries the outcome when the process ended.
@@ -461,6 +496,8 @@ impl<P: Process> Driver<P> {
         let shared = &self.shared;
         let woke = tokio::select! {
             biased;
+            // First, so that children abandoned by the same close do not wake the parent.
+            () = self.ctx.runner().closing() => None,
             _ = shared.until_control(|c| (c.paused || c.kill.is_some()).then_some(())) => None,
             value = armed.ready(shared) => Some(value),
         };

@@ -16,4 +16,9 @@ pub trait ProcessListener: Send + Sync + 'static {
     fn on_played(&self, _pid: Uuid) {}
     /// The process emitted an output.
     fn on_output(&self, _pid: Uuid, _name: &str, _value: &Value) {}
+    /// The process stopped here without ending: its runner closed
+    /// ([`Runner::close`](super::Runner::close)) or its runtime stopped. Its state reads
+    /// `Killed` here, but its last checkpoint stays for a runner elsewhere to continue it, so
+    /// this is not announced as a kill.
+    fn on_abandoned(&self, _pid: Uuid) {}
 }

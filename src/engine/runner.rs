@@ -295,6 +295,60 @@ impl Runner {
     pub fn forget(&self, pid: Uuid) -> Result<(), EngineError> {
         self.core.forget(pid)
     }
+
+    /// Stops the runner's processes for another runner to continue them, as a worker does on
+    /// SIGTERM: a step that is running finishes (within `grace`), and then its process stops
+    /// at that step boundary instead of taking the next step; a waiting or paused process
+    /// stops at once. Each stops where its last checkpoint is (a step about to run is saved
+    /// first), so a runner elsewhere continues it from there. Their handles report
+    /// `Error::Stopped`, as after a crash, and listeners hear
+    /// [`on_abandoned`](super::ProcessListener::on_abandoned), not a kill. Processes started
+    /// after the close stop before their first step.
+    ///
+    /// Returns how many processes were still in a step when `grace` ran out (0: all stopped
+    /// in time); they are dropped when the runner's thread stops, and their steps run again
+    /// wherever they are continued. Closing is final for the runner and idempotent.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use runtime_thread::engine::{Command, Process, Runner, StepContext, StepError};
+    ///
+    /// struct Nap;
+    /// impl Process for Nap {
+    ///     async fn step(&mut self, _: &str, _: &mut StepContext) -> Result<Command, StepError> {
+    ///         Ok(Command::sleep("never", Duration::from_secs(3600)))
+    ///     }
+    /// }
+    ///
+    /// let runner = Runner::start()?;
+    /// let nap = runner.submit(Nap);
+    /// nap.controller().wait_for_state(
+    ///     runtime_thread::engine::ProcessState::Waiting,
+    ///     Duration::from_secs(5),
+    /// );
+    /// assert_eq!(runner.close(Duration::from_secs(5))?, 0);
+    /// assert!(nap.wait().is_err()); // stopped, not ended
+    /// # Ok::<(), runtime_thread::engine::EngineError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::Thread` when called on the runner's own thread (it would wait on
+    /// itself: the close is asked for anyway) or after the thread stopped.
+    pub fn close(&self, grace: Duration) -> Result<usize, EngineError> {
+        self.core.close();
+        let core = self.core.clone();
+        let stopped = self.thread().run_threadsafe(async move {
+            let _ = tokio::time::timeout(grace, core.until_no_drivers()).await;
+            core.drivers()
+        });
+        Ok(stopped.wait()?)
+    }
+
+    /// Whether [`close`](Self::close) has been asked for.
+    pub fn is_closing(&self) -> bool {
+        self.core.is_closing()
+    }
 }
 
 impl Core {

@@ -4,9 +4,12 @@
 //! those methods to `Core`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use uuid::Uuid;
 
 use super::checkpoint::Checkpoint;
@@ -42,6 +45,19 @@ struct Inner {
     /// Processes whose drivers are parked as data, so that a stopping runtime can drop them
     /// (marking them abandoned) instead of leaving their waiters waiting.
     parked: ParkedProcesses,
+    /// `Runner::close`: asked for, and how far it has come.
+    closing: Closing,
+}
+
+/// A runner's close: once asked for, no process of it takes another step; the close is
+/// complete when no driver is left.
+#[derive(Default)]
+struct Closing {
+    asked: CancellationToken,
+    /// Drivers alive (running, waiting or parked), whatever their process.
+    drivers: AtomicUsize,
+    /// Told when the last driver is gone.
+    none_left: Notify,
 }
 
 #[derive(Default)]
@@ -88,6 +104,7 @@ impl Core {
                 Some(_) => ParkedProcesses::default(),
                 None => ParkedProcesses::closed(),
             },
+            closing: Closing::default(),
         });
         if let Some(runtime) = runtime {
             let keeper = ParkedKeeper(Arc::downgrade(&inner));
@@ -165,6 +182,56 @@ impl Core {
     /// A persisted process of this runner that is still in memory.
     pub(crate) fn live(&self, pid: Uuid) -> Option<Arc<ProcessShared>> {
         self.inner.live.lock().processes.get(&pid)?.upgrade()
+    }
+
+    /// Counts a new driver (see `close`).
+    pub(crate) fn driver_started(&self) {
+        self.inner.closing.drivers.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts a driver gone, and tells `until_closed` when it was the last.
+    pub(crate) fn driver_ended(&self) {
+        let closing = &self.inner.closing;
+        if closing.drivers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            closing.none_left.notify_waiters();
+        }
+    }
+
+    /// Drivers alive.
+    pub(crate) fn drivers(&self) -> usize {
+        self.inner.closing.drivers.load(Ordering::Acquire)
+    }
+
+    /// Asks every process to stop at its next step boundary (a waiting or parked one stops at
+    /// once), leaving its last checkpoint for another runner to continue. Idempotent.
+    pub(crate) fn close(&self) {
+        self.inner.closing.asked.cancel();
+        self.inner.parked.close();
+    }
+
+    /// Whether the runner is closing.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.inner.closing.asked.is_cancelled()
+    }
+
+    /// Completes when the runner is asked to close.
+    pub(crate) fn closing(&self) -> WaitForCancellationFuture<'_> {
+        self.inner.closing.asked.cancelled()
+    }
+
+    /// Completes when no driver is left.
+    pub(crate) async fn until_no_drivers(&self) {
+        let closing = &self.inner.closing;
+        loop {
+            let none_left = closing.none_left.notified();
+            tokio::pin!(none_left);
+            // Registered before the count is read, so a last driver ending in between is heard.
+            none_left.as_mut().enable();
+            if closing.drivers.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            none_left.await;
+        }
     }
 
     /// A persisted process of this runner that has not ended.

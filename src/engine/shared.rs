@@ -272,12 +272,27 @@ impl ProcessShared {
             .abandoned
             .get_or_insert(crate::thread::Error::Stopped);
         let message = "the runtime driving the process stopped".to_owned();
-        let outcome = if self.state().is_terminal() {
-            ProcessOutcome::Killed { message }
-        } else {
-            self.kill(message)
+        // Ended here, but not for good: not a transition that listeners would announce as a
+        // kill, since the last checkpoint stays for a runner elsewhere to continue.
+        let was = {
+            let mut status = self.status.lock();
+            let was = status.state;
+            if !was.is_terminal() {
+                status.state = ProcessState::Killed;
+                status.paused = false;
+                status.awaiting_resume = false;
+                status.text = Some(message.clone());
+            }
+            was
         };
-        self.publish(outcome);
+        if !was.is_terminal() {
+            self.state_changed.notify_all();
+            if was == ProcessState::Created {
+                self.changed.notify_waiters();
+            }
+            self.notify(|l, pid| l.on_abandoned(pid));
+        }
+        self.publish(ProcessOutcome::Killed { message });
     }
 
     /// Records why a process whose driver its runtime refused never ran (it was abandoned

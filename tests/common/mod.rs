@@ -44,7 +44,7 @@ pub fn until(mut condition: impl FnMut() -> bool) {
 }
 
 /// A process listener that records what it hears, one line per event: `from->to` (`-` for the
-/// first state), `paused`, `played`, `out:<name>`.
+/// first state), `paused`, `played`, `out:<name>`, `abandoned`.
 #[derive(Default)]
 pub struct Recorder(pub parking_lot::Mutex<Vec<String>>);
 
@@ -66,5 +66,8 @@ impl runtime_thread::engine::ProcessListener for Recorder {
     }
     fn on_output(&self, _: uuid::Uuid, name: &str, _: &serde_json::Value) {
         self.0.lock().push(format!("out:{name}"));
+    }
+    fn on_abandoned(&self, _: uuid::Uuid) {
+        self.0.lock().push("abandoned".into());
     }
 }
