@@ -799,8 +799,8 @@ struct Gated {
 }
 
 /// Per token: the test's ends of a gated process (told when step one begins; releases it).
-static GATES: LazyLock<Mutex<HashMap<u64, (SyncSender<()>, Arc<tokio::sync::Notify>)>>> =
-    LazyLock::new(Mutex::default);
+type Gate = (SyncSender<()>, Arc<tokio::sync::Notify>);
+static GATES: LazyLock<Mutex<HashMap<u64, Gate>>> = LazyLock::new(Mutex::default);
 static STEPS_RUN: LazyLock<Mutex<Vec<(u64, String)>>> = LazyLock::new(Mutex::default);
 
 /// A token whose step one can be watched (the receiver) and released (the notify).
