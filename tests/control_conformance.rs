@@ -108,6 +108,7 @@ trait Ctl: Send + Sync {
     fn continue_process(&self, pid: Uuid) -> Result<Outputs, ControlError>;
     fn continue_nowait(&self, pid: Uuid) -> Result<(), ControlError>;
     fn execute(&self, class: &str, inputs: Value) -> Result<Outputs, ControlError>;
+    fn submit(&self, class: &str, inputs: Value) -> Result<Uuid, ControlError>;
     /// The same controller on another queue, with another timeout.
     fn on(&self, queue: &str, timeout: Duration) -> Box<dyn Ctl>;
 }
@@ -169,6 +170,9 @@ impl<C: Communicator> Ctl for Awaited<C> {
     fn execute(&self, class: &str, inputs: Value) -> Result<Outputs, ControlError> {
         self.wait(self.controller.execute(class, inputs))
     }
+    fn submit(&self, class: &str, inputs: Value) -> Result<Uuid, ControlError> {
+        self.wait(self.controller.submit(class, inputs))
+    }
     fn on(&self, queue: &str, timeout: Duration) -> Box<dyn Ctl> {
         Box::new(Awaited {
             controller: self.controller.with_queue(queue).with_timeout(timeout),
@@ -224,6 +228,9 @@ impl<C: Communicator> Ctl for Blocking<C> {
     }
     fn execute(&self, class: &str, inputs: Value) -> Result<Outputs, ControlError> {
         self.0.execute(class, inputs)
+    }
+    fn submit(&self, class: &str, inputs: Value) -> Result<Uuid, ControlError> {
+        self.0.submit(class, inputs)
     }
     fn on(&self, queue: &str, timeout: Duration) -> Box<dyn Ctl> {
         Box::new(Blocking(self.0.with_queue(queue).with_timeout(timeout)))
@@ -657,7 +664,8 @@ fn launch_with_and_without_nowait_and_persist<C: Communicator>(w: World<C>) {
     });
 }
 
-/// `create` saves without running; `continue` (waiting or not) runs it once; `execute` is both.
+/// `create` saves without running; `continue` (waiting or not) runs it once; `execute` and
+/// `submit` are both (`submit` without waiting).
 fn create_continue_and_execute<C: Communicator>(w: World<C>) {
     let pid = w.ctl.create("test.Add", json!({"a": 3, "b": 4})).unwrap();
     assert_eq!(w.store.load(pid).unwrap().state, ProcessState::Created);
@@ -698,6 +706,16 @@ fn create_continue_and_execute<C: Communicator>(w: World<C>) {
         .ctl
         .execute("tests.workflows:Add", json!({"a": 5, "b": 5}));
     assert_eq!(outputs.unwrap()["sum"], 10);
+    // `submit` answers the pid; the process runs to its end without anyone waiting.
+    let pid = w.ctl.submit("test.Add", json!({"a": 6, "b": 1})).unwrap();
+    assert_eq!(
+        w.subjects_of(pid, Some("state_changed.running.finished")),
+        [
+            "state_changed.None.created",
+            "state_changed.created.running",
+            "state_changed.running.finished"
+        ]
+    );
     // Errors: an unknown pid, a create of an unknown type.
     let unknown = Uuid::new_v4();
     let missing = w.ctl.continue_process(unknown);

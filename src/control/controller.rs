@@ -286,6 +286,25 @@ impl<C: Communicator> Controller<C> {
         self.continue_process(pid).await
     }
 
+    /// Creates the process, saved, then queues its `continue` without waiting for the
+    /// answer, and returns its pid (AiiDA's `submit`). The worker that takes the task
+    /// acknowledges it only when the process ends, so if that worker dies the broker gives
+    /// the task to another, which continues from the last checkpoint. Follow the process
+    /// with [`status`](Self::status), or the store.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create); the transport's failure to queue the task.
+    pub async fn submit(&self, process_class: &str, inputs: Value) -> Result<Uuid, ControlError> {
+        let pid = self.create(process_class, inputs).await?;
+        let task = continue_task(pid, false);
+        let options = TaskSendOptions::for_queue(self.queue.clone()).timeout(self.timeout);
+        self.comm
+            .task_send_no_reply(task.to_message(), options)
+            .await?;
+        Ok(pid)
+    }
+
     async fn ask(&self, pid: Uuid, intent: Intent) -> Result<Value, ControlError> {
         let recipient = pid.to_string();
         self.comm

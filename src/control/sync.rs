@@ -219,6 +219,16 @@ impl<C: Communicator> SyncController<C> {
         self.block(move |c| async move { c.continue_nowait(pid).await })
     }
 
+    /// See [`Controller::submit`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Controller::submit`], and as [`pause`](Self::pause).
+    pub fn submit(&self, process_class: &str, inputs: Value) -> Result<Uuid, ControlError> {
+        let class = process_class.to_owned();
+        self.block(move |c| async move { c.submit(&class, inputs).await })
+    }
+
     /// See [`Controller::execute`].
     ///
     /// # Errors
