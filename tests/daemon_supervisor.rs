@@ -77,6 +77,8 @@ fn a_sigkilled_worker_is_replaced_at_once() {
             .unwrap();
         assert!(after.pids().contains(&before[1]));
         assert_eq!(after.started, 3);
+        let restarts: Vec<u32> = after.workers.iter().map(|w| w.restarts).collect();
+        assert_eq!(restarts, [0, 1], "the replacement counts one restart");
         assert_eq!(
             after.failures, 1,
             "a worker up for less than 10 s counts as a crash"
@@ -273,6 +275,7 @@ fn the_control_socket_answers_circus_shaped_requests() {
         for worker in stats["workers"].as_array().unwrap() {
             assert!(worker["memory_bytes"].as_u64().unwrap() > 0, "{worker}");
             assert!(worker["cpu_seconds"].as_f64().is_some(), "{worker}");
+            assert_eq!(worker["restarts"], 0, "{worker}");
         }
         let dstats = client.request("dstats", json!({})).unwrap();
         assert_eq!(dstats["supervisor"]["pid"], std::process::id());

@@ -93,6 +93,43 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// The broker cannot be reached.
+    #[cfg(feature = "amqp")]
+    #[error(
+        "cannot reach the broker at {url}: {source}. Workers are separate processes and need \
+         it: start RabbitMQ (`sudo systemctl start rabbitmq-server`, or `rabbitmq-server \
+         -detached`), or set broker_url in the config file (or the <APP>_BROKER_URL variable) \
+         to one that runs"
+    )]
+    Broker {
+        /// The broker's URL, its password hidden.
+        url: String,
+        /// Why.
+        #[source]
+        source: crate::messaging::Error,
+    },
+    /// The checkpoint store cannot be opened.
+    #[error(
+        "cannot open the checkpoint store {path}: {source} (is its directory there and writable?)"
+    )]
+    Store {
+        /// The store's file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::engine::PersistError,
+    },
+    /// A worker's runner, launcher or controller failed.
+    #[error("the worker failed: {0}")]
+    Worker(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A setting is missing, unreadable or makes no sense.
+    #[error("configuration: {what}: {why}")]
+    Config {
+        /// The file, field or environment variable.
+        what: String,
+        /// What is wrong, and what it should be.
+        why: String,
+    },
     /// The supervisor's thread failed.
     #[error(transparent)]
     Thread(#[from] crate::Error),

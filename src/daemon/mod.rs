@@ -9,6 +9,7 @@
 //! next.
 
 mod backoff;
+mod config;
 mod error;
 mod output;
 mod pid_file;
@@ -16,9 +17,14 @@ mod request;
 mod socket;
 mod status;
 mod supervisor;
+#[cfg(all(feature = "amqp", feature = "sqlite"))]
+mod worker;
 
 pub use backoff::Backoff;
+pub use config::DaemonConfig;
 pub use error::DaemonError;
 pub use socket::ControlClient;
 pub use status::{PoolStatus, WorkerStatus};
 pub use supervisor::{Supervisor, SupervisorBuilder};
+#[cfg(all(feature = "amqp", feature = "sqlite"))]
+pub use worker::{RunningWorker, Worker};

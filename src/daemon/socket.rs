@@ -130,7 +130,12 @@ impl Served {
             "status" => status_fields(&self.status.borrow()),
             "numprocesses" => object(json!({"numprocesses": self.status.borrow().workers.len()})),
             "stats" => object(json!({"workers": self.status.borrow().workers.iter()
-                .map(|w| worker_stats(w.pid, w.started)).collect::<Vec<_>>()})),
+                .map(|w| {
+                    let mut stats = worker_stats(w.pid, w.started);
+                    stats["restarts"] = w.restarts.into();
+                    stats
+                })
+                .collect::<Vec<_>>()})),
             "dstats" => object(json!({"supervisor": worker_stats(std::process::id(), self.since)})),
             "incr" => self.resize(Resize::By(signed(count("nb")?))).await?,
             "decr" => self.resize(Resize::By(-signed(count("nb")?))).await?,

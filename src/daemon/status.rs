@@ -31,6 +31,9 @@ pub struct WorkerStatus {
     pub pid: u32,
     /// When it started.
     pub started: SystemTime,
+    /// How many workers it replaces, one after the other, since the pool started (0 for a
+    /// worker that replaces none).
+    pub restarts: u32,
 }
 
 impl PoolStatus {

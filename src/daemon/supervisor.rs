@@ -366,12 +366,15 @@ struct Worker {
     started: SystemTime,
     /// Quick exits in a row of the workers it replaces (see [`Backoff`]).
     failures: u32,
+    /// How many workers it replaces: one after the other, each replacing the one before.
+    restarts: u32,
 }
 
 /// A replacement waiting out its backoff.
 struct Pending {
     at: tokio::time::Instant,
     failures: u32,
+    restarts: u32,
 }
 
 /// The actor that owns the pool: every change goes through its loop, in order.
@@ -469,20 +472,20 @@ impl Pool {
             self.pending.drain(..).partition(|p| p.at <= now);
         self.pending = waiting;
         for replacement in due {
-            self.start(exited, replacement.failures);
+            self.start(exited, replacement.failures, replacement.restarts);
         }
         while self.workers.len() + self.pending.len() < self.spec.workers {
-            self.start(exited, 0);
+            self.start(exited, 0, 0);
         }
         self.publish.send_replace(self.snapshot());
     }
 
-    fn start(&mut self, exited: &mpsc::UnboundedSender<Exit>, failures: u32) {
+    fn start(&mut self, exited: &mpsc::UnboundedSender<Exit>, failures: u32, restarts: u32) {
         match self.spawn(exited, failures) {
-            Ok(worker) => self.workers.push_back(worker),
+            Ok(worker) => self.workers.push_back(Worker { restarts, ..worker }),
             Err(error) => {
                 self.last_exit = Some(format!("could not start: {error}"));
-                self.replace_later(failures.saturating_add(1));
+                self.replace_later(failures.saturating_add(1), restarts);
             }
         }
     }
@@ -526,6 +529,7 @@ impl Pool {
             since: Instant::now(),
             started: SystemTime::now(),
             failures,
+            restarts: 0,
         })
     }
 
@@ -550,13 +554,17 @@ impl Pool {
         });
         tracing::info!(pid = exit.pid, exit = ?self.last_exit, "a worker exited; replacing it");
         let failures = (self.spec.backoff).after_exit(worker.failures, worker.since.elapsed());
-        self.replace_later(failures);
+        self.replace_later(failures, worker.restarts.saturating_add(1));
     }
 
     /// Schedules a replacement after the backoff its failures call for (at once for none).
-    fn replace_later(&mut self, failures: u32) {
+    fn replace_later(&mut self, failures: u32, restarts: u32) {
         let at = tokio::time::Instant::now() + self.spec.backoff.delay(failures);
-        self.pending.push(Pending { at, failures });
+        self.pending.push(Pending {
+            at,
+            failures,
+            restarts,
+        });
     }
 
     /// SIGTERM to a worker's process group; SIGKILL after the grace period if it has not
@@ -598,6 +606,7 @@ impl Pool {
                 .map(|w| WorkerStatus {
                     pid: w.pid,
                     started: w.started,
+                    restarts: w.restarts,
                 })
                 .collect(),
             stopping: self.stopping.len(),

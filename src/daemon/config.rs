@@ -1,0 +1,329 @@
+//! [`DaemonConfig`]: where a daemon's broker, store, files and pool size come from.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::DaemonError;
+
+/// A daemon's settings, as an AiiDA profile gives them: the broker, the checkpoint store, the
+/// task queue, the pool's size and the places of its files.
+///
+/// [`load`](Self::load) builds them in three layers, each overriding the one before:
+/// 1. **defaults** for one machine: RabbitMQ on loopback with its default account, the SQLite
+///    store, log and pid file under the user's data directory (`$XDG_DATA_HOME/<app>`, else
+///    `~/.local/share/<app>`), the control socket in a private directory under
+///    `$XDG_RUNTIME_DIR/<app>` (else `/tmp/<app>-<uid>`);
+/// 2. **a config file**, JSON as AiiDA's `config.json`, with any of the fields below (unknown
+///    ones are refused, so that a typo does not go unnoticed): the one named, else
+///    `$<APP>_CONFIG`, else `$XDG_CONFIG_HOME/<app>/daemon.json` (`~/.config/...`) if it
+///    exists;
+/// 3. **the environment**: `<APP>_BROKER_URL`, `<APP>_PREFIX`, `<APP>_STORE`, `<APP>_QUEUE`,
+///    `<APP>_WORKERS`, `<APP>_SLOTS`, `<APP>_GRACE_PERIOD` (seconds), `<APP>_LOG_FILE`,
+///    `<APP>_CONTROL_SOCKET`, `<APP>_PID_FILE`, where `<APP>` is the app's name in capitals
+///    (`my-app` gives `MY_APP`).
+///
+/// Its `Debug` hides the broker's password.
+///
+/// ```
+/// use runtime_thread::daemon::DaemonConfig;
+///
+/// let dir = std::env::temp_dir().join(format!("daemon-config-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let file = dir.join("daemon.json");
+/// std::fs::write(&file, r#"{ "workers": 4, "queue": "squares.process.queue" }"#)?;
+/// let config = DaemonConfig::load("squares", Some(&file))?;
+/// assert_eq!(config.workers, 4);
+/// assert_eq!(config.queue, "squares.process.queue");
+/// assert!(config.store.ends_with("squares/checkpoints.sqlite"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DaemonConfig {
+    /// The RabbitMQ broker's URL (`amqp://user:password@host:port/vhost`).
+    pub broker_url: String,
+    /// The prefix of the exchanges' and task queues' names on the broker (AiiDA's
+    /// `aiida-<profile uuid>`), so that daemons of several apps or profiles share a broker.
+    pub prefix: String,
+    /// The SQLite checkpoint store the workers share.
+    pub store: PathBuf,
+    /// The task queue the workers take processes from (after the prefix).
+    pub queue: String,
+    /// How many workers the daemon starts.
+    pub workers: usize,
+    /// How many processes each worker runs at once (AiiDA's worker slots; 0: no limit).
+    pub slots: usize,
+    /// How long a stopping worker may take to end its steps (seconds), before it is killed.
+    pub grace_period: f64,
+    /// The workers' output, one line each, with time and pid.
+    pub log_file: PathBuf,
+    /// The supervisor's control socket.
+    pub control_socket: PathBuf,
+    /// The supervisor's pid file, locked while it runs.
+    pub pid_file: PathBuf,
+}
+
+/// RabbitMQ on loopback with its default account (which only accepts loopback connections).
+const LOOPBACK_BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+impl DaemonConfig {
+    /// The defaults for `app` on this machine (see the type's docs).
+    pub fn defaults(app: &str) -> Self {
+        let data = data_dir(app);
+        DaemonConfig {
+            broker_url: LOOPBACK_BROKER.to_owned(),
+            prefix: app.to_owned(),
+            store: data.join("checkpoints.sqlite"),
+            queue: "process.queue".to_owned(),
+            workers: 1,
+            slots: 200,
+            grace_period: 30.0,
+            log_file: data.join("daemon.log"),
+            control_socket: runtime_dir(app).join("control.sock"),
+            pid_file: data.join("daemon.pid"),
+        }
+    }
+
+    /// The settings for `app`: the defaults, then the config `file` (or the one found as the
+    /// type's docs say), then the environment.
+    ///
+    /// # Errors
+    ///
+    /// [`DaemonError::Config`] for a file that cannot be read or parsed (a file named here
+    /// or in `$<APP>_CONFIG` must exist) and for a value that makes no sense, naming it.
+    pub fn load(app: &str, file: Option<&Path>) -> Result<Self, DaemonError> {
+        let named = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(variable(app, "CONFIG")).map(PathBuf::from));
+        let found = named
+            .clone()
+            .or_else(|| Some(config_dir(app).join("daemon.json")).filter(|path| path.exists()));
+        let mut config = match found {
+            Some(path) => Self::read(app, &path)?,
+            None => Self::defaults(app),
+        };
+        config.override_from_env(app)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The grace period as a duration.
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs_f64(self.grace_period)
+    }
+
+    /// The broker's URL with its password replaced by `***`, for messages.
+    pub fn broker_shown(&self) -> String {
+        redact(&self.broker_url)
+    }
+
+    fn read(app: &str, path: &Path) -> Result<Self, DaemonError> {
+        let invalid = |why: String| DaemonError::Config {
+            what: path.display().to_string(),
+            why,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+        // Missing fields come from the app's defaults, not from empty ones.
+        let mut value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let serde_json::Value::Object(fields) = &mut value else {
+            return Err(invalid("it must be a JSON object of settings".to_owned()));
+        };
+        let defaults =
+            serde_json::to_value(Self::defaults(app)).map_err(|e| invalid(e.to_string()))?;
+        if let serde_json::Value::Object(defaults) = defaults {
+            for (name, default) in defaults {
+                fields.entry(name).or_insert(default);
+            }
+        }
+        serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
+    }
+
+    fn override_from_env(&mut self, app: &str) -> Result<(), DaemonError> {
+        let text = |name: &str| std::env::var(variable(app, name)).ok();
+        let number = |name: &str| -> Result<Option<f64>, DaemonError> {
+            text(name)
+                .map(|value| {
+                    value
+                        .trim()
+                        .parse::<f64>()
+                        .map_err(|_| DaemonError::Config {
+                            what: variable(app, name),
+                            why: format!("{value:?} is not a number"),
+                        })
+                })
+                .transpose()
+        };
+        if let Some(url) = text("BROKER_URL") {
+            self.broker_url = url;
+        }
+        if let Some(prefix) = text("PREFIX") {
+            self.prefix = prefix;
+        }
+        if let Some(queue) = text("QUEUE") {
+            self.queue = queue;
+        }
+        for (name, path) in [
+            ("STORE", &mut self.store),
+            ("LOG_FILE", &mut self.log_file),
+            ("CONTROL_SOCKET", &mut self.control_socket),
+            ("PID_FILE", &mut self.pid_file),
+        ] {
+            if let Some(value) = text(name) {
+                *path = PathBuf::from(value);
+            }
+        }
+        for (name, count) in [("WORKERS", &mut self.workers), ("SLOTS", &mut self.slots)] {
+            if let Some(value) = number(name)? {
+                if value < 0.0 || value.fract() != 0.0 {
+                    return Err(DaemonError::Config {
+                        what: variable(app, name),
+                        why: format!("{value} is not a whole number of at least 0"),
+                    });
+                }
+                *count = value as usize;
+            }
+        }
+        if let Some(grace) = number("GRACE_PERIOD")? {
+            self.grace_period = grace;
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), DaemonError> {
+        let bad = |what: &str, why: &str| {
+            Err(DaemonError::Config {
+                what: what.to_owned(),
+                why: why.to_owned(),
+            })
+        };
+        if !(self.grace_period.is_finite() && (0.0..=86_400.0).contains(&self.grace_period)) {
+            return bad("grace_period", "must be between 0 and 86400 seconds");
+        }
+        if !self.broker_url.starts_with("amqp://") && !self.broker_url.starts_with("amqps://") {
+            return bad("broker_url", "must be an amqp:// or amqps:// URL");
+        }
+        if self.queue.is_empty() {
+            return bad("queue", "must not be empty");
+        }
+        // A Unix socket's path has room for 107 bytes.
+        if self.control_socket.as_os_str().len() > 100 {
+            return bad(
+                "control_socket",
+                "is longer than the 100 bytes a Unix socket's path may safely have; choose a shorter path",
+            );
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for DaemonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonConfig")
+            .field("broker_url", &self.broker_shown())
+            .field("prefix", &self.prefix)
+            .field("store", &self.store)
+            .field("queue", &self.queue)
+            .field("workers", &self.workers)
+            .field("slots", &self.slots)
+            .field("grace_period", &self.grace_period)
+            .field("log_file", &self.log_file)
+            .field("control_socket", &self.control_socket)
+            .field("pid_file", &self.pid_file)
+            .finish()
+    }
+}
+
+impl Default for DaemonConfig {
+    /// The defaults of an app named `runtime-thread`.
+    fn default() -> Self {
+        Self::defaults("runtime-thread")
+    }
+}
+
+/// `<APP>_<NAME>`: the app's name in capitals, other characters as `_`.
+fn variable(app: &str, name: &str) -> String {
+    let app: String = app
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{app}_{name}")
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from)
+}
+
+/// An XDG base directory from `variable`, if it is set to an absolute path.
+fn xdg(variable: &str) -> Option<PathBuf> {
+    std::env::var_os(variable)
+        .map(PathBuf::from)
+        .filter(|path| path.is_absolute())
+}
+
+fn data_dir(app: &str) -> PathBuf {
+    xdg("XDG_DATA_HOME")
+        .unwrap_or_else(|| home().join(".local/share"))
+        .join(app)
+}
+
+fn config_dir(app: &str) -> PathBuf {
+    xdg("XDG_CONFIG_HOME")
+        .unwrap_or_else(|| home().join(".config"))
+        .join(app)
+}
+
+fn runtime_dir(app: &str) -> PathBuf {
+    match xdg("XDG_RUNTIME_DIR") {
+        Some(dir) => dir.join(app),
+        // SAFETY: getuid cannot fail and touches no memory.
+        None => std::env::temp_dir().join(format!("{app}-{}", unsafe { libc::getuid() })),
+    }
+}
+
+/// `url` with the password (between `user:` and `@`) replaced.
+pub(super) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_variables_are_the_apps_in_capitals() {
+        assert_eq!(variable("my-app", "WORKERS"), "MY_APP_WORKERS");
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(
+            redact("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(redact("amqp://host/"), "amqp://host/");
+        let config = DaemonConfig {
+            broker_url: "amqp://me:secret@h/".to_owned(),
+            ..DaemonConfig::default()
+        };
+        assert!(!format!("{config:?}").contains("secret"));
+    }
+}
