@@ -6,7 +6,10 @@
 //!   phase of its 1 s check tick, AiiDA's setting);
 //! - status: a `status` round trip through the control socket, one client kept open;
 //! - start: from starting the supervisor to four workers running;
-//! - stop: from asking for the stop until every worker has exited.
+//! - stop: from asking for the stop until every worker has exited;
+//! - the command line's `daemon status` (the example program `18_daemon`, built here in
+//!   release mode with the `cli` feature): the wall time of the whole command, process start
+//!   to exit, against `circusctl status`.
 //!
 //! Run: `cargo bench --bench daemon`.
 
@@ -104,6 +107,52 @@ fn start_and_stop() -> (f64, f64) {
     (started, start.elapsed().as_secs_f64() * 1e3)
 }
 
+/// Milliseconds per `18_daemon daemon status` (40 runs), from spawning the command to its
+/// exit, against a supervisor with four workers; `None` if the program cannot be built.
+fn cli_status_walls() -> Option<Vec<f64>> {
+    let built = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "--features", "cli"])
+        .args(["--example", "18_daemon"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .ok()?;
+    if !built.success() {
+        println!("the command line was not measured: 18_daemon did not build");
+        return None;
+    }
+    let program =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/18_daemon");
+    let dir = std::env::temp_dir().join(format!("bench-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let socket = dir.join("control.sock");
+    let config = dir.join("daemon.json");
+    let settings = serde_json::json!({ "control_socket": socket, "pid_file": dir.join("pid") });
+    std::fs::write(&config, settings.to_string()).ok()?;
+    let pool = Supervisor::builder("/bin/sleep")
+        .args(["1000"])
+        .workers(WORKERS)
+        .control_socket(&socket)
+        .start()
+        .unwrap();
+    four_running(&pool);
+    let mut times = Vec::with_capacity(40);
+    for _ in 0..40 {
+        let start = Instant::now();
+        let status = Command::new(&program)
+            .arg("--config")
+            .arg(&config)
+            .args(["daemon", "status"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        assert!(status.success(), "daemon status failed: {status}");
+    }
+    pool.stop().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    Some(times)
+}
+
 fn circus() -> Option<serde_json::Value> {
     let python = std::env::var_os("RUNTIME_THREAD_PYTHON")?;
     let script = concat!(
@@ -124,6 +173,8 @@ fn circus() -> Option<serde_json::Value> {
             "8",
             "--calls",
             "200",
+            "--cli-calls",
+            "10",
             "--scenarios",
             "respawn,stop,rtt",
         ])
@@ -154,10 +205,11 @@ fn main() {
         stops.push(stop);
     }
     let ours = [
-        median(kills),
-        median(status_round_trips()),
-        median(starts),
-        median(stops),
+        Some(median(kills)),
+        Some(median(status_round_trips())),
+        Some(median(starts)),
+        Some(median(stops)),
+        cli_status_walls().map(median),
     ];
     let theirs = circus();
     let find = |path: &[&str]| {
@@ -184,10 +236,18 @@ fn main() {
             "stop → every worker exited (ms)",
             find(&["stop_reply", "median_ms"]),
         ),
+        (
+            "command line `daemon status`, wall (ms)",
+            find(&["circusctl_status_wall", "median_ms"]),
+        ),
     ];
     println!("| figure | runtime-thread | circus 0.19 | ratio |");
     println!("|---|---:|---:|---:|");
     for ((label, theirs), ours) in rows.into_iter().zip(ours) {
+        let Some(ours) = ours else {
+            println!("| {label} | - | - | - |");
+            continue;
+        };
         match theirs {
             Some(theirs) => println!(
                 "| {label} | {ours:.3} | {theirs:.2} | {:.0}x |",

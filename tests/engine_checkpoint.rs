@@ -857,7 +857,10 @@ fn closing_a_runner_stops_waiting_processes_at_once_for_another_runner_to_contin
         });
         let parent_pid = parent.pid();
 
+        let controller = parent.controller();
+        assert!(!controller.was_abandoned());
         assert_eq!(first.close(QUICK).unwrap(), 0, "nothing was in a step");
+        assert!(controller.was_abandoned());
         assert!(matches!(parent.wait(), Err(EngineError::Thread(_))));
         // Not announced as a kill: the process goes on elsewhere.
         let heard = heard.0.lock().clone();

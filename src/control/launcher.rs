@@ -366,7 +366,12 @@ fn answer_when(handle: ProcessHandle, nowait: bool) -> Response {
         let process = handle.controller();
         return Response::later(async move {
             process.until_started().await;
-            uuid_value(process.pid())
+            // Stopped here before it could start (the runner is closing): give the task back
+            // rather than answer the pid of a process that nothing runs.
+            if process.was_abandoned() {
+                return Response::Rejected;
+            }
+            Response::Value(uuid_value(process.pid()))
         });
     }
     Response::later(async move { outcome_answer(handle.await) })

@@ -57,3 +57,34 @@ impl Drop for PidFile {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// What a pid file says about its supervisor.
+#[cfg(feature = "cli")]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PidFileState {
+    /// No file.
+    Absent,
+    /// A supervisor holds it: it runs.
+    Held(Option<u32>),
+    /// Nobody holds it: its supervisor died without removing it. Removed now.
+    StaleRemoved(Option<u32>),
+}
+
+#[cfg(feature = "cli")]
+impl PidFile {
+    /// Looks at the pid file at `path` without taking it, and removes it if it is stale.
+    pub(crate) fn probe(path: &Path) -> PidFileState {
+        let Ok(mut file) = File::open(path) else {
+            return PidFileState::Absent;
+        };
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        let pid = text.trim().parse().ok();
+        // SAFETY: a plain system call on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+            return PidFileState::Held(pid);
+        }
+        let _ = std::fs::remove_file(path);
+        PidFileState::StaleRemoved(pid)
+    }
+}

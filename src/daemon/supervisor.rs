@@ -212,8 +212,9 @@ impl SupervisorBuilder {
         thread.spawn_threadsafe(pool.run(requests))?;
         if self_quits_on_signals {
             let quitting = commands.clone();
+            let stopping = thread.shutdown_token();
             let listening = thread
-                .run_threadsafe(async move { listen_for_quit(quitting) })
+                .run_threadsafe(async move { listen_for_quit(quitting, stopping) })
                 .wait()?;
             thread
                 .spawn_threadsafe(listening.map_err(|source| DaemonError::Signals { source })?)?;
@@ -624,6 +625,7 @@ impl Pool {
 /// turns the first of them into a quit.
 fn listen_for_quit(
     commands: mpsc::UnboundedSender<Request>,
+    stopping: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
@@ -632,6 +634,8 @@ fn listen_for_quit(
         tokio::select! {
             _ = term.recv() => {}
             _ = interrupt.recv() => {}
+            // The supervisor's thread stops (the pool has ended): nothing to listen for.
+            () = stopping.cancelled() => return,
         }
         tracing::info!("a stop signal: quitting the pool");
         let (reply, _) = oneshot::channel();

@@ -21,9 +21,10 @@ const FLUSH: Duration = Duration::from_secs(5);
 /// supervisor starts it in worker mode; the process types are the ones its launcher registers.
 ///
 /// **Stopping** (SIGTERM or SIGINT in [`run`](Self::run), or [`RunningWorker::stop`]): the
-/// worker takes no more tasks, lets the steps that are running end within the grace period
-/// ([`Runner::close`]), and leaves every unfinished process where its last checkpoint is. Their
-/// `continue` tasks, unanswered, go back to the queue, and another worker continues them.
+/// worker starts no more processes, lets the steps that are running end within the grace
+/// period ([`Runner::close`]), and leaves every unfinished process where its last checkpoint
+/// is. Then it gives their `continue` tasks, unanswered, back to the queue, and another worker
+/// continues them: never while they still run here.
 ///
 /// ```no_run
 /// use runtime_thread::control::Launcher;
@@ -146,11 +147,15 @@ impl RunningWorker {
     ///
     /// [`DaemonError::Worker`] when the runner's thread failed under it.
     pub fn stop(mut self) -> Result<usize, DaemonError> {
-        drop(self.launcher.take());
+        // The processes stop first, and only then does the launcher give their tasks back:
+        // a task given back while its process still ran here could start it on a second
+        // worker too. Tasks that arrive meanwhile start nothing (the runner is closing) and
+        // are given back at once.
         let left = self
             .runner
             .close(self.config.grace())
             .map_err(worker_failed)?;
+        drop(self.launcher.take());
         let comm = self.comm.clone();
         let closed = self.thread.run_threadsafe(async move {
             // The tasks of the stopped processes are given back as their handles report the

@@ -190,6 +190,13 @@ impl ProcessController {
         self.shared.identity.loaded
     }
 
+    /// Whether the process stopped here without ending: its runner closed
+    /// ([`Runner::close`](super::Runner::close)) or its runtime stopped. Its state reads
+    /// `Killed`, but its last checkpoint stays for another runner to continue it.
+    pub fn was_abandoned(&self) -> bool {
+        matches!(self.shared.try_outcome(), Some(Err(_)))
+    }
+
     /// Ends a process's wait for a resume with `value`. A paused process keeps the value and
     /// continues with it once played. A process that is not waiting for a resume (running, or
     /// waiting on a timer or a future) refuses it with [`EngineError::InvalidState`].

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "amqp")]
 pub mod broker;
+#[cfg(unix)]
+pub mod os;
 pub mod processes;
 
 use std::sync::mpsc::{self, RecvTimeoutError};
