@@ -38,6 +38,7 @@ impl Daemon {
             "control_socket": dir.join("run/control.sock"),
             "grace_period": 10,
             "slots": 200,
+            "services": [{"name": "keeper", "command": ["/bin/sleep", "1000"]}],
         });
         std::fs::write(&config, settings.to_string()).unwrap();
         Daemon { dir, config }
@@ -325,7 +326,10 @@ mod over_rabbitmq {
             let logs = daemon.json(&["daemon", "logs", "-n", "3"]);
             assert_eq!(logs["lines"].as_array().unwrap().len(), 3);
 
+            let keeper = status["services"][0]["pid"].as_u64().unwrap() as u32;
+            assert!(alive(keeper), "{status}");
             let mut everyone = workers(&daemon);
+            everyone.push(keeper);
             everyone.extend(&before);
             everyone.push(supervisor);
             let stopped = daemon.run(&["daemon", "stop"]);

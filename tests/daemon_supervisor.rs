@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::os::{alive, group_alive, sigkill};
-use common::{QUICK, bounded};
+use common::{QUICK, bounded, until};
 use runtime_thread::daemon::{Backoff, PoolStatus, Supervisor};
 
 fn sleeper(workers: usize) -> Supervisor {
@@ -532,4 +532,81 @@ fn supervisor_process(
         })
         .expect("the supervisor names its workers");
     (supervisor, pids, lines)
+}
+
+#[test]
+fn a_service_starts_before_the_workers_is_replaced_and_stops_after_them() {
+    bounded(QUICK, || {
+        let dir = std::env::temp_dir().join(format!("rt-service-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let order = dir.join("order");
+        // Each says when it is ready for SIGTERM, and when SIGTERM comes, then exits.
+        let script = |role: &str| {
+            let order = order.display();
+            format!(
+                "trap 'echo stop {role} >> {order}; exit 0' TERM; echo ready {role} >> {order}; \
+                 while :; do sleep 1 & wait $!; done"
+            )
+        };
+        let lines = |prefix: &str| {
+            let text = std::fs::read_to_string(&order).unwrap_or_default();
+            text.lines()
+                .filter(|line| line.starts_with(prefix))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let pool = Supervisor::builder("/bin/sh")
+            .args(["-c", &script("worker")])
+            .workers(2)
+            .service("helper", "/bin/sh", ["-c", &script("service")])
+            .grace_period(Duration::from_secs(5))
+            .start()
+            .unwrap();
+        let up = pool
+            .wait_for(
+                |s| s.workers.len() == 2 && s.services.iter().all(|s| s.pid.is_some()),
+                QUICK,
+            )
+            .unwrap();
+        let service = up.services[0].pid.unwrap();
+        assert_eq!(up.services[0].name, "helper");
+        // Started first: the kernel hands out pids in order (it wraps only past pid_max).
+        assert!(up.pids().iter().all(|&worker| worker > service), "{up:?}");
+
+        sigkill(service);
+        let replaced = pool
+            .wait_for(
+                move |s| s.services[0].pid.is_some_and(|pid| pid != service),
+                QUICK,
+            )
+            .unwrap();
+        assert_eq!(replaced.services[0].restarts, 1);
+        assert!(
+            (replaced.services[0].last_exit.as_deref()).is_some_and(|e| e.contains("signal: 9")),
+            "{replaced:?}"
+        );
+        // Resizing concerns the workers only.
+        assert_eq!(pool.incr(1).unwrap(), 3);
+        let everyone: Vec<u32> = pool
+            .wait_for(running(3), QUICK)
+            .unwrap()
+            .pids()
+            .into_iter()
+            .chain(replaced.services[0].pid)
+            .collect();
+        // Every one has set its trap (a shell killed before that could not say it stopped).
+        until(|| lines("ready worker").len() == 3 && lines("ready service").len() == 2);
+
+        let last = pool.stop().unwrap();
+        assert!(last.services.iter().all(|s| s.pid.is_none()), "{last:?}");
+        assert_eq!(
+            lines("stop"),
+            ["stop worker", "stop worker", "stop worker", "stop service"],
+            "the service stops after every worker"
+        );
+        for pid in everyone {
+            assert!(!alive(pid), "{pid} outlived the stop");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    });
 }

@@ -64,6 +64,20 @@ pub struct DaemonConfig {
     pub control_socket: PathBuf,
     /// The supervisor's pid file, locked while it runs.
     pub pid_file: PathBuf,
+    /// Singleton services the supervisor starts before the workers and stops after them
+    /// (see [`SupervisorBuilder::service`](super::SupervisorBuilder::service)).
+    pub services: Vec<ServiceConfig>,
+}
+
+/// A singleton service in a [`DaemonConfig`]: `{"name": "...", "command": ["program", "arg"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServiceConfig {
+    /// Its name, shown in the status.
+    pub name: String,
+    /// Its program and arguments.
+    pub command: Vec<String>,
 }
 
 /// RabbitMQ on loopback with its default account (which only accepts loopback connections).
@@ -84,6 +98,7 @@ impl DaemonConfig {
             log_file: data.join("daemon.log"),
             control_socket: runtime_dir(app).join("control.sock"),
             pid_file: data.join("daemon.pid"),
+            services: Vec::new(),
         }
     }
 
@@ -206,6 +221,16 @@ impl DaemonConfig {
         if !self.broker_url.starts_with("amqp://") && !self.broker_url.starts_with("amqps://") {
             return bad("broker_url", "must be an amqp:// or amqps:// URL");
         }
+        if self
+            .services
+            .iter()
+            .any(|service| service.command.is_empty())
+        {
+            return bad(
+                "services",
+                "each needs a command: a program and its arguments",
+            );
+        }
         if self.queue.is_empty() {
             return bad("queue", "must not be empty");
         }
@@ -233,6 +258,7 @@ impl std::fmt::Debug for DaemonConfig {
             .field("log_file", &self.log_file)
             .field("control_socket", &self.control_socket)
             .field("pid_file", &self.pid_file)
+            .field("services", &self.services)
             .finish()
     }
 }

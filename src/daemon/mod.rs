@@ -34,10 +34,10 @@ mod supervisor;
 mod worker;
 
 pub use backoff::Backoff;
-pub use config::DaemonConfig;
+pub use config::{DaemonConfig, ServiceConfig};
 pub use error::DaemonError;
 pub use socket::ControlClient;
-pub use status::{PoolStatus, WorkerStatus};
+pub use status::{PoolStatus, ServiceStatus, WorkerStatus};
 pub use supervisor::{Supervisor, SupervisorBuilder};
 #[cfg(all(feature = "amqp", feature = "sqlite"))]
 pub use worker::{RunningWorker, Worker};

@@ -18,6 +18,9 @@ pub(super) enum Request {
     /// Replace every worker (each is stopped as in a stop and replaced at once); answers how
     /// many were told to stop.
     Restart(oneshot::Sender<usize>),
-    /// Stop every worker and end; answers the last status once all have exited.
+    /// Stop every worker (then every service) and end; answers the last status once all
+    /// have exited.
     Quit(oneshot::Sender<PoolStatus>),
+    /// A service's status changed: publish the pool's again.
+    Refresh,
 }

@@ -213,6 +213,14 @@ fn status_fields(status: &PoolStatus) -> Map<String, Value> {
         "backoff_ms": status.backoff.map(|d| d.as_millis() as u64),
         "last_exit": status.last_exit,
         "started": status.started,
+        "services": status.services.iter().map(|service| json!({
+            "name": service.name,
+            "pid": service.pid,
+            "restarts": service.restarts,
+            "failures": service.failures,
+            "backoff_ms": service.backoff.map(|d| d.as_millis() as u64),
+            "last_exit": service.last_exit,
+        })).collect::<Vec<_>>(),
     }))
 }
 

@@ -21,6 +21,26 @@ pub struct PoolStatus {
     pub last_exit: Option<String>,
     /// Workers started so far, replacements included.
     pub started: u64,
+    /// The singleton services, in the order they started.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// A singleton service (see [`SupervisorBuilder::service`](super::SupervisorBuilder::service)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServiceStatus {
+    /// Its name.
+    pub name: String,
+    /// Its process id while it runs.
+    pub pid: Option<u32>,
+    /// How many times it has been replaced.
+    pub restarts: u32,
+    /// Its quick exits in a row (2 or more: a crash loop).
+    pub failures: u32,
+    /// While its replacement waits out its backoff: how long until the next start.
+    pub backoff: Option<Duration>,
+    /// How it last exited (or why it could not start).
+    pub last_exit: Option<String>,
 }
 
 /// One running worker.
@@ -46,6 +66,7 @@ impl PoolStatus {
             backoff: None,
             last_exit: None,
             started: 0,
+            services: Vec::new(),
         }
     }
 

@@ -14,7 +14,7 @@ use super::output::WorkerLog;
 use super::pid_file::PidFile;
 use super::request::{Request, Resize};
 use super::socket;
-use super::status::{PoolStatus, WorkerStatus};
+use super::status::{PoolStatus, ServiceStatus, WorkerStatus};
 use parking_lot::Mutex;
 
 use crate::{RuntimeThread, TaskHandle};
@@ -74,6 +74,15 @@ pub struct SupervisorBuilder {
     socket: Option<PathBuf>,
     pid_file: Option<PathBuf>,
     quit_on_signals: bool,
+    services: Vec<ServiceSpec>,
+}
+
+/// A singleton service: its name, program and arguments.
+#[derive(Debug, Clone)]
+struct ServiceSpec {
+    name: String,
+    program: PathBuf,
+    args: Vec<OsString>,
 }
 
 impl Supervisor {
@@ -91,6 +100,7 @@ impl Supervisor {
             socket: None,
             pid_file: None,
             quit_on_signals: false,
+            services: Vec::new(),
         }
     }
 }
@@ -152,6 +162,30 @@ impl SupervisorBuilder {
         self
     }
 
+    /// Adds a singleton service: one process of `program` with `args`, started before the
+    /// workers (the supervisor waits until it runs, or has failed to start, before it starts
+    /// them), kept running as a worker is (replaced when it exits, with the same backoff), and
+    /// stopped after every worker has exited. Services start in the order they are added and
+    /// stop in the reverse order. The [status](PoolStatus::services) shows each; resizing and
+    /// restarting concern the workers only.
+    pub fn service<I, S>(
+        mut self,
+        name: impl Into<String>,
+        program: impl Into<PathBuf>,
+        args: I,
+    ) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.services.push(ServiceSpec {
+            name: name.into(),
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+        });
+        self
+    }
+
     /// Quits the pool (as [`stop`](Supervisor::stop) does) when the process gets SIGTERM or
     /// SIGINT: for a supervisor that is a process of its own, which then ends when
     /// [`join`](Supervisor::join) returns. A signal that comes while a worker is being replaced
@@ -184,6 +218,7 @@ impl SupervisorBuilder {
         let mut socket_server = None;
         let thread = RuntimeThread::builder().name("supervisor").start()?;
         let (commands, requests) = mpsc::unbounded_channel();
+        let services = start_services(&thread, &self, &log, &commands)?;
         let (publish, status) = watch::channel(PoolStatus::new(self.workers));
         if let Some(path) = self.socket.clone() {
             let served = socket::Served {
@@ -201,6 +236,8 @@ impl SupervisorBuilder {
         let pool = Pool {
             runtime: thread.handle()?,
             spec: self,
+            services,
+            nudge: None,
             log,
             workers: VecDeque::new(),
             pending: Vec::new(),
@@ -381,6 +418,11 @@ struct Pending {
 /// The actor that owns the pool: every change goes through its loop, in order.
 struct Pool {
     spec: SupervisorBuilder,
+    /// The singleton services, each a pool of one of its own, stopped after the workers.
+    services: Vec<Service>,
+    /// For a service's pool: the main pool, told of each change so that its status shows it
+    /// (weak, so that services do not keep the main pool alive).
+    nudge: Option<mpsc::WeakUnboundedSender<Request>>,
     /// The supervisor's runtime, where the workers' reaping, output and kill timers run.
     runtime: tokio::runtime::Handle,
     log: Option<WorkerLog>,
@@ -425,6 +467,8 @@ impl Pool {
                         let _ = reply.send(self.snapshot());
                         return;
                     }
+                    // A service changed: the status below shows it.
+                    Some(Request::Refresh) => {}
                     // Every handle is gone: stop the workers too.
                     None => {
                         self.quit(&mut exits).await;
@@ -437,7 +481,7 @@ impl Pool {
                 }
                 () = sleep_until(next_start), if next_start.is_some() => self.fill(&exited),
             }
-            self.publish.send_replace(self.snapshot());
+            self.publish();
         }
     }
 
@@ -478,7 +522,7 @@ impl Pool {
         while self.workers.len() + self.pending.len() < self.spec.workers {
             self.start(exited, 0, 0);
         }
-        self.publish.send_replace(self.snapshot());
+        self.publish();
     }
 
     fn start(&mut self, exited: &mpsc::UnboundedSender<Exit>, failures: u32, restarts: u32) {
@@ -586,12 +630,31 @@ impl Pool {
         while let Some(worker) = self.workers.pop_front() {
             self.terminate(worker.pid);
         }
-        self.publish.send_replace(self.snapshot());
+        self.publish();
         while !self.stopping.is_empty() {
             match exits.recv().await {
                 Some(exit) => self.exited(exit),
                 None => break,
             }
+        }
+        // The services last, in the reverse order of their start.
+        for service in self.services.iter().rev() {
+            let (reply, last) = oneshot::channel();
+            if service.commands.send(Request::Quit(reply)).is_ok() {
+                let _ = last.await;
+            }
+        }
+    }
+
+    /// Shows the pool's status (and tells the main pool, for a service).
+    fn publish(&self) {
+        self.publish.send_replace(self.snapshot());
+        if let Some(main) = self
+            .nudge
+            .as_ref()
+            .and_then(mpsc::WeakUnboundedSender::upgrade)
+        {
+            let _ = main.send(Request::Refresh);
         }
     }
 
@@ -617,8 +680,89 @@ impl Pool {
                 .min(),
             last_exit: self.last_exit.clone(),
             started: self.started,
+            services: self.services.iter().map(Service::status).collect(),
         }
     }
+}
+
+/// A singleton service's pool, as the main pool sees it.
+struct Service {
+    name: String,
+    commands: mpsc::UnboundedSender<Request>,
+    status: watch::Receiver<PoolStatus>,
+}
+
+impl Service {
+    fn status(&self) -> ServiceStatus {
+        let pool = self.status.borrow();
+        let running = pool.workers.first();
+        ServiceStatus {
+            name: self.name.clone(),
+            pid: running.map(|w| w.pid),
+            restarts: running.map_or(0, |w| w.restarts),
+            failures: pool.failures,
+            backoff: pool.backoff,
+            last_exit: pool.last_exit.clone(),
+        }
+    }
+}
+
+/// How long the supervisor waits for a service to run before it starts the workers anyway
+/// (the service's status then shows why it does not run).
+const SERVICE_START: Duration = Duration::from_secs(10);
+
+/// Starts each service's pool of one, in order, each once the one before runs.
+fn start_services(
+    thread: &RuntimeThread,
+    spec: &SupervisorBuilder,
+    log: &Option<WorkerLog>,
+    main: &mpsc::UnboundedSender<Request>,
+) -> Result<Vec<Service>, DaemonError> {
+    let mut services = Vec::new();
+    for service in &spec.services {
+        let one = SupervisorBuilder {
+            program: service.program.clone(),
+            args: service.args.clone(),
+            workers: 1,
+            log_file: None,
+            socket: None,
+            pid_file: None,
+            quit_on_signals: false,
+            services: Vec::new(),
+            envs: spec.envs.clone(),
+            grace: spec.grace,
+            backoff: spec.backoff,
+        };
+        let (commands, requests) = mpsc::unbounded_channel();
+        let (publish, status) = watch::channel(PoolStatus::new(1));
+        let pool = Pool {
+            runtime: thread.handle()?,
+            spec: one,
+            services: Vec::new(),
+            nudge: Some(main.downgrade()),
+            log: log.clone(),
+            workers: VecDeque::new(),
+            pending: Vec::new(),
+            stopping: Vec::new(),
+            last_exit: None,
+            started: 0,
+            publish,
+        };
+        thread.spawn_threadsafe(pool.run(requests))?;
+        let mut up = status.clone();
+        let _ = thread
+            .run_threadsafe(async move {
+                let running = up.wait_for(|s| !s.workers.is_empty() || s.failures > 0);
+                let _ = tokio::time::timeout(SERVICE_START, running).await;
+            })
+            .wait();
+        services.push(Service {
+            name: service.name.clone(),
+            commands,
+            status,
+        });
+    }
+    Ok(services)
 }
 
 /// Registers for SIGTERM and SIGINT (on the supervisor's runtime) and returns the task that

@@ -137,7 +137,13 @@ fn supervise(context: &Context<'_>, workers: usize) -> Result<Supervisor, Daemon
         what: "this program's path".to_owned(),
         why: source.to_string(),
     })?;
-    let supervisor = Supervisor::builder(program)
+    let mut builder = Supervisor::builder(program);
+    for service in &config.services {
+        if let Some((program, args)) = service.command.split_first() {
+            builder = builder.service(service.name.clone(), program, args);
+        }
+    }
+    let supervisor = builder
         .args(args)
         .workers(workers)
         .grace_period(config.grace())
@@ -255,6 +261,7 @@ fn status(context: &Context<'_>) -> Result<(), Failure> {
         "backoff_ms": status["backoff_ms"],
         "last_exit": status["last_exit"],
         "started": status["started"],
+        "services": status["services"],
         "log": config.log_file,
         "control_socket": config.control_socket,
     });
@@ -287,6 +294,17 @@ fn status_text(status: &Value) -> String {
             megabytes(&worker["memory_bytes"]),
             up(&worker["started"]),
             worker["restarts"]
+        ));
+    }
+    for service in status["services"].as_array().into_iter().flatten() {
+        let state = match service["pid"].as_u64() {
+            Some(pid) => format!("pid {pid}"),
+            None => "not running".to_owned(),
+        };
+        text.push_str(&format!(
+            "  service {}: {state}, {} restarts\n",
+            service["name"].as_str().unwrap_or_default(),
+            service["restarts"]
         ));
     }
     if let Some(backoff) = status["backoff_ms"].as_u64() {
