@@ -11,12 +11,19 @@
 //!   release mode with the `cli` feature): the wall time of the whole command, process start
 //!   to exit, against `circusctl status`.
 //!
+//! Each in three conditions (both CPUs free, everything pinned to CPU 0 as `taskset -c 0`, and
+//! beside a busy thread), circus measured in the same condition (its processes inherit the
+//! bench's CPU affinity, and share the machine with the busy thread).
+//!
 //! Run: `cargo bench --bench daemon`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use runtime_thread::daemon::{Backoff, ControlClient, Supervisor};
+
+mod common;
+use common::Condition;
 
 const KILLS: usize = 40;
 const ROUNDS: usize = 5;
@@ -108,26 +115,14 @@ fn start_and_stop() -> (f64, f64) {
 }
 
 /// Milliseconds per `18_daemon daemon status` (40 runs), from spawning the command to its
-/// exit, against a supervisor with four workers; `None` if the program cannot be built.
-fn cli_status_walls() -> Option<Vec<f64>> {
-    let built = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "--features", "cli"])
-        .args(["--example", "18_daemon"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .ok()?;
-    if !built.success() {
-        println!("the command line was not measured: 18_daemon did not build");
-        return None;
-    }
-    let program =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/18_daemon");
+/// exit, against a supervisor with four workers.
+fn cli_status_walls(program: &std::path::Path) -> Vec<f64> {
     let dir = std::env::temp_dir().join(format!("bench-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).ok()?;
+    std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("control.sock");
     let config = dir.join("daemon.json");
     let settings = serde_json::json!({ "control_socket": socket, "pid_file": dir.join("pid") });
-    std::fs::write(&config, settings.to_string()).ok()?;
+    std::fs::write(&config, settings.to_string()).unwrap();
     let pool = Supervisor::builder("/bin/sleep")
         .args(["1000"])
         .workers(WORKERS)
@@ -138,7 +133,7 @@ fn cli_status_walls() -> Option<Vec<f64>> {
     let mut times = Vec::with_capacity(40);
     for _ in 0..40 {
         let start = Instant::now();
-        let status = Command::new(&program)
+        let status = Command::new(program)
             .arg("--config")
             .arg(&config)
             .args(["daemon", "status"])
@@ -150,7 +145,7 @@ fn cli_status_walls() -> Option<Vec<f64>> {
     }
     pool.stop().unwrap();
     let _ = std::fs::remove_dir_all(dir);
-    Some(times)
+    times
 }
 
 fn circus() -> Option<serde_json::Value> {
@@ -197,6 +192,30 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    let cli = build_cli();
+    for condition in Condition::ALL {
+        let _entered = condition.enter();
+        println!("\n{}:", condition.name());
+        measure(cli.as_deref());
+    }
+}
+
+/// The example program `18_daemon`, built in release mode with the `cli` feature.
+fn build_cli() -> Option<std::path::PathBuf> {
+    let built = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "--features", "cli"])
+        .args(["--example", "18_daemon"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .ok()?;
+    if !built.success() {
+        println!("the command line is not measured: 18_daemon did not build");
+        return None;
+    }
+    Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/18_daemon"))
+}
+
+fn measure(cli: Option<&std::path::Path>) {
     let kills = respawns();
     let (mut starts, mut stops) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
@@ -209,7 +228,7 @@ fn main() {
         Some(median(status_round_trips())),
         Some(median(starts)),
         Some(median(stops)),
-        cli_status_walls().map(median),
+        cli.map(|program| median(cli_status_walls(program))),
     ];
     let theirs = circus();
     let find = |path: &[&str]| {
