@@ -255,6 +255,7 @@ mod over_rabbitmq {
             let submissions: Vec<_> = (0..CHAINS)
                 .map(|index| {
                     let inputs = json!({"n": 3, "delay_ms": 1500 + 40 * index}).to_string();
+                    // Bounded, so that a lost answer fails the test (and stops the daemon).
                     daemon.spawn(&[
                         "--json",
                         "process",
@@ -263,16 +264,19 @@ mod over_rabbitmq {
                         "--inputs",
                         &inputs,
                         "--wait",
+                        "--timeout",
+                        "90",
                     ])
                 })
                 .collect();
-            // And one that only prints its pid: the store holds it with its children.
+            // And one that only prints its pid: the store holds it with its children (its
+            // wait outlasts this look).
             let submitted = daemon.json(&[
                 "process",
                 "submit",
                 "squares.Sum",
                 "--inputs",
-                r#"{"n": 2}"#,
+                r#"{"n": 2, "delay_ms": 4000}"#,
             ]);
             let lone = submitted["pid"].as_str().unwrap().to_owned();
             let listed = daemon.json(&["process", "list"]);
@@ -282,16 +286,17 @@ mod over_rabbitmq {
             assert!(listed.contains(&lone.as_str()), "{listed:?}");
 
             // Progress: processes finished, chains and their children (200 in all).
-            let mut ended = 0;
-            let mut wait_for_processes = |count: usize| {
-                while ended < count {
-                    heard
-                        .recv_timeout(Duration::from_secs(60))
-                        .expect("processes go on finishing");
-                    ended += 1;
-                }
-            };
-            wait_for_processes(20);
+            let mut ended = std::collections::HashSet::new();
+            let mut wait_for_processes =
+                |done: &dyn Fn(&std::collections::HashSet<String>) -> bool| {
+                    while !done(&ended) {
+                        let pid = heard
+                            .recv_timeout(Duration::from_secs(60))
+                            .expect("processes go on finishing");
+                        ended.insert(pid);
+                    }
+                };
+            wait_for_processes(&|ended| ended.len() >= 20);
             // SIGKILL: the worker's processes are continued elsewhere from their checkpoints.
             let before = workers(&daemon);
             sigkill(before[0]);
@@ -301,7 +306,7 @@ mod over_rabbitmq {
                 now.len() == 2 && !now.contains(&before[0])
             });
             // SIGTERM (by `decr`, the oldest first): steps end, the rest go back to the queue.
-            wait_for_processes(60);
+            wait_for_processes(&|ended| ended.len() >= 60);
             let decr = daemon.json(&["daemon", "decr"]);
             assert_eq!(decr["workers"], 1);
             for submission in submissions {
@@ -312,14 +317,17 @@ mod over_rabbitmq {
                 assert_eq!(answer["outputs"]["sum"], 14, "{answer}");
             }
 
+            // The lone one, answered to nobody, ends too.
+            wait_for_processes(&|ended| ended.contains(&lone));
             let status = daemon.json(&["daemon", "status"]);
             assert_eq!(status["target"], 1);
             assert!(status["started"].as_u64().unwrap() >= 3, "{status}");
             // Every process ended and its outcome was handed over (to its `--wait`, or to
-            // the worker's `continue` for the lone one): the store is empty.
+            // the worker's `continue` for the lone one, just after its broadcast: nothing
+            // announces that, so this looks until it is so): the store is empty.
+            until(|| daemon.json(&["process", "list"]) == json!([]));
             let gone = daemon.run(&["process", "status", &lone]);
             assert_eq!(gone.status.code(), Some(6), "{}", shown(&gone));
-            assert_eq!(daemon.json(&["process", "list"]), json!([]));
             let log = std::fs::read_to_string(daemon.path("daemon.log")).unwrap();
             assert!(log.contains("worker stopping"), "{log}");
             assert!(log.contains("| worker ready"), "{log}");

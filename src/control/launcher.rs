@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -60,6 +61,56 @@ pub struct Launcher {
     /// Where the subscription is removed when the launcher is dropped (possibly on a plain
     /// thread, so not with `tokio::spawn`).
     runtime: tokio::runtime::Handle,
+    in_hand: Arc<InHand>,
+}
+
+/// The tasks a launcher has taken and not yet answered (or given back).
+#[derive(Default)]
+struct InHand {
+    count: AtomicUsize,
+    /// Told when the count comes down to zero.
+    none: tokio::sync::Notify,
+}
+
+/// One task in hand; dropped when its final answer is given.
+struct Held(Arc<InHand>);
+
+impl InHand {
+    fn take(self: &Arc<Self>) -> Held {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        Held(self.clone())
+    }
+
+    async fn until_none(&self) {
+        loop {
+            let none = self.none.notified();
+            tokio::pin!(none);
+            // Registered before the count is read, so that the last answer is heard.
+            none.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            none.await;
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none.notify_waiters();
+        }
+    }
+}
+
+/// `response`, with `held` kept until its final answer (through every pending level).
+fn answered_with(response: Response, held: Held) -> Response {
+    match response {
+        Response::Pending(later) => {
+            Response::Pending(Box::pin(async move { answered_with(later.await, held) }))
+        }
+        done => done,
+    }
 }
 
 /// Configures a [`Launcher`]: its process types, its queue and its slots.
@@ -183,7 +234,12 @@ impl LauncherBuilder {
             comm: comm.clone(),
             types: self.types,
         });
-        let handler = Handler::from_async(move |task| serving.clone().take(task));
+        let in_hand = Arc::new(InHand::default());
+        let held = in_hand.clone();
+        let handler = Handler::from_async(move |task| {
+            let (serving, held) = (serving.clone(), held.take());
+            async move { answered_with(serving.take(task).await, held) }
+        });
         let options = TaskSubscriberOptions {
             prefetch: self.slots,
         };
@@ -206,6 +262,7 @@ impl LauncherBuilder {
             subscriber,
             unsubscribe: Mutex::new(Some(unsubscribe)),
             runtime: runner.thread().handle()?,
+            in_hand,
         })
     }
 }
@@ -214,6 +271,16 @@ impl Launcher {
     /// The queue it takes tasks from.
     pub fn queue(&self) -> &str {
         &self.queue
+    }
+
+    /// Completes when every task the launcher has taken has its final answer (or was given
+    /// back). A `continue` is answered when its process ends, so this waits for the
+    /// processes: after [`Runner::close`], which ends or stops every one, it comes promptly.
+    /// A worker that stops waits for it before it closes its communicator (which lets the
+    /// answers on their way out go first), so that no process that ended is left unanswered.
+    pub fn until_answered(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let in_hand = self.in_hand.clone();
+        async move { in_hand.until_none().await }
     }
 }
 

@@ -11,8 +11,8 @@ use crate::engine::{Runner, SqlitePersister};
 use crate::messaging::Communicator;
 use crate::messaging::amqp::{AmqpCommunicator, AmqpConfig};
 
-/// How long a stopping worker gives its last messages (tasks given back, unsubscriptions) to
-/// reach the broker before it closes the connection; the broker gives back whatever is left.
+/// How long a stopping worker gives the answers of its last tasks to be made, and its thread
+/// to end; the broker gives back whatever task is left unacknowledged.
 const FLUSH: Duration = Duration::from_secs(5);
 
 /// One worker of a daemon, as AiiDA's `verdi daemon worker`: a [`Runner`] on the configured
@@ -147,22 +147,27 @@ impl RunningWorker {
     ///
     /// [`DaemonError::Worker`] when the runner's thread failed under it.
     pub fn stop(mut self) -> Result<usize, DaemonError> {
-        // The processes stop first, and only then does the launcher give their tasks back:
-        // a task given back while its process still ran here could start it on a second
-        // worker too. Tasks that arrive meanwhile start nothing (the runner is closing) and
-        // are given back at once.
+        // The processes stop first: a task given back while its process still ran here could
+        // start it on a second worker too. Tasks that arrive meanwhile start nothing (the
+        // runner is closing) and are given back at once.
         let left = self
             .runner
             .close(self.config.grace())
             .map_err(worker_failed)?;
-        drop(self.launcher.take());
+        let answered = self.launcher.as_ref().map(Launcher::until_answered);
         let comm = self.comm.clone();
-        let closed = self.thread.run_threadsafe(async move {
-            // The tasks of the stopped processes are given back as their handles report the
-            // stop; the connection's close gives back any that are not yet.
-            let _ = tokio::time::timeout(FLUSH, comm.close()).await;
+        let flushed = self.thread.run_threadsafe(async move {
+            // Every task of a process that ended is answered (and acknowledged), every other
+            // one given back: none is left acknowledged without its answer.
+            if let Some(answered) = answered {
+                let _ = tokio::time::timeout(FLUSH, answered).await;
+            }
+            // The answers on their way out go first; closing the connection gives back
+            // whatever is still unacknowledged.
+            comm.close().await;
         });
-        let _ = closed.wait();
+        let _ = flushed.wait();
+        drop(self.launcher.take());
         let _ = self.thread.stop_with_grace(FLUSH);
         Ok(left)
     }

@@ -25,8 +25,10 @@ use super::codec;
 use super::config::AmqpConfig;
 use super::link::{self, Link, broker_error};
 use super::wire::{self, BROADCAST_TOPIC, RPC_TOPIC, Reply};
+use answering::Answering;
 use serve::Refusals;
 
+mod answering;
 mod serve;
 use crate::messaging::task::{IncomingTask, Settle};
 use crate::messaging::{
@@ -96,6 +98,8 @@ struct Inner {
     task_queues: Mutex<HashSet<String>>,
     /// Wakes subscribers holding tasks they refused before, when a new subscriber arrives.
     new_subscriber: Notify,
+    /// Final answers on their way out, which a close lets go first.
+    answering: Answering,
     next_id: AtomicU64,
     /// Connections opened so far (the first, then one per reconnection).
     connections: AtomicU64,
@@ -154,13 +158,14 @@ impl AmqpCommunicator {
             waiters: Mutex::new(HashMap::new()),
             task_queues: Mutex::new(HashSet::new()),
             new_subscriber: Notify::new(),
+            answering: Answering::default(),
             next_id: AtomicU64::new(1),
             connections: AtomicU64::new(0),
             runtime: tokio::runtime::Handle::current(),
         });
         let comm = AmqpCommunicator { inner };
         let first = comm.establish().await?;
-        tokio::spawn(comm.clone().supervise(first));
+        comm.inner.runtime.spawn(comm.clone().supervise(first));
         Ok(comm)
     }
 
@@ -259,7 +264,9 @@ impl AmqpCommunicator {
     async fn subscribe_all(&self, link: &Link) -> Result<(), Error> {
         self.inner.task_queues.lock().clear();
         let replies = link.consume_replies().await?;
-        tokio::spawn(self.clone().dispatch_replies(replies, link.lost.clone()));
+        self.inner
+            .runtime
+            .spawn(self.clone().dispatch_replies(replies, link.lost.clone()));
         let (rpc, broadcast, tasks) = {
             let mut subscriptions = self.inner.subscriptions.lock();
             subscriptions.rpc_queue = None;
@@ -847,7 +854,7 @@ impl Communicator for AmqpCommunicator {
         self.change_topology(async {
             let id = self.next_id();
             let (inbox, mut messages) = mpsc::unbounded_channel::<Broadcast>();
-            tokio::spawn(async move {
+            self.inner.runtime.spawn(async move {
                 while let Some(message) = messages.recv().await {
                     watched(async { handler.call(message).await }, || {
                         format!("broadcast subscriber {id}")
@@ -1012,6 +1019,8 @@ impl Communicator for AmqpCommunicator {
         if self.inner.closed.is_cancelled() {
             return;
         }
+        // Answers already on their way out go first (each a round trip or two).
+        self.inner.answering.drain(DRAIN).await;
         self.inner.closed.cancel();
         self.fail_waiters(|| Error::Closed);
         // Handlers and broadcast subscribers' tasks go now, not with the last clone.
@@ -1027,6 +1036,9 @@ impl Communicator for AmqpCommunicator {
         self.inner.closed.is_cancelled()
     }
 }
+
+/// How long a close waits for the answers on their way out.
+const DRAIN: Duration = Duration::from_secs(5);
 
 impl AmqpCommunicator {
     /// Queues `task`, and unless `no_reply` waits for its result: what both task-sending

@@ -38,7 +38,8 @@
 //!   does), so a task nobody consumes yet waits in its queue for a worker, and a sender waiting for
 //!   its result gets `Timeout`. Answers have a timeout (kiwipy's have none). lapin's own log events
 //!   come out at DEBUG, never with a message body (it logs every returned message at WARN). A task is
-//!   acknowledged after its handler answered and requeued when refused or when its worker's
+//!   acknowledged after its reply is sent (kiwipy acknowledges first, so a worker dying between
+//!   the two leaves its sender waiting) and requeued when refused or when its worker's
 //!   connection drops (at least once); a task a subscriber refused is held a while and given back
 //!   (or at once when another subscriber arrives) rather than redelivered in a hot loop.
 //! - Heartbeats (60 s, or `?heartbeat=` in the URL); when the connection drops, callers waiting for

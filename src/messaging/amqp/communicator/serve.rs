@@ -26,7 +26,9 @@ impl AmqpCommunicator {
         // without acknowledgements is the same on the wire to every peer, with one frame less
         // per request.
         let consumer = link::consume(&link.consumer, &queue, &queue, Acks::None).await?;
-        tokio::spawn(self.clone().serve_requests(consumer));
+        self.inner
+            .runtime
+            .spawn(self.clone().serve_requests(consumer));
         Ok(queue)
     }
 
@@ -67,7 +69,9 @@ impl AmqpCommunicator {
                     Response::Failed(format!("the RPC subscriber `{identifier}` has gone"))
                 })
             });
-            tokio::spawn(async move { comm.answer_request(delivery, handler).await });
+            self.inner
+                .runtime
+                .spawn(async move { comm.answer_request(delivery, handler).await });
         }
     }
 
@@ -101,6 +105,10 @@ impl AmqpCommunicator {
         let reply = follow(response, true, &mut send)
             .await
             .unwrap_or_else(|| Reply::Exception(Error::TaskRejected.to_string()));
+        // Closing: the caller's timeout tells it.
+        let Some(_answering) = self.inner.answering.begin() else {
+            return;
+        };
         send(reply).await;
     }
 
@@ -121,7 +129,9 @@ impl AmqpCommunicator {
         .await?;
         let consumer = link::consume(&link.consumer, &queue, "", Acks::Manual).await?;
         let tag = consumer.tag().to_string();
-        tokio::spawn(self.clone().dispatch_broadcasts(consumer));
+        self.inner
+            .runtime
+            .spawn(self.clone().dispatch_broadcasts(consumer));
         Ok((queue, tag))
     }
 
@@ -187,7 +197,9 @@ impl AmqpCommunicator {
         if let Some(s) = self.inner.subscriptions.lock().tasks.get_mut(&id) {
             s.channel = Some(channel);
         }
-        tokio::spawn(self.clone().work(consumer, handler, refused));
+        self.inner
+            .runtime
+            .spawn(self.clone().work(consumer, handler, refused));
         Ok(())
     }
 
@@ -195,7 +207,9 @@ impl AmqpCommunicator {
         while let Some(Ok(delivery)) = tasks.next().await {
             let comm = self.clone();
             let (handler, refused) = (handler.clone(), refused.clone());
-            tokio::spawn(async move { comm.do_task(delivery, handler, refused).await });
+            self.inner
+                .runtime
+                .spawn(async move { comm.do_task(delivery, handler, refused).await });
         }
     }
 
@@ -243,11 +257,17 @@ impl AmqpCommunicator {
             let _ = delivery.nack(requeue()).await;
             return;
         };
-        // Acknowledged once answered, then the reply (kiwipy's order).
-        let _ = delivery.ack(BasicAckOptions::default()).await;
+        // Closing: unacknowledged, the task goes back to the queue with the connection.
+        let Some(_answering) = self.inner.answering.begin() else {
+            return;
+        };
+        // The reply, then the acknowledgement (kiwipy does the reverse): a worker that dies
+        // between the two leaves a task that is delivered again (at least once, as any task
+        // whose worker dies), never one acknowledged whose sender waits for a reply in vain.
         if !no_reply {
             send(reply).await;
         }
+        let _ = delivery.ack(BasicAckOptions::default()).await;
     }
 
     /// A task's body: the task and its no-reply flag, or why it cannot be read.
@@ -360,7 +380,7 @@ impl AmqpCommunicator {
     ) -> Result<Option<Delivery>, Error> {
         let (taken_tx, taken) = tokio::sync::oneshot::channel();
         let (link, queue) = (link.clone(), queue.to_owned());
-        tokio::spawn(async move {
+        self.inner.runtime.spawn(async move {
             let mut taken_tx = taken_tx;
             let got = take_for(&link, &queue, &mut taken_tx).await;
             if let Err(Ok(Some(unwanted))) = taken_tx.send(got) {
