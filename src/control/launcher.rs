@@ -109,7 +109,11 @@ fn answered_with(response: Response, held: Held) -> Response {
         Response::Pending(later) => {
             Response::Pending(Box::pin(async move { answered_with(later.await, held) }))
         }
-        done => done,
+        done => {
+            // The final answer: no longer in hand.
+            drop(held);
+            done
+        }
     }
 }
 
