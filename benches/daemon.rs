@@ -50,6 +50,18 @@ fn pool() -> Supervisor {
         .unwrap()
 }
 
+/// Four `sleep` workers, their supervisor answering on `socket`.
+fn answering_on(socket: &std::path::Path) -> Supervisor {
+    let pool = Supervisor::builder("/bin/sleep")
+        .args(["1000"])
+        .workers(WORKERS)
+        .control_socket(socket)
+        .start()
+        .unwrap();
+    four_running(&pool);
+    pool
+}
+
 fn four_running(pool: &Supervisor) {
     pool.wait_for(|s| s.workers.len() == WORKERS, Duration::from_secs(10))
         .unwrap();
@@ -84,13 +96,7 @@ fn respawns() -> Vec<f64> {
 fn status_round_trips() -> Vec<f64> {
     let dir = std::env::temp_dir().join(format!("bench-daemon-{}", std::process::id()));
     let socket = dir.join("control.sock");
-    let pool = Supervisor::builder("/bin/sleep")
-        .args(["1000"])
-        .workers(WORKERS)
-        .control_socket(&socket)
-        .start()
-        .unwrap();
-    four_running(&pool);
+    let pool = answering_on(&socket);
     let mut client = ControlClient::connect(&socket, Duration::from_secs(5)).unwrap();
     let mut times = Vec::with_capacity(1_000);
     for _ in 0..1_000 {
@@ -123,13 +129,7 @@ fn cli_status_walls(program: &std::path::Path) -> Vec<f64> {
     let config = dir.join("daemon.json");
     let settings = serde_json::json!({ "control_socket": socket, "pid_file": dir.join("pid") });
     std::fs::write(&config, settings.to_string()).unwrap();
-    let pool = Supervisor::builder("/bin/sleep")
-        .args(["1000"])
-        .workers(WORKERS)
-        .control_socket(&socket)
-        .start()
-        .unwrap();
-    four_running(&pool);
+    let pool = answering_on(&socket);
     let mut times = Vec::with_capacity(40);
     for _ in 0..40 {
         let start = Instant::now();

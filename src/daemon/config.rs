@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::DaemonError;
+use crate::messaging::shown_url::shown_url;
 
 /// A daemon's settings, as an AiiDA profile gives them: the broker, the checkpoint store, the
 /// task queue, the pool's size and the places of its files.
@@ -132,7 +133,7 @@ impl DaemonConfig {
 
     /// The broker's URL with its password replaced by `***`, for messages.
     pub fn broker_shown(&self) -> String {
-        redact(&self.broker_url)
+        shown_url(&self.broker_url)
     }
 
     fn read(app: &str, path: &Path) -> Result<Self, DaemonError> {
@@ -316,20 +317,6 @@ fn runtime_dir(app: &str) -> PathBuf {
     }
 }
 
-/// `url` with the password (between `user:` and `@`) replaced.
-pub(super) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((credentials, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,12 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn passwords_are_not_shown() {
-        assert_eq!(
-            redact("amqp://guest:secret@host:5672/%2f"),
-            "amqp://guest:***@host:5672/%2f"
-        );
-        assert_eq!(redact("amqp://host/"), "amqp://host/");
+    fn the_password_is_not_shown() {
         let config = DaemonConfig {
             broker_url: "amqp://me:secret@h/".to_owned(),
             ..DaemonConfig::default()

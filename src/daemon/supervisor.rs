@@ -233,19 +233,8 @@ impl SupervisorBuilder {
                 .wait()??;
             socket_server = Some(thread.run_threadsafe(served.serve(listener, path)));
         }
-        let pool = Pool {
-            runtime: thread.handle()?,
-            spec: self,
-            services,
-            nudge: None,
-            log,
-            workers: VecDeque::new(),
-            pending: Vec::new(),
-            stopping: Vec::new(),
-            last_exit: None,
-            started: 0,
-            publish,
-        };
+        let pool = Pool::new(thread.handle()?, self, log, publish);
+        let pool = Pool { services, ..pool };
         thread.spawn_threadsafe(pool.run(requests))?;
         if self_quits_on_signals {
             let quitting = commands.clone();
@@ -445,6 +434,28 @@ struct Exit {
 }
 
 impl Pool {
+    /// A pool with no workers yet, no services and nobody to tell of its changes.
+    fn new(
+        runtime: tokio::runtime::Handle,
+        spec: SupervisorBuilder,
+        log: Option<WorkerLog>,
+        publish: watch::Sender<PoolStatus>,
+    ) -> Self {
+        Pool {
+            spec,
+            services: Vec::new(),
+            nudge: None,
+            runtime,
+            log,
+            workers: VecDeque::new(),
+            pending: Vec::new(),
+            stopping: Vec::new(),
+            last_exit: None,
+            started: 0,
+            publish,
+        }
+    }
+
     async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
         let (exited, mut exits) = mpsc::unbounded_channel();
         self.fill(&exited);
@@ -735,18 +746,10 @@ fn start_services(
         };
         let (commands, requests) = mpsc::unbounded_channel();
         let (publish, status) = watch::channel(PoolStatus::new(1));
+        let pool = Pool::new(thread.handle()?, one, log.clone(), publish);
         let pool = Pool {
-            runtime: thread.handle()?,
-            spec: one,
-            services: Vec::new(),
             nudge: Some(main.downgrade()),
-            log: log.clone(),
-            workers: VecDeque::new(),
-            pending: Vec::new(),
-            stopping: Vec::new(),
-            last_exit: None,
-            started: 0,
-            publish,
+            ..pool
         };
         thread.spawn_threadsafe(pool.run(requests))?;
         let mut up = status.clone();

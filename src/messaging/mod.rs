@@ -75,6 +75,7 @@ mod local;
 mod message;
 mod reply;
 mod response;
+pub(crate) mod shown_url;
 mod task;
 mod threaded;
 

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::messaging::local::DEFAULT_TIMEOUT;
+use crate::messaging::shown_url::shown_url;
 
 /// The broker used when neither the builder nor `RUNTIME_THREAD_AMQP_URL` names one: loopback,
 /// with RabbitMQ's default (loopback-only) account.
@@ -172,7 +173,7 @@ impl AmqpConfig {
 
     /// The URL without its password, for messages and logs.
     pub(crate) fn redacted_url(&self) -> String {
-        redact(&self.url)
+        shown_url(&self.url)
     }
 }
 
@@ -198,22 +199,6 @@ fn with_default_vhost(url: &str) -> String {
     }
 }
 
-/// `amqp://user:secret@host/` -> `amqp://user:***@host/`.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) => {
-            let user = user_info.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => url.to_owned(),
-    }
-}
-
 impl fmt::Debug for AmqpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AmqpConfig")
@@ -232,17 +217,6 @@ impl fmt::Debug for AmqpConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("amqp://bob:s3cr3t@broker:5672/%2f"),
-            "amqp://bob:***@broker:5672/%2f"
-        );
-        assert_eq!(redact("amqp://broker/"), "amqp://broker/");
-        assert_eq!(redact("not a url"), "not a url");
-        assert_eq!(redact("amqp://a:b@c@host/x"), "amqp://a:***@host/x");
-    }
 
     #[test]
     fn an_empty_vhost_means_the_root_vhost() {
