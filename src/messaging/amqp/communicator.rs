@@ -560,6 +560,44 @@ impl AmqpCommunicator {
         }
     }
 
+    /// Sends a task's final reply, then acknowledges the task as soon as the reply is on its
+    /// way, before the broker confirms it: a worker that dies before the acknowledgement
+    /// leaves the task to be delivered again, never acknowledged without its reply; and whoever
+    /// acts on the reply (removes the subscriber, say) finds the task already settled.
+    pub(super) async fn reply_then_ack(
+        &self,
+        reply_to: &str,
+        correlation_id: &str,
+        reply: Reply,
+        delivery: &Delivery,
+    ) {
+        let ack = || delivery.ack(lapin::options::BasicAckOptions::default());
+        let Ok(link) = self.link().await else {
+            let _ = ack().await;
+            return;
+        };
+        let body = reply.to_body(Some(&self.inner.host));
+        let message = Outgoing {
+            exchange: &self.inner.config.task_exchange,
+            routing_key: reply_to,
+            body: &body,
+            properties: properties(Some(correlation_id), None, false),
+            mandatory: false,
+        };
+        match self.send_frames(&link, message).await {
+            Ok(confirm) => {
+                let _ = ack().await;
+                if let Err(error) = confirm.await {
+                    tracing::warn!(%error, "a task's reply was not confirmed");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "a task's reply could not be sent");
+                let _ = ack().await;
+            }
+        }
+    }
+
     /// Consumes this connection's reply queue and hands each reply to its caller.
     /// Hands replies to their waiters until the reply consumer ends, which means that the
     /// connection (or its consuming channel) is gone: then `lost` is cancelled.

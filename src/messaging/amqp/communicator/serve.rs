@@ -264,10 +264,15 @@ impl AmqpCommunicator {
         // The reply, then the acknowledgement (kiwipy does the reverse): a worker that dies
         // between the two leaves a task that is delivered again (at least once, as any task
         // whose worker dies), never one acknowledged whose sender waits for a reply in vain.
-        if !no_reply {
-            send(reply).await;
+        match (&reply_to, &correlation_id) {
+            (Some(reply_to), Some(correlation_id)) if !no_reply => {
+                self.reply_then_ack(reply_to, correlation_id, reply, &delivery)
+                    .await;
+            }
+            _ => {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
         }
-        let _ = delivery.ack(BasicAckOptions::default()).await;
     }
 
     /// A task's body: the task and its no-reply flag, or why it cannot be read.
