@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 
 use super::error::ControlError;
 use super::wire::{LauncherTask, WireError, state_changed_subject};
@@ -61,50 +61,12 @@ pub struct Launcher {
     /// Where the subscription is removed when the launcher is dropped (possibly on a plain
     /// thread, so not with `tokio::spawn`).
     runtime: tokio::runtime::Handle,
-    in_hand: Arc<InHand>,
-}
-
-/// The tasks a launcher has taken and not yet answered (or given back).
-#[derive(Default)]
-struct InHand {
-    count: AtomicUsize,
-    /// Told when the count comes down to zero.
-    none: tokio::sync::Notify,
-}
-
-/// One task in hand; dropped when its final answer is given.
-struct Held(Arc<InHand>);
-
-impl InHand {
-    fn take(self: &Arc<Self>) -> Held {
-        self.count.fetch_add(1, Ordering::AcqRel);
-        Held(self.clone())
-    }
-
-    async fn until_none(&self) {
-        loop {
-            let none = self.none.notified();
-            tokio::pin!(none);
-            // Registered before the count is read, so that the last answer is heard.
-            none.as_mut().enable();
-            if self.count.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            none.await;
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.none.notify_waiters();
-        }
-    }
+    /// The tasks taken and not yet answered (or given back), one token each.
+    in_hand: TaskTracker,
 }
 
 /// `response`, with `held` kept until its final answer (through every pending level).
-fn answered_with(response: Response, held: Held) -> Response {
+fn answered_with(response: Response, held: TaskTrackerToken) -> Response {
     match response {
         Response::Pending(later) => {
             Response::Pending(Box::pin(async move { answered_with(later.await, held) }))
@@ -238,10 +200,10 @@ impl LauncherBuilder {
             comm: comm.clone(),
             types: self.types,
         });
-        let in_hand = Arc::new(InHand::default());
-        let held = in_hand.clone();
+        let in_hand = TaskTracker::new();
+        let taking = in_hand.clone();
         let handler = Handler::from_async(move |task| {
-            let (serving, held) = (serving.clone(), held.take());
+            let (serving, held) = (serving.clone(), taking.token());
             async move { answered_with(serving.take(task).await, held) }
         });
         let options = TaskSubscriberOptions {
@@ -284,7 +246,9 @@ impl Launcher {
     /// answers on their way out go first), so that no process that ended is left unanswered.
     pub fn until_answered(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let in_hand = self.in_hand.clone();
-        async move { in_hand.until_none().await }
+        // Closed only so that `wait` can end: tokens are still handed out after it.
+        in_hand.close();
+        async move { in_hand.wait().await }
     }
 }
 

@@ -126,6 +126,18 @@ impl DaemonConfig {
         Ok(config)
     }
 
+    /// The RabbitMQ settings: the broker's URL, and the exchanges and task queues named with
+    /// the prefix (`<prefix>.messages`, `<prefix>.tasks`, `<prefix>.<queue>`).
+    #[cfg(feature = "amqp")]
+    pub fn amqp(&self) -> crate::messaging::amqp::AmqpConfig {
+        let prefix = &self.prefix;
+        crate::messaging::amqp::AmqpConfig::new()
+            .url(self.broker_url.clone())
+            .message_exchange(format!("{prefix}.messages"))
+            .task_exchange(format!("{prefix}.tasks"))
+            .task_queue_prefix(format!("{prefix}."))
+    }
+
     /// The grace period as a duration.
     pub fn grace(&self) -> Duration {
         Duration::from_secs_f64(self.grace_period)

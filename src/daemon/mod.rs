@@ -18,6 +18,8 @@
 //! Unix only (process groups, `PR_SET_PDEATHSIG` on Linux, Unix sockets).
 
 mod backoff;
+#[cfg(all(feature = "amqp", feature = "sqlite"))]
+mod broker;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod config;

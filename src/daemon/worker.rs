@@ -3,13 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::broker;
 use super::config::DaemonConfig;
 use super::error::DaemonError;
 use crate::RuntimeThread;
 use crate::control::{Launcher, LauncherBuilder, Listening};
 use crate::engine::{Runner, SqlitePersister};
 use crate::messaging::Communicator;
-use crate::messaging::amqp::{AmqpCommunicator, AmqpConfig};
+use crate::messaging::amqp::AmqpCommunicator;
 
 /// How long a stopping worker gives the answers of its last tasks to be made, and its thread
 /// to end; the broker gives back whatever task is left unacknowledged.
@@ -106,7 +107,7 @@ impl Worker {
     pub fn start(self) -> Result<RunningWorker, DaemonError> {
         let config = self.config;
         let thread = Arc::new(RuntimeThread::builder().name("worker").start()?);
-        let comm = connect(&thread, &config)?;
+        let comm = broker::connect(&thread, &config, None)?;
         let store = SqlitePersister::open(&config.store).map_err(|source| DaemonError::Store {
             path: config.store.clone(),
             source,
@@ -170,31 +171,6 @@ impl RunningWorker {
         drop(self.launcher.take());
         let _ = self.thread.stop_with_grace(FLUSH);
         Ok(left)
-    }
-}
-
-/// The communicator `config` names, connected on `thread`.
-fn connect(thread: &RuntimeThread, config: &DaemonConfig) -> Result<AmqpCommunicator, DaemonError> {
-    let amqp = config.amqp();
-    let connected = thread
-        .run_threadsafe(AmqpCommunicator::connect(amqp))
-        .wait()?;
-    connected.map_err(|source| DaemonError::Broker {
-        url: config.broker_shown(),
-        source,
-    })
-}
-
-impl DaemonConfig {
-    /// The RabbitMQ settings: the broker's URL, and the exchanges and task queues named with
-    /// the prefix (`<prefix>.messages`, `<prefix>.tasks`, `<prefix>.<queue>`).
-    pub fn amqp(&self) -> AmqpConfig {
-        let prefix = &self.prefix;
-        AmqpConfig::new()
-            .url(self.broker_url.clone())
-            .message_exchange(format!("{prefix}.messages"))
-            .task_exchange(format!("{prefix}.tasks"))
-            .task_queue_prefix(format!("{prefix}."))
     }
 }
 

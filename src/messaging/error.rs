@@ -42,6 +42,12 @@ pub enum Error {
     /// The remote side cancelled the answer (a deferred reply was dropped unanswered).
     #[error("the remote side cancelled the request before answering")]
     Cancelled,
+    /// An operation that starts tasks was polled outside a tokio runtime.
+    #[error(
+        "this communicator's async methods run on a tokio runtime: await them inside one (a \
+         RuntimeThread's `run_threadsafe`, say), or use SyncCommunicator from plain threads"
+    )]
+    NoRuntime,
     /// The communicator is closed; so is every operation still waiting on it.
     #[error("the communicator is closed")]
     Closed,

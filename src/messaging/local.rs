@@ -51,9 +51,22 @@ struct Inner {
     state: Mutex<State>,
 }
 
+/// An RPC subscriber: its handler, and the runtime it was added on, where the handler runs
+/// when it does not answer at once.
+#[derive(Clone)]
+struct RpcSubscriber {
+    handler: Handler,
+    runtime: tokio::runtime::Handle,
+}
+
+/// The runtime the caller polls on: where the subscribers it adds run their handlers.
+fn runtime_here() -> Result<tokio::runtime::Handle, Error> {
+    tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)
+}
+
 #[derive(Default)]
 struct State {
-    rpc: HashMap<String, Handler>,
+    rpc: HashMap<String, RpcSubscriber>,
     broadcast: Vec<BroadcastSubscriber>,
     queues: HashMap<String, TaskQueue>,
     task_subscribers: HashMap<SubscriberId, String>,
@@ -384,7 +397,10 @@ impl Communicator for LocalCommunicator {
                 identifier: identifier.to_owned(),
             });
         }
-        state.rpc.insert(identifier.to_owned(), handler);
+        let runtime = runtime_here()?;
+        state
+            .rpc
+            .insert(identifier.to_owned(), RpcSubscriber { handler, runtime });
         Ok(())
     }
 
@@ -405,8 +421,8 @@ impl Communicator for LocalCommunicator {
         timeout: Option<Duration>,
     ) -> Result<Value, Error> {
         self.check_open()?;
-        let handler = self.inner.state.lock().rpc.get(recipient).cloned();
-        let handler = handler.ok_or_else(|| Error::Unroutable {
+        let subscriber = self.inner.state.lock().rpc.get(recipient).cloned();
+        let RpcSubscriber { handler, runtime } = subscriber.ok_or_else(|| Error::Unroutable {
             recipient: recipient.to_owned(),
         })?;
         let call = watched(async move { handler.call(message).await }, || {
@@ -420,7 +436,7 @@ impl Communicator for LocalCommunicator {
         }
         // Otherwise the server side runs as its own task, as a remote server would: a caller that
         // gives up does not cancel work already started.
-        let server = tokio::spawn(server);
+        let server = runtime.spawn(server);
         let answer = async move {
             server.await.unwrap_or_else(|e| {
                 Err(Error::Remote {
@@ -441,7 +457,7 @@ impl Communicator for LocalCommunicator {
         let id = SubscriberId(self.next_id());
         let (inbox, mut messages) = mpsc::unbounded_channel();
         // One consumer per subscriber keeps each subscriber's deliveries in send order.
-        tokio::spawn(async move {
+        runtime_here()?.spawn(async move {
             while let Some(message) = messages.recv().await {
                 watched(async { handler.call(message).await }, || {
                     format!("broadcast subscriber {id}")
@@ -490,6 +506,7 @@ impl Communicator for LocalCommunicator {
         options: TaskSubscriberOptions,
     ) -> Result<SubscriberId, Error> {
         self.check_open()?;
+        let runtime = runtime_here()?;
         let id = SubscriberId(self.next_id());
         let assignments = {
             let mut state = self.inner.state.lock();
@@ -500,7 +517,7 @@ impl Communicator for LocalCommunicator {
                 handler,
                 prefetch: options.prefetch,
                 in_hand: 0,
-                runtime: tokio::runtime::Handle::current(),
+                runtime,
             });
             self.inner.assign(queue, task_queue)
         };
@@ -661,5 +678,37 @@ impl LocalCommunicator {
         let answer = async move { answer.await.unwrap_or(Err(Error::Closed)).map(Some) };
         self.await_answer(answer, timeout.unwrap_or(self.inner.default_timeout))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messaging::{BroadcastFilter, BroadcastHandler};
+
+    /// Outside a tokio runtime, subscribing is a clear error, never a panic.
+    #[test]
+    fn subscribing_outside_a_runtime_says_where_to_await() {
+        let comm = LocalCommunicator::new();
+        let rpc = comm.add_rpc_subscriber("a", Handler::sync(|v: Value| v));
+        assert!(matches!(
+            futures::executor::block_on(rpc),
+            Err(Error::NoRuntime)
+        ));
+        let broadcasts =
+            comm.add_broadcast_subscriber(BroadcastFilter::new(), BroadcastHandler::sync(|_| {}));
+        assert!(matches!(
+            futures::executor::block_on(broadcasts),
+            Err(Error::NoRuntime)
+        ));
+        let tasks = comm.add_task_subscriber(
+            "q",
+            Handler::sync(|v: Value| v),
+            TaskSubscriberOptions::default(),
+        );
+        assert!(matches!(
+            futures::executor::block_on(tasks),
+            Err(Error::NoRuntime)
+        ));
     }
 }

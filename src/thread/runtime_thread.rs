@@ -698,8 +698,9 @@ async fn serve(
     #[allow(unused_mut)] mut listener: Listener,
     ready: SyncSender<Result<(), Error>>,
 ) -> GraceEnd {
-    let _ = shared.runtime.set(tokio::runtime::Handle::current());
-    tokio::spawn(Dispatcher::new(shared.clone()));
+    let runtime = tokio::runtime::Handle::current();
+    runtime.spawn(Dispatcher::new(shared.clone()));
+    let _ = shared.runtime.set(runtime);
     // A stop requested while starting is honoured right below; the thread still starts cleanly.
     shared.handoff.mark_running();
     let registered = shared.pending_startup.lock().take().unwrap_or_default();

@@ -10,12 +10,13 @@ use serde_json::{Value, json};
 use super::Context;
 use super::args::DaemonCommand;
 use super::exit::{Exit, Failure};
+use crate::RuntimeThread;
 use crate::control::Launcher;
+use crate::daemon::broker;
 use crate::daemon::detach::{self, Started};
 use crate::daemon::pid_file::{PidFile, PidFileState};
 use crate::daemon::{ControlClient, DaemonConfig, DaemonError, Supervisor, Worker};
 use crate::messaging::Communicator;
-use crate::messaging::amqp::AmqpCommunicator;
 
 /// How long a control request may take (all but `quit`, which waits for the workers).
 const REQUEST: Duration = Duration::from_secs(10);
@@ -184,23 +185,15 @@ fn refuse_if_running(config: &DaemonConfig) -> Result<(), Failure> {
 
 /// Workers are separate processes that need the broker: without one they could not work.
 fn check_broker(config: &DaemonConfig) -> Result<(), Failure> {
-    let amqp = config.amqp().connect_timeout(BROKER);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(Exit::Failed, format!("cannot start a runtime: {e}")))?;
-    let connected = runtime.block_on(async {
-        let comm = AmqpCommunicator::connect(amqp).await?;
-        comm.close().await;
-        Ok(())
-    });
-    connected.map_err(|source| {
-        DaemonError::Broker {
-            url: config.broker_shown(),
-            source,
-        }
-        .into()
-    })
+    let thread = RuntimeThread::builder()
+        .name("broker-check")
+        .start()
+        .map_err(DaemonError::from)?;
+    let comm = broker::connect(&thread, config, Some(BROKER))?;
+    let _ = thread
+        .run_threadsafe(async move { comm.close().await })
+        .wait();
+    Ok(())
 }
 
 fn make_directories(config: &DaemonConfig) -> Result<(), Failure> {

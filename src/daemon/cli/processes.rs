@@ -13,6 +13,7 @@ use super::args::ProcessCommand;
 use super::exit::{Exit, Failure};
 use crate::RuntimeThread;
 use crate::control::{ControlError, SyncController};
+use crate::daemon::broker;
 use crate::daemon::{DaemonConfig, DaemonError};
 use crate::engine::{Checkpoint, Persister, SqlitePersister};
 use crate::messaging::amqp::AmqpCommunicator;
@@ -69,14 +70,7 @@ impl Remote {
                 .start()
                 .map_err(DaemonError::from)?,
         );
-        let connected = thread
-            .run_threadsafe(AmqpCommunicator::connect(config.amqp()))
-            .wait()
-            .map_err(DaemonError::from)?;
-        let comm = connected.map_err(|source| DaemonError::Broker {
-            url: config.broker_shown(),
-            source,
-        })?;
+        let comm = broker::connect(&thread, config, None)?;
         let controller = SyncController::new(comm, thread.clone())
             .with_queue(config.queue.clone())
             .with_timeout(REQUEST);
@@ -142,13 +136,20 @@ fn list(context: &Context<'_>) -> Result<(), Failure> {
     Ok(())
 }
 
+fn open_store(path: &std::path::Path) -> Result<SqlitePersister, Failure> {
+    SqlitePersister::open(path).map_err(|source| {
+        DaemonError::Store {
+            path: path.to_owned(),
+            source,
+        }
+        .into()
+    })
+}
+
 /// Every checkpoint in the store, oldest first; one that cannot be read is skipped with a
 /// note (a worker may delete it meanwhile).
 fn read_store(path: &std::path::Path) -> Result<Vec<Checkpoint>, Failure> {
-    let store = SqlitePersister::open(path).map_err(|source| DaemonError::Store {
-        path: path.to_owned(),
-        source,
-    })?;
+    let store = open_store(path)?;
     let pids = store.list().map_err(|source| DaemonError::Store {
         path: path.to_owned(),
         source,
@@ -201,11 +202,11 @@ fn status(context: &Context<'_>, pid: Uuid) -> Result<(), Failure> {
 /// A process no worker runs: what the store says of it.
 fn saved_status(context: &Context<'_>, pid: Uuid) -> Result<(), Failure> {
     let path = &context.config.store;
-    let saved = path
-        .exists()
-        .then(|| read_store(path))
-        .transpose()?
-        .and_then(|all| all.into_iter().find(|c| c.pid == pid));
+    let saved = if path.exists() {
+        open_store(path)?.load(pid).ok()
+    } else {
+        None
+    };
     let Some(saved) = saved else {
         return Err(Failure::new(
             Exit::NoSuchProcess,
