@@ -16,7 +16,7 @@ use runtime_thread::engine::{
     Chain, ChainContext, Checkpoint, Command, EngineError, Flow, InMemoryPersister,
     JsonDirPersister, Outline, PersistError, Persistent, Persister, Position, Process,
     ProcessController, ProcessHandle, ProcessOutcome, ProcessState, Runner, SavedWait, StepContext,
-    StepError, WorkChain, step, while_,
+    StepError, WorkChain, step,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -32,7 +32,6 @@ fn runner_on(store: Arc<dyn Persister>) -> Runner {
         .persister(store)
         .start()
         .unwrap();
-    runner.register::<Chain<Five>>();
     runner.register::<Chain<Fan>>();
     runner.register::<Leaf>();
     runner
@@ -73,108 +72,6 @@ impl Persistent for Leaf {
     const TYPE_NAME: &'static str = "tests.Leaf";
 }
 
-/// Crash points armed by tests: token -> (step number, who to tell). A step that finds its
-/// number here removes the entry, tells the test, and never returns.
-type CrashPoints = HashMap<u64, (u32, SyncSender<()>)>;
-
-static CRASH_AT: LazyLock<Mutex<CrashPoints>> = LazyLock::new(Default::default);
-
-fn arm_crash(token: u64, step: u32) -> mpsc::Receiver<()> {
-    let (tx, rx) = mpsc::sync_channel(1);
-    CRASH_AT.lock().insert(token, (step, tx));
-    rx
-}
-
-async fn maybe_crash(token: u64, step: u32) {
-    let armed = {
-        let mut armed = CRASH_AT.lock();
-        match armed.get(&token) {
-            Some((at, _)) if *at == step => armed.remove(&token),
-            _ => None,
-        }
-    };
-    if let Some((_, crashed)) = armed {
-        let _ = crashed.send(());
-        std::future::pending::<()>().await;
-    }
-}
-
-/// Five steps: s1, then s2 twice in a while loop, s3 launches two persisted children and
-/// waits for them, s4 folds their results in, s5 emits. Each step folds its number into `acc`
-/// (order-sensitive), so a skipped, repeated-with-effect or reordered step changes the output.
-#[derive(Serialize, Deserialize)]
-struct Five {
-    token: u64,
-    acc: i64,
-    loops: u32,
-}
-
-static FIVE: LazyLock<Outline<Five>> = LazyLock::new(|| {
-    Outline::new([
-        step("s1"),
-        while_("twice", |f: &Five, _| f.loops < 2, [step("s2")]),
-        step("s3"),
-        step("s4"),
-        step("s5"),
-    ])
-});
-
-impl WorkChain for Five {
-    const TYPE_NAME: &'static str = "tests.Five";
-    fn outline() -> &'static Outline<Self> {
-        &FIVE
-    }
-    async fn step(&mut self, step: &str, wc: &mut ChainContext<'_>) -> Result<Flow, StepError> {
-        let number: u32 = step[1..].parse()?;
-        maybe_crash(self.token, number).await;
-        self.acc = self.acc * 10 + i64::from(number);
-        match step {
-            "s2" => self.loops += 1,
-            "s3" => {
-                for (key, x) in [("a", 1), ("b", 2)] {
-                    let child = wc
-                        .launch_persisted(Leaf { x, hold: false })
-                        .map_err(|e| StepError::msg(e.to_string()))?;
-                    wc.to_context(key, &child);
-                }
-            }
-            "s4" => {
-                let a = wc.ctx()["a"]["y"].as_i64().unwrap_or(-1000);
-                let b = wc.ctx()["b"]["y"].as_i64().unwrap_or(-1000);
-                self.acc += a * 100 + b;
-            }
-            _ => wc.out("acc", self.acc.into()),
-        }
-        Ok(Flow::Next)
-    }
-}
-
-/// The store of the crash test: SQLite committing each save, or committing in groups
-/// (`batched`); a JSON directory without the `sqlite` feature. Returns a way to wait until
-/// everything written so far is committed, as a crashed program's last commit would be.
-fn crash_store(path: &std::path::Path, batched: bool) -> (Arc<dyn Persister>, impl Fn()) {
-    #[cfg(feature = "sqlite")]
-    {
-        use runtime_thread::engine::SqlitePersister;
-        let store = Arc::new(if batched {
-            SqlitePersister::open_batched(path).unwrap()
-        } else {
-            SqlitePersister::open(path).unwrap()
-        });
-        let flush = {
-            let store = store.clone();
-            move || store.flush().unwrap()
-        };
-        (store as Arc<dyn Persister>, flush)
-    }
-    #[cfg(not(feature = "sqlite"))]
-    {
-        let _ = batched;
-        let store: Arc<dyn Persister> = Arc::new(JsonDirPersister::new(path).unwrap());
-        (store, || {})
-    }
-}
-
 fn top_level(handles: Vec<ProcessHandle>) -> ProcessHandle {
     let mut top: Vec<_> = handles
         .into_iter()
@@ -182,81 +79,6 @@ fn top_level(handles: Vec<ProcessHandle>) -> ProcessHandle {
         .collect();
     assert_eq!(top.len(), 1, "one top-level process was saved");
     top.remove(0)
-}
-
-#[test]
-fn a_crash_at_every_step_of_a_five_step_chain_then_reload_from_sqlite_gives_the_same_outputs() {
-    bounded(Duration::from_secs(60), || {
-        let unpersisted = Runner::start().unwrap().run(Chain::new(Five {
-            token: 0,
-            acc: 0,
-            loops: 0,
-        }));
-        // Without a persister, `launch_persisted` is refused: the chain fails clearly.
-        let error = unpersisted.unwrap_err().to_string();
-        assert!(error.contains("no checkpoint store"), "{error}");
-
-        let reference_db = temp_path("reference.sqlite");
-        let reference = runner_on(crash_store(&reference_db, false).0);
-        let expected = reference
-            .launch(Chain::new(Five {
-                token: 0,
-                acc: 0,
-                loops: 0,
-            }))
-            .persisted()
-            .start()
-            .unwrap()
-            .wait()
-            .unwrap()
-            .into_outputs()
-            .unwrap();
-        // s1, s2, s2, s3 fold to 1223; s4 folds 4 and adds a = 3 * 1 and b = 3 * 2; s5 folds 5.
-        assert_eq!(expected["acc"], json!(((12_234 + 306) * 10) + 5));
-        assert!(reference.persister().unwrap().list().unwrap().is_empty());
-
-        for (batched, crash_step) in [false, true]
-            .into_iter()
-            .flat_map(|b| (1..=5).map(move |s| (b, s)))
-        {
-            let db = temp_path("crash.sqlite");
-            let token = u64::from(crash_step) + if batched { 200 } else { 100 };
-            let crashed = arm_crash(token, crash_step);
-            let (store, flush) = crash_store(&db, batched);
-            let first = runner_on(store);
-            let handle = first
-                .launch(Chain::new(Five {
-                    token,
-                    acc: 0,
-                    loops: 0,
-                }))
-                .persisted()
-                .start()
-                .unwrap();
-            crashed.recv_timeout(QUICK).unwrap();
-            crash(first);
-            assert!(handle.wait().is_err(), "the crashed run did not finish");
-            // Everything the crashed program wrote is committed. (In a real crash, group commit
-            // may also lose the last group: the store is then as it was a moment earlier, a
-            // prefix of the writes, which the store's own tests check.)
-            flush();
-
-            // A new program: a new runner, a new connection to the same file.
-            let second = runner_on(crash_store(&db, batched).0);
-            let outputs = top_level(second.load_all().unwrap())
-                .wait()
-                .unwrap()
-                .into_outputs()
-                .unwrap();
-            assert_eq!(
-                outputs, expected,
-                "crash at step {crash_step}, batched: {batched}"
-            );
-            until(|| second.persister().unwrap().list().unwrap().is_empty());
-            let _ = std::fs::remove_file(&db);
-        }
-        let _ = std::fs::remove_file(&reference_db);
-    });
 }
 
 /// Launches `n` held leaves (they wait for a resume) and sums their outputs.
@@ -442,6 +264,9 @@ fn persisting_without_a_store_is_a_typed_error() {
         Err(EngineError::NoPersister)
     ));
     assert!(matches!(runner.load_all(), Err(EngineError::NoPersister)));
+    // A chain's `launch_persisted` is refused too: the chain fails clearly.
+    let error = runner.run(Chain::new(Fan { n: 1 })).unwrap_err().to_string();
+    assert!(error.contains("no checkpoint store"), "{error}");
 }
 
 #[test]

@@ -283,6 +283,21 @@ enum Ran {
     Idle(Idle),
 }
 
+/// Why a driver stops before its process's next step.
+enum Halt {
+    /// The process ended.
+    Ended(ProcessOutcome),
+    /// The process stops where its last checkpoint is, without an outcome (abandoned), as on
+    /// a close: its store cannot be reached for now.
+    Stopped,
+}
+
+impl From<ProcessOutcome> for Halt {
+    fn from(outcome: ProcessOutcome) -> Self {
+        Halt::Ended(outcome)
+    }
+}
+
 /// What an idle process waits for.
 #[derive(Clone, Copy)]
 enum Idle {
@@ -342,7 +357,8 @@ impl<P: Process> Driver<P> {
     async fn run(&mut self) -> Ran {
         loop {
             match self.gate() {
-                Err(ended) => return Ran::Ended(ended),
+                Err(Halt::Ended(outcome)) => return Ran::Ended(outcome),
+                Err(Halt::Stopped) => return Ran::Closed,
                 Ok(Gate::Parked) => return Ran::Idle(Idle::Play),
                 Ok(Gate::Closed) => return Ran::Closed,
                 Ok(Gate::Open) => {}
@@ -360,14 +376,18 @@ impl<P: Process> Driver<P> {
                         // Paused or killed: the gate deals with it; the wait stays armed.
                         None => continue,
                         Some(None) => return Ran::Idle(Idle::Resume),
-                        Some(Some(value)) => self.woke(Some(Ok(Resumed::Value(*value)))),
+                        Some(Some(value)) => self
+                            .woke(Some(Ok(Resumed::Value(*value))))
+                            .map_err(Halt::Ended),
                     }
                 }
                 // Boxed, so that a waiting process's state stays small.
-                Next::Wait(..) => Box::pin(self.wait_armed()).await,
+                Next::Wait(..) => Box::pin(self.wait_armed()).await.map_err(Halt::Ended),
             };
-            if let Err(ended) = advanced {
-                return Ran::Ended(ended);
+            match advanced {
+                Ok(()) => {}
+                Err(Halt::Ended(outcome)) => return Ran::Ended(outcome),
+                Err(Halt::Stopped) => return Ran::Closed,
             }
         }
     }
@@ -376,10 +396,10 @@ impl<P: Process> Driver<P> {
     /// parks it (once, with a checkpoint) until it is played, which unparks it (likewise).
     /// The status's pause flag says whether it is parked, so a process loaded paused starts
     /// parked even if `play` came before this first look.
-    fn gate(&mut self) -> Result<Gate, ProcessOutcome> {
+    fn gate(&mut self) -> Result<Gate, Halt> {
         let (kill, paused) = self.shared.with_control(|c| (c.kill.clone(), c.paused));
         if let Some(kill) = kill {
-            return Err(self.shared.kill(kill.message));
+            return Err(self.shared.kill(kill.message).into());
         }
         if self.ctx.runner().is_closing() {
             self.save_next_step()?;
@@ -397,7 +417,7 @@ impl<P: Process> Driver<P> {
     /// Before stopping for a close: a step about to run is saved as the place to go on from,
     /// so that whoever continues the process does not run the step before it again (a wait
     /// was saved when it began). A store that fails here ends the process, as at any save.
-    fn save_next_step(&mut self) -> Result<(), ProcessOutcome> {
+    fn save_next_step(&mut self) -> Result<(), Halt> {
         let Next::Step(name) = &self.next else {
             return Ok(());
         };
@@ -413,7 +433,7 @@ impl<P: Process> Driver<P> {
     }
 
     /// Runs the step in `next`; `Err` carries the outcome when the process ended.
-    async fn run_step(&mut self) -> Result<(), ProcessOutcome> {
+    async fn run_step(&mut self) -> Result<(), Halt> {
         let Next::Step(name) =
             std::mem::replace(&mut self.next, Next::Step(StepName::Borrowed("")))
         else {
@@ -423,9 +443,7 @@ impl<P: Process> Driver<P> {
         shared.transition(ProcessState::Running);
         let already_saved = (self.saver.as_mut()).is_some_and(|s| std::mem::take(&mut s.current));
         if !already_saved {
-            self.save(ProcessState::Running, |_| Position::Step {
-                step: name.to_string(),
-            })?;
+            self.save_before_step(name.to_string()).await?;
         }
         // In the development mode every poll of the step names the process and the step.
         let what = self.ctx.runner().spawner().dev_mode().then(|| {
@@ -450,35 +468,40 @@ impl<P: Process> Driver<P> {
         });
         let result = tokio::select! {
             biased;
-            message = force_kill => return Err(shared.kill(message)),
+            message = force_kill => return Err(shared.kill(message).into()),
             result = step => result,
         };
         // A kill asked for during the step wins over what the step decided.
         if let Some(kill) = shared.with_control(|c| c.kill.clone()) {
-            return Err(shared.kill(kill.message));
+            return Err(shared.kill(kill.message).into());
         }
         // An output that failed its port's checks ends the process, as a raised error would.
         if let Some(invalid) = self.ctx.invalid_output.take() {
-            return Err(shared.except(invalid.to_string()));
+            return Err(shared.except(invalid.to_string()).into());
         }
         match result {
-            Err(payload) => Err(shared.except_in(
-                self.process.step_name(&name),
-                format!("the step panicked: {}", panic_message(&*payload)),
-            )),
-            Ok(Err(error)) => Err(shared.except_in(self.process.step_name(&name), error.0)),
+            Err(payload) => Err(shared
+                .except_in(
+                    self.process.step_name(&name),
+                    format!("the step panicked: {}", panic_message(&*payload)),
+                )
+                .into()),
+            Ok(Err(error)) => Err(shared
+                .except_in(self.process.step_name(&name), error.0)
+                .into()),
             Ok(Ok(Command::Continue(step))) => {
                 self.next = Next::Step(step);
                 Ok(())
             }
             Ok(Ok(Command::Stop(code))) => {
                 let outputs = std::mem::take(&mut self.ctx.outputs);
-                Err(finish::<P>(&shared, code, outputs))
+                Err(finish::<P>(&shared, code, outputs).into())
             }
-            Ok(Ok(Command::Kill(message))) => Err(shared.kill(message)),
+            Ok(Ok(Command::Kill(message))) => Err(shared.kill(message).into()),
             Ok(Ok(Command::Wait { then, on })) => {
                 // Arm first: whoever sees `Waiting` must find a resume wait ready.
-                let armed = Armed::arm(on, &name, &self.ctx).map_err(|e| shared.except(e))?;
+                let armed =
+                    Armed::arm(on, &name, &self.ctx).map_err(|e| Halt::from(shared.except(e)))?;
                 self.next = Next::Wait(then, armed);
                 // Saved before it shows: whoever sees `Waiting` finds the wait in the store.
                 self.save(ProcessState::Waiting, Self::position)?;
@@ -536,16 +559,64 @@ impl<P: Process> Driver<P> {
     }
 
     /// Saves a checkpoint of a persisted process in `state` (the one it is in or entering);
-    /// a failure ends the process excepted. The position is only worked out for a persisted
-    /// process: the others pay nothing here.
+    /// see [`halt_on`](Self::halt_on) for a failure.
     fn save(
         &self,
         state: ProcessState,
         position: impl FnOnce(&Self) -> Position,
-    ) -> Result<(), ProcessOutcome> {
-        let Some(saver) = &self.saver else {
+    ) -> Result<(), Halt> {
+        let Some((saver, encoded)) = self.encoded(state, position) else {
             return Ok(());
         };
+        encoded
+            .and_then(|bytes| saver.store.save_bytes(self.shared.identity.pid, bytes))
+            .map_err(|e| self.halt_on(e))
+    }
+
+    /// Saves the checkpoint of the step about to run and waits until the store says it is
+    /// kept ([`Persister::save_committed`]), so that no step runs before its checkpoint is
+    /// (a store that commits later, in groups, says so at once). Meanwhile the runtime thread
+    /// serves the other processes.
+    async fn save_before_step(&mut self, step: String) -> Result<(), Halt> {
+        let Some((saver, encoded)) =
+            self.encoded(ProcessState::Running, |_| Position::Step { step })
+        else {
+            return Ok(());
+        };
+        let committed =
+            encoded.and_then(|bytes| saver.store.save_committed(self.shared.identity.pid, bytes));
+        match committed {
+            Ok(committed) => committed.await.map_err(|e| self.halt_on(e)),
+            Err(error) => Err(self.halt_on(error)),
+        }
+    }
+
+    /// What a failed save comes to: a store that cannot be reached for now
+    /// ([`PersistError::is_transient`]) stops the process where its last kept checkpoint is,
+    /// for this worker or another to go on from there later; any other failure ends it
+    /// excepted, as it cannot go on unsaved.
+    fn halt_on(&self, error: PersistError) -> Halt {
+        if error.is_transient() {
+            tracing::warn!(pid = %self.shared.identity.pid, %error, "a checkpoint could not be saved; the process stops at its last one");
+            return Halt::Stopped;
+        }
+        self.shared
+            .except(format!("cannot save a checkpoint: {error}"))
+            .into()
+    }
+
+    /// The encoded checkpoint of a persisted process in `state`, with its saver. The position
+    /// is only worked out for a persisted process: the others pay nothing here.
+    #[expect(
+        clippy::type_complexity,
+        reason = "a pair used at once by the two callers"
+    )]
+    fn encoded(
+        &self,
+        state: ProcessState,
+        position: impl FnOnce(&Self) -> Position,
+    ) -> Option<(&Saver<P>, Result<Vec<u8>, PersistError>)> {
+        let saver = self.saver.as_ref()?;
         let position = position(self);
         if self.ctx.runner().spawner().dev_mode() {
             let identity = &self.shared.identity;
@@ -558,9 +629,7 @@ impl<P: Process> Driver<P> {
             });
         }
         let checkpoint = checkpoint_of(&self.shared, &self.ctx, state, &self.process, &position);
-        saver
-            .save(&checkpoint)
-            .map_err(|e| self.shared.except(format!("cannot save a checkpoint: {e}")))
+        Some((saver, saver.encode(&checkpoint)))
     }
 
     /// Passes a kill on to the children, and settles the process's checkpoints.

@@ -108,6 +108,17 @@ pub enum PersistError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The store cannot be reached for now (a database server that is down or restarting):
+    /// nothing was saved. A process whose save fails so stops where its last kept checkpoint
+    /// is, without an outcome, to be continued once the store is back.
+    #[error("the checkpoint store cannot be reached: {what}; processes stop at their last checkpoint until it is back")]
+    Unavailable {
+        /// What the store was doing, and where it is (without a password).
+        what: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
     /// The store itself failed (I/O, database, encoding); `source` keeps the cause.
     #[error("the checkpoint store failed: {what}")]
     Store {
@@ -129,6 +140,23 @@ impl PersistError {
             what: what.into(),
             source: Some(Arc::new(source)),
         }
+    }
+
+    /// A store that cannot be reached for now, while doing `what`.
+    pub fn unavailable(
+        what: impl Into<String>,
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        PersistError::Unavailable {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// Whether the failure may pass by itself (the store is unreachable for now), so that a
+    /// process stops where it is rather than ending excepted.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, PersistError::Unavailable { .. })
     }
 
     /// A store failure without an underlying error (a custom store's own condition).

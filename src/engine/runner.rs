@@ -561,7 +561,11 @@ impl Core {
     ) -> Result<Uuid, EngineError> {
         let created = self.create_persisted(process, inputs, None, Vec::new())?;
         let pid = created.pid();
-        created.saver.store.save_bytes(pid, created.bytes)?;
+        let store = created.saver.store;
+        store.save_bytes(pid, created.bytes)?;
+        // Kept before the pid is handed out: whoever gets it may continue the process from
+        // another program (a store that commits later is flushed).
+        store.flush()?;
         Ok(pid)
     }
 

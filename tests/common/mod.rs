@@ -5,6 +5,8 @@
 pub mod broker;
 #[cfg(unix)]
 pub mod os;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod processes;
 
 use std::sync::mpsc::{self, RecvTimeoutError};

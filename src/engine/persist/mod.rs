@@ -1,12 +1,18 @@
 //! Where checkpoints are kept: the [`Persister`] trait and three stores.
 
+mod committed;
 mod json_dir;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use committed::Committed;
 pub use json_dir::JsonDirPersister;
 pub use memory::InMemoryPersister;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresBuilder, PostgresPersister};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqlitePersister;
 
@@ -56,6 +62,21 @@ pub trait Persister: Send + Sync + 'static {
     /// when the store fails.
     fn save_bytes(&self, pid: Uuid, bytes: Vec<u8>) -> Result<(), PersistError> {
         self.save(&decode(pid, &bytes)?)
+    }
+
+    /// Saves as [`save_bytes`](Persister::save_bytes) does, and tells when the save is kept:
+    /// the engine saves the checkpoint of each step through this and awaits the answer
+    /// before the step runs, so that a store which commits on a thread of its own (the
+    /// PostgreSQL store committing each save) neither blocks the runtime thread nor lets a
+    /// step run before its checkpoint is kept. By default the save is kept when `save_bytes`
+    /// returns, and the answer is ready at once; a store that commits in groups answers at once
+    /// too, by design (its writes are kept a moment later, see its docs).
+    ///
+    /// # Errors
+    ///
+    /// As [`save_bytes`](Persister::save_bytes); the answer carries a failure to commit.
+    fn save_committed(&self, pid: Uuid, bytes: Vec<u8>) -> Result<Committed, PersistError> {
+        self.save_bytes(pid, bytes).map(|()| Committed::now())
     }
 
     /// Saves several checkpoints, given as their encodings, as one: all of them or, if the

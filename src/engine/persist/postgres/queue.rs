@@ -1,0 +1,266 @@
+//! What the callers hand the writer: writes in the order they were made, what reads must see
+//! of them until they are committed, and whether the database can be reached.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::{Notify, oneshot};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use super::super::PersistError;
+
+/// A checkpoint's bytes, shared by the queue and the overlay until they are committed.
+pub(crate) type Body = Arc<Vec<u8>>;
+
+/// One save (`Some`) or delete (`None`) of a pid.
+pub(crate) type Change = (Uuid, Option<Body>);
+
+/// Changes made together (one save, or a whole `save_all`), committed together.
+pub(crate) struct Entry {
+    /// The number of the entry, from 1 in the order they were queued.
+    pub(crate) seq: u64,
+    pub(crate) changes: Vec<Change>,
+    /// Told when the entry is committed, or cannot be.
+    pub(crate) done: Option<oneshot::Sender<Result<(), PersistError>>>,
+}
+
+impl Entry {
+    pub(crate) fn settle(self, result: Result<(), PersistError>) {
+        if let Some(done) = self.done {
+            let _ = done.send(result);
+        }
+    }
+}
+
+/// The queue, shared by the store's callers and its writer thread.
+pub(crate) struct Queue {
+    state: Mutex<State>,
+    /// Wakes the writer: entries were queued, or the store is closing.
+    pub(crate) work: Notify,
+    /// Signalled whenever entries are settled (committed or given up).
+    settled: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    entries: VecDeque<Entry>,
+    /// The latest change of each pid not yet committed, with its entry's number: what reads
+    /// see first.
+    overlay: HashMap<Uuid, (u64, Option<Body>)>,
+    /// The number of the latest entry queued.
+    queued: u64,
+    /// Every entry up to this number is committed or given up.
+    settled: u64,
+    /// The number of the latest entry given up (not committed), 0 if none.
+    lost: u64,
+    /// The connection, while the database can be reached.
+    client: Option<Arc<Client>>,
+    /// Since when, and why, the database cannot be reached.
+    down: Option<(Instant, String)>,
+    /// A failure that no reconnection mends: every later call fails with it.
+    failure: Option<PersistError>,
+    closing: bool,
+}
+
+impl Queue {
+    pub(crate) fn new() -> Self {
+        Queue {
+            state: Mutex::new(State::default()),
+            work: Notify::new(),
+            settled: Condvar::new(),
+        }
+    }
+
+    /// Queues `changes` as one entry; refused while the database cannot be reached, so that a
+    /// process stops rather than runs on unsaved.
+    pub(crate) fn push(
+        &self,
+        changes: Vec<Change>,
+        done: Option<oneshot::Sender<Result<(), PersistError>>>,
+        shown: &str,
+    ) -> Result<(), PersistError> {
+        let mut state = self.state.lock();
+        state.check(shown)?;
+        state.queued += 1;
+        let seq = state.queued;
+        for (pid, body) in &changes {
+            state.overlay.insert(*pid, (seq, body.clone()));
+        }
+        state.entries.push_back(Entry { seq, changes, done });
+        drop(state);
+        self.work.notify_one();
+        Ok(())
+    }
+
+    /// A change of `pid` not yet committed: `Some(None)` if it is being deleted.
+    pub(crate) fn pending(&self, pid: Uuid) -> Option<Option<Body>> {
+        let state = self.state.lock();
+        state.overlay.get(&pid).map(|(_, body)| body.clone())
+    }
+
+    /// Every pid with a change not yet committed, and whether it is saved (or deleted).
+    pub(crate) fn overlay(&self) -> Vec<(Uuid, bool)> {
+        let state = self.state.lock();
+        (state.overlay.iter())
+            .map(|(pid, (_, body))| (*pid, body.is_some()))
+            .collect()
+    }
+
+    /// The connection to read through; the reason when there is none.
+    pub(crate) fn client(&self, shown: &str) -> Result<Arc<Client>, PersistError> {
+        let state = self.state.lock();
+        state.check(shown)?;
+        state
+            .client
+            .clone()
+            .ok_or_else(|| PersistError::unavailable(format!("no connection to {shown}"), None))
+    }
+
+    /// Waits until every entry queued so far is settled; an error if one of them was given
+    /// up, or the store has failed.
+    pub(crate) fn flush(&self, shown: &str) -> Result<(), PersistError> {
+        let mut state = self.state.lock();
+        let (target, before) = (state.queued, state.settled);
+        while state.settled < target && state.failure.is_none() {
+            self.settled.wait(&mut state);
+        }
+        if let Some(failure) = &state.failure {
+            return Err(failure.clone());
+        }
+        if state.lost > before {
+            let why = state.down.as_ref().map_or("", |(_, why)| why.as_str());
+            return Err(PersistError::unavailable(
+                format!("saves were given up, {shown} could not be reached in time: {why}"),
+                None,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The writer's next entries: everything queued, or `None` once the store is closing and
+    /// nothing is left.
+    pub(crate) async fn take(&self) -> Option<Vec<Entry>> {
+        loop {
+            // Registered before looking, so that a push in between is not missed.
+            let notified = self.work.notified();
+            {
+                let mut state = self.state.lock();
+                if !state.entries.is_empty() {
+                    return Some(state.entries.drain(..).collect());
+                }
+                if state.closing {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Puts entries that could not be committed back at the front, in their order, for the
+    /// next connection.
+    pub(crate) fn put_back(&self, entries: Vec<Entry>) {
+        let mut state = self.state.lock();
+        for entry in entries.into_iter().rev() {
+            state.entries.push_front(entry);
+        }
+    }
+
+    /// Marks `entries` committed: reads find their changes in the table from now on.
+    pub(crate) fn committed(&self, entries: Vec<Entry>) {
+        let mut state = self.state.lock();
+        for entry in &entries {
+            state.forget(entry);
+            state.settled = state.settled.max(entry.seq);
+        }
+        drop(state);
+        self.settled.notify_all();
+        for entry in entries {
+            entry.settle(Ok(()));
+        }
+    }
+
+    /// The database can be reached through `client`.
+    pub(crate) fn up(&self, client: Arc<Client>) {
+        let mut state = self.state.lock();
+        state.client = Some(client);
+        state.down = None;
+    }
+
+    /// The database cannot be reached; returns since when.
+    pub(crate) fn down(&self, why: String) -> Instant {
+        let mut state = self.state.lock();
+        state.client = None;
+        state.down.get_or_insert((Instant::now(), why)).0
+    }
+
+    /// Gives up every queued entry (the database stayed out of reach too long, or the store
+    /// closed while it was); returns how many changes were lost.
+    pub(crate) fn give_up(&self, shown: &str) -> usize {
+        let mut state = self.state.lock();
+        let entries: Vec<Entry> = state.entries.drain(..).collect();
+        let why = state.down.as_ref().map_or(String::new(), |(_, why)| why.clone());
+        for entry in &entries {
+            state.forget(entry);
+            state.settled = state.settled.max(entry.seq);
+            state.lost = state.lost.max(entry.seq);
+        }
+        drop(state);
+        self.settled.notify_all();
+        let lost = entries.iter().map(|e| e.changes.len()).sum();
+        for entry in entries {
+            entry.settle(Err(PersistError::unavailable(
+                format!("{shown} could not be reached in time: {why}"),
+                None,
+            )));
+        }
+        lost
+    }
+
+    /// A failure no reconnection mends: every entry queued and every later call fail with it.
+    pub(crate) fn fail(&self, failure: PersistError) {
+        let mut state = self.state.lock();
+        state.failure = Some(failure.clone());
+        let entries: Vec<Entry> = state.entries.drain(..).collect();
+        drop(state);
+        self.settled.notify_all();
+        for entry in entries {
+            entry.settle(Err(failure.clone()));
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.state.lock().closing = true;
+        self.work.notify_one();
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.state.lock().closing
+    }
+}
+
+impl State {
+    fn check(&self, shown: &str) -> Result<(), PersistError> {
+        if let Some(failure) = &self.failure {
+            return Err(failure.clone());
+        }
+        match &self.down {
+            Some((_, why)) => Err(PersistError::unavailable(
+                format!("{shown} cannot be reached: {why}"),
+                None,
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops the overlay's changes of `entry`, unless a later entry changed the same pid.
+    fn forget(&mut self, entry: &Entry) {
+        for (pid, _) in &entry.changes {
+            if self.overlay.get(pid).is_some_and(|(seq, _)| *seq <= entry.seq) {
+                self.overlay.remove(pid);
+            }
+        }
+    }
+}
