@@ -265,7 +265,10 @@ fn persisting_without_a_store_is_a_typed_error() {
     ));
     assert!(matches!(runner.load_all(), Err(EngineError::NoPersister)));
     // A chain's `launch_persisted` is refused too: the chain fails clearly.
-    let error = runner.run(Chain::new(Fan { n: 1 })).unwrap_err().to_string();
+    let error = runner
+        .run(Chain::new(Fan { n: 1 }))
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("no checkpoint store"), "{error}");
 }
 

@@ -110,11 +110,15 @@ impl Kind {
             Kind::Memory => "memory",
             Kind::JsonDir => "json",
             #[cfg(feature = "sqlite")]
-            Kind::Sqlite { group_commit: false } => "sqlite",
+            Kind::Sqlite {
+                group_commit: false,
+            } => "sqlite",
             #[cfg(feature = "sqlite")]
             Kind::Sqlite { group_commit: true } => "sqlite-group",
             #[cfg(feature = "postgres")]
-            Kind::Postgres { group_commit: false } => "postgres",
+            Kind::Postgres {
+                group_commit: false,
+            } => "postgres",
             #[cfg(feature = "postgres")]
             Kind::Postgres { group_commit: true } => "postgres-group",
         }
@@ -193,7 +197,10 @@ fn round_trip(kind: Kind) {
     store.delete(b).unwrap();
     store.delete(absent).unwrap();
     assert!(matches!(store.load(b), Err(PersistError::NotFound { pid }) if pid == b));
-    assert!(matches!(store.load(absent), Err(PersistError::NotFound { .. })));
+    assert!(matches!(
+        store.load(absent),
+        Err(PersistError::NotFound { .. })
+    ));
     assert_eq!(store.list().unwrap(), vec![a]);
 
     // Bytes that are not a checkpoint, or the checkpoint of another process.
@@ -397,11 +404,7 @@ fn a_crash_at_every_step_then_a_new_program_gives_the_same_outputs(kind: Kind) {
         let crashed = arm_crash(token, crash_step);
         let store = kind.open(&place);
         let first = runner_on(store.clone());
-        let handle = first
-            .launch(chain(token))
-            .persisted()
-            .start()
-            .unwrap();
+        let handle = first.launch(chain(token)).persisted().start().unwrap();
         crashed.recv_timeout(QUICK).unwrap();
         // Stops the runner's thread at once, as a crash would: the running step is dropped
         // and nothing more is saved.
@@ -441,7 +444,7 @@ fn writes(pids: &[Uuid]) -> impl Iterator<Item = (Uuid, Option<String>)> + '_ {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let pid = pids[(seed % PIDS as u64) as usize];
-        let saved = (seed >> 8) % 4 != 0;
+        let saved = !(seed >> 8).is_multiple_of(4);
         (pid, saved.then(|| n.to_string()))
     })
 }

@@ -111,7 +111,9 @@ pub enum PersistError {
     /// The store cannot be reached for now (a database server that is down or restarting):
     /// nothing was saved. A process whose save fails so stops where its last kept checkpoint
     /// is, without an outcome, to be continued once the store is back.
-    #[error("the checkpoint store cannot be reached: {what}; processes stop at their last checkpoint until it is back")]
+    #[error(
+        "the checkpoint store cannot be reached: {what}; processes stop at their last checkpoint until it is back"
+    )]
     Unavailable {
         /// What the store was doing, and where it is (without a password).
         what: String,

@@ -215,9 +215,9 @@ pub use outline::{
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use persist::SqlitePersister;
+pub use persist::{Committed, InMemoryPersister, JsonDirPersister, Persister};
 #[cfg(feature = "postgres")]
 pub use persist::{PostgresBuilder, PostgresPersister};
-pub use persist::{Committed, InMemoryPersister, JsonDirPersister, Persister};
 pub use workchain::{Chain, ChainContext, Flow, WorkChain, store_child_result};
 
 /// The type of a process id (a UUID, as plumpy's pids are), re-exported so that a program can

@@ -51,7 +51,10 @@ pub fn builder(schema: &str) -> PostgresBuilder {
 
 /// A store in `schema`, committing in groups or each save on its own.
 pub fn store(schema: &str, group_commit: bool) -> PostgresPersister {
-    builder(schema).group_commit(group_commit).connect().unwrap()
+    builder(schema)
+        .group_commit(group_commit)
+        .connect()
+        .unwrap()
 }
 
 /// `scripts/postgres restart`: every connection drops and the server comes back.

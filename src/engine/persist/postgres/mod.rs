@@ -187,7 +187,10 @@ fn shown(config: &tokio_postgres::Config) -> String {
             Host::Unix(path) => format!("{}:{port}", path.display()),
         })
         .collect();
-    let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
     let database = config.get_dbname().unwrap_or("");
     format!("postgres://{user}{}/{database}", hosts.join(","))
 }
@@ -331,8 +334,7 @@ impl Persister for PostgresPersister {
         }
         let (done, committed) = oneshot::channel();
         let changes = vec![(pid, Some(Arc::new(bytes)))];
-        self.queue
-            .push(changes, Some(done), &self.settings.shown)?;
+        self.queue.push(changes, Some(done), &self.settings.shown)?;
         let shown = self.settings.shown.clone();
         Ok(Committed::later(async move {
             committed.await.unwrap_or_else(|_| {

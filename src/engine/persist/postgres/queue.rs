@@ -159,6 +159,11 @@ impl Queue {
         }
     }
 
+    /// Everything queued now (perhaps nothing), without waiting.
+    pub(crate) fn take_now(&self) -> Vec<Entry> {
+        self.state.lock().entries.drain(..).collect()
+    }
+
     /// Puts entries that could not be committed back at the front, in their order, for the
     /// next connection.
     pub(crate) fn put_back(&self, entries: Vec<Entry>) {
@@ -201,7 +206,10 @@ impl Queue {
     pub(crate) fn give_up(&self, shown: &str) -> usize {
         let mut state = self.state.lock();
         let entries: Vec<Entry> = state.entries.drain(..).collect();
-        let why = state.down.as_ref().map_or(String::new(), |(_, why)| why.clone());
+        let why = state
+            .down
+            .as_ref()
+            .map_or(String::new(), |(_, why)| why.clone());
         for entry in &entries {
             state.forget(entry);
             state.settled = state.settled.max(entry.seq);
@@ -258,7 +266,11 @@ impl State {
     /// Drops the overlay's changes of `entry`, unless a later entry changed the same pid.
     fn forget(&mut self, entry: &Entry) {
         for (pid, _) in &entry.changes {
-            if self.overlay.get(pid).is_some_and(|(seq, _)| *seq <= entry.seq) {
+            if self
+                .overlay
+                .get(pid)
+                .is_some_and(|(seq, _)| *seq <= entry.seq)
+            {
                 self.overlay.remove(pid);
             }
         }

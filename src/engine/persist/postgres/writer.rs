@@ -19,6 +19,10 @@ use crate::engine::error::PersistError;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MOST_BACKOFF: Duration = Duration::from_secs(2);
 
+/// How long group commit lets writes gather after the first one of a group: the most a crash
+/// can lose beyond the group being committed.
+const GROUP_LINGER: Duration = Duration::from_millis(1);
+
 /// The statement that applies one group of changes: deletes and saves of distinct pids, in one
 /// statement, so in one transaction and one round trip.
 fn apply_statement(schema: &str) -> String {
@@ -67,23 +71,25 @@ pub(super) async fn connect(settings: &Settings) -> Result<Connection, PersistEr
         )
     };
     let connecting = settings.config.connect(NoTls);
-    let (mut client, connection) =
-        match tokio::time::timeout(settings.timeout, connecting).await {
-            Ok(Ok(connected)) => connected,
-            Ok(Err(error)) if is_refusal(&error) => {
-                return Err(PersistError::store(
-                    format!("{} refused the connection", settings.shown),
-                    error,
-                ));
-            }
-            Ok(Err(error)) => return Err(unreachable(error)),
-            Err(_) => {
-                return Err(PersistError::unavailable(
-                    format!("no answer from {} in {:?}", settings.shown, settings.timeout),
-                    None,
-                ));
-            }
-        };
+    let (mut client, connection) = match tokio::time::timeout(settings.timeout, connecting).await {
+        Ok(Ok(connected)) => connected,
+        Ok(Err(error)) if is_refusal(&error) => {
+            return Err(PersistError::store(
+                format!("{} refused the connection", settings.shown),
+                error,
+            ));
+        }
+        Ok(Err(error)) => return Err(unreachable(error)),
+        Err(_) => {
+            return Err(PersistError::unavailable(
+                format!(
+                    "no answer from {} in {:?}",
+                    settings.shown, settings.timeout
+                ),
+                None,
+            ));
+        }
+    };
     let driver = tokio::runtime::Handle::current().spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "a PostgreSQL connection ended");
@@ -111,12 +117,19 @@ pub(super) async fn connect(settings: &Settings) -> Result<Connection, PersistEr
         }
         Ok(Err(Refused::Database(error))) => {
             driver.abort();
-            return Err(store_error(&settings.shown, "cannot set up the tables", error));
+            return Err(store_error(
+                &settings.shown,
+                "cannot set up the tables",
+                error,
+            ));
         }
         Err(_) => {
             driver.abort();
             return Err(PersistError::unavailable(
-                format!("no answer from {} in {:?}", settings.shown, settings.timeout),
+                format!(
+                    "no answer from {} in {:?}",
+                    settings.shown, settings.timeout
+                ),
                 None,
             ));
         }
@@ -134,9 +147,9 @@ pub(super) async fn run(queue: Arc<Queue>, settings: Arc<Settings>, first: Conne
     let mut connection = Some(first);
     let mut backoff = FIRST_BACKOFF;
     loop {
-        if let Some(live) = connection.take() {
+        if let Some(mut live) = connection.take() {
             queue.up(live.client.clone());
-            match commit_until_left(&queue, &settings, &live).await {
+            match commit_until_left(&queue, &settings, &mut live).await {
                 Left::Closed => return,
                 Left::Lost(why) => {
                     tracing::warn!(store = %settings.shown, %why, "the PostgreSQL store lost its connection; reconnecting");
@@ -176,9 +189,31 @@ pub(super) async fn run(queue: Arc<Queue>, settings: Arc<Settings>, first: Conne
 }
 
 /// Commits what is queued, entry by entry or in groups, until the store closes or the
-/// connection is lost (then what was not committed goes back to the queue).
-async fn commit_until_left(queue: &Queue, settings: &Settings, connection: &Connection) -> Left {
-    while let Some(entries) = queue.take().await {
+/// connection is lost (then what was not committed goes back to the queue). A connection that
+/// the server closes is noticed at once, not at the next commit, so that saves are refused
+/// from then on rather than queued for a database that is gone.
+async fn commit_until_left(
+    queue: &Queue,
+    settings: &Settings,
+    connection: &mut Connection,
+) -> Left {
+    loop {
+        let taken = tokio::select! {
+            taken = queue.take() => taken,
+            _ = &mut connection.driver => {
+                return Left::Lost("the server closed the connection".to_owned());
+            }
+        };
+        let Some(mut entries) = taken else {
+            return Left::Closed;
+        };
+        if settings.group_commit {
+            // Let a group gather, as the SQLite store does: a commit per handful of writes
+            // would cost the database (and a CPU shared with the runtime thread) a commit and
+            // a WAL flush each.
+            tokio::time::sleep(GROUP_LINGER).await;
+            entries.extend(queue.take_now());
+        }
         let (committed, left) = if settings.group_commit {
             commit_group(settings, connection, entries).await
         } else {
@@ -198,7 +233,6 @@ async fn commit_until_left(queue: &Queue, settings: &Settings, connection: &Conn
             }
         }
     }
-    Left::Closed
 }
 
 /// Why entries could not be committed.
@@ -236,8 +270,11 @@ async fn commit_each(
     entries: Vec<Entry>,
 ) -> (Vec<Entry>, Result<(), Failed>) {
     let results = futures::future::join_all(entries.iter().map(|entry| {
-        let latest: HashMap<Uuid, &Option<Body>> =
-            entry.changes.iter().map(|(pid, body)| (*pid, body)).collect();
+        let latest: HashMap<Uuid, &Option<Body>> = entry
+            .changes
+            .iter()
+            .map(|(pid, body)| (*pid, body))
+            .collect();
         apply(settings, connection, latest.into_iter())
     }))
     .await;
@@ -290,10 +327,7 @@ enum Apply {
 
 fn failed(settings: &Settings, error: Apply, rest: Vec<Entry>) -> Failed {
     match error {
-        Apply::NoAnswer => Failed::Lost(
-            format!("no answer in {:?}", settings.timeout),
-            rest,
-        ),
+        Apply::NoAnswer => Failed::Lost(format!("no answer in {:?}", settings.timeout), rest),
         Apply::Error(error) if is_connection_error(&error) => Failed::Lost(error.to_string(), rest),
         Apply::Error(error) => {
             let failure = store_error(&settings.shown, "cannot commit checkpoints", error);
@@ -351,7 +385,11 @@ pub(super) fn read<T: Send + 'static>(
             format!("cannot read from {}", settings.shown),
             Some(Arc::new(error)),
         )),
-        Ok(Ok(Err(error))) => Err(store_error(&settings.shown, "cannot read checkpoints", error)),
+        Ok(Ok(Err(error))) => Err(store_error(
+            &settings.shown,
+            "cannot read checkpoints",
+            error,
+        )),
         Ok(Err(_)) => Err(PersistError::unavailable(
             format!("no answer from {} in {timeout:?}", settings.shown),
             None,
