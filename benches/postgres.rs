@@ -243,7 +243,7 @@ fn main() {
         match plumpy {
             Some((pickle, memory)) => println!(
                 "  plumpy parent-10-pkl-all {pickle:.0}/s, mem-all {memory:.0}/s; postgres group \
-                 one after another = {:.0}x pkl-all, postgres each = {:.0}x",
+                 one after another = {:.0}x pkl-all, postgres each = {:.2}x",
                 group / pickle,
                 rate("postgres_each", "sequential") / pickle
             ),

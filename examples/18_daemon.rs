@@ -20,7 +20,9 @@
 //! The workers need RabbitMQ (the project's own node: `export SQUARES_BROKER_URL=$(scripts/rabbitmq
 //! start)`); without one, `daemon start` says so. The settings (broker, store, queue, workers,
 //! slots, files) come from `--config FILE`, `$SQUARES_CONFIG` or `~/.config/squares/daemon.json`,
-//! and `SQUARES_*` variables: see `DaemonConfig`.
+//! and `SQUARES_*` variables: see `DaemonConfig`; `SQUARES_STORE_URL=postgres://...` puts the
+//! checkpoints in PostgreSQL, for workers on several machines. `SQUARES_TRACE=1` adds the
+//! library's own events to the log.
 //!
 //! `cargo run --features cli --example 18_daemon -- daemon start 2`
 
@@ -102,6 +104,15 @@ impl WorkChain for Sum {
 }
 
 fn main() -> ExitCode {
+    // `SQUARES_TRACE=1`: the library's events (warnings of a store or broker that went away,
+    // and the like) go to stderr, which the daemon's log keeps for its workers.
+    if std::env::var_os("SQUARES_TRACE").is_some() {
+        tracing_subscriber::fmt()
+            .with_target(false)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     Cli::new("squares")
         .about("Sums squares in the background: the runtime-thread daemon example")
         .launcher(|launcher| launcher.process::<Square>().chain::<Sum>())

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -15,7 +16,8 @@ use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 use super::error::ControlError;
 use super::wire::{LauncherTask, WireError, state_changed_subject};
 use crate::engine::{
-    EngineError, Persistent, ProcessHandle, ProcessOutcome, ProcessState, Runner, Uuid, WorkChain,
+    EngineError, PersistError, Persistent, Persister, ProcessHandle, ProcessOutcome, ProcessState,
+    Runner, Uuid, WorkChain,
 };
 use crate::messaging::{
     Broadcast, Communicator, DEFAULT_TASK_QUEUE, Handler, Response, SubscriberId,
@@ -43,7 +45,9 @@ use crate::messaging::{
 ///   the process has ended: if the worker dies first, the broker gives the task to another
 ///   worker, which continues from the last checkpoint, or answers with the stored outputs of a
 ///   process that had ended. A `continue` of a process this runner runs already waits for it
-///   rather than running it twice.
+///   rather than running it twice; one of a process that another worker holds (a store with
+///   leases, such as PostgreSQL's) waits until that worker has let it go (it ended, stopped or
+///   died, and its lease ran out), then continues it, so that it never runs in two places.
 /// - **Rejections** (the task goes to another worker), as plumpy's: an unknown task type, and
 ///   `persist` or `continue` on a runner without a checkpoint store. A task that cannot finish
 ///   because the runner stopped is given back too.
@@ -319,7 +323,7 @@ impl<C: Communicator> Serving<C> {
             (kind.launch)(&self.runner, inputs, persist).map_err(|e| e.to_string())
         });
         match started {
-            Ok(handle) => answer_when(handle, nowait),
+            Ok(handle) => answer_when(handle, nowait, &self.runner),
             Err(message) => Response::Failed(message),
         }
     }
@@ -364,7 +368,7 @@ impl<C: Communicator> Serving<C> {
             ));
         }
         match self.runner.load(pid) {
-            Ok(handle) => answer_when(handle, nowait),
+            Ok(handle) => answer_when(handle, nowait, &self.runner),
             // Already here (a redelivered task, or a second controller): answer as that run
             // does, without running it twice.
             Err(EngineError::AlreadyRunning { .. }) if nowait => Response::Value(uuid_value(pid)),
@@ -378,6 +382,13 @@ impl<C: Communicator> Serving<C> {
                      the first continue"
                 )),
             },
+            // Another worker holds it: it runs there (a task delivered twice). Wait until it is
+            // free, then answer as a continue does: the worker that held it may have stopped.
+            Err(EngineError::Persist(PersistError::Held { ends_in, .. })) => {
+                let runner = self.runner.clone();
+                Response::later(continue_when_free(runner, pid, nowait, ends_in))
+            }
+            Err(EngineError::Persist(PersistError::NotFound { .. })) => Response::Failed(gone(pid)),
             Err(error) => Response::Failed(error.to_string()),
         }
     }
@@ -394,22 +405,124 @@ impl<C: Communicator> Serving<C> {
     }
 }
 
+/// How often a `continue` of a process held elsewhere tries again, at most: a lease gives no
+/// signal when it is released, so this polls (leases end on their own after their owner stops
+/// renewing them, and are released when their process ends or stops).
+const HELD_RETRY: Duration = Duration::from_millis(250);
+
+/// Continues `pid` once no other worker holds it; gives the task back if this runner closes
+/// first.
+async fn continue_when_free(
+    runner: Runner,
+    pid: Uuid,
+    nowait: bool,
+    ends_in: Duration,
+) -> Response {
+    let mut wait = ends_in.min(HELD_RETRY);
+    loop {
+        tokio::select! {
+            biased;
+            () = runner.closing() => return Response::Rejected,
+            () = tokio::time::sleep(wait) => {}
+        }
+        match runner.load(pid) {
+            Ok(handle) => return answer_when(handle, nowait, &runner),
+            Err(EngineError::Persist(PersistError::Held { ends_in, .. })) => {
+                wait = ends_in.min(HELD_RETRY);
+            }
+            Err(EngineError::AlreadyRunning { .. }) => {
+                return Response::Failed(format!(
+                    "process {pid} was continued here by another task meanwhile"
+                ));
+            }
+            Err(EngineError::Persist(PersistError::NotFound { .. })) => {
+                return Response::Failed(gone(pid));
+            }
+            Err(error) => return Response::Failed(error.to_string()),
+        }
+    }
+}
+
+/// The answer to a `continue` of a process the store does not hold.
+fn gone(pid: Uuid) -> String {
+    format!(
+        "no checkpoint for process {pid}: it never existed, or it ended and its outcome went to \
+         an earlier continue of it (if the worker that ran it died just after handing it over, \
+         that answer was lost with it)"
+    )
+}
+
+/// How long an answered outcome stays in the store before it is handed over (its checkpoint
+/// deleted). A worker that dies between its answer and the task's acknowledgement (a
+/// millisecond or so) leaves the task to be delivered again, and the continue that takes it
+/// then finds the outcome and answers with it, rather than finding nothing. A worker that dies
+/// within this time of an answer leaves that outcome in the store: a finished process that
+/// the store lists and that any `continue` answers. No signal says when an acknowledgement
+/// has reached the broker, so this is a time, chosen well above the millisecond.
+const KEEP_ANSWERED: Duration = Duration::from_millis(100);
+
 /// The answer to a started process: its pid once it has started (so that it is reachable, if
-/// the runner listens), or its outputs when it ends.
-fn answer_when(handle: ProcessHandle, nowait: bool) -> Response {
+/// the runner listens), or its outputs when it ends. Either goes out only once the store has
+/// kept what it says (the first checkpoint; the outcome), so that whoever acts on the answer,
+/// or continues the process elsewhere, finds the store agreeing with it.
+fn answer_when(handle: ProcessHandle, nowait: bool, runner: &Runner) -> Response {
+    let store = runner.persister().cloned();
     if nowait {
         let process = handle.controller();
         return Response::later(async move {
             process.until_started().await;
             // Stopped here before it could start (the runner is closing): give the task back
             // rather than answer the pid of a process that nothing runs.
-            if process.was_abandoned() {
+            if process.was_abandoned() || !kept(store).await {
                 return Response::Rejected;
             }
             Response::Value(uuid_value(process.pid()))
         });
     }
-    Response::later(async move { outcome_answer(handle.await) })
+    let runner = runner.clone();
+    Response::later(async move {
+        let process = handle.controller();
+        // Not the handle: it would hand the outcome over (delete it) before the answer is out.
+        let outcome = process.until_ended().await;
+        // The runner stopped under it: give the task back, for another worker to continue.
+        if process.was_abandoned() || !kept(store).await {
+            tracing::info!(pid = %process.pid(), "a launcher task could not finish here; given back");
+            return Response::Rejected;
+        }
+        hand_over_later(&runner, handle);
+        outcome_answer(Ok(outcome))
+    })
+}
+
+/// Hands an answered outcome over after [`KEEP_ANSWERED`], or as soon as the runner closes.
+fn hand_over_later(runner: &Runner, handle: ProcessHandle) {
+    let closing = runner.closing();
+    let handing = async move {
+        tokio::select! {
+            () = tokio::time::sleep(KEEP_ANSWERED) => {}
+            () = closing => {}
+        }
+        // Answered already: this only deletes its checkpoint.
+        drop(handle.await);
+    };
+    if runner.thread().spawn_threadsafe(handing).is_err() {
+        tracing::debug!("the runner has stopped: an answered outcome stays in the store");
+    }
+}
+
+/// Waits until the store has kept every change made so far; false if it could not (the task
+/// is then given back, and the process continued again from what the store holds).
+async fn kept(store: Option<Arc<dyn Persister>>) -> bool {
+    let Some(store) = store else {
+        return true;
+    };
+    match store.until_flushed().await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(%error, "the store did not keep a process's changes; its task is given back");
+            false
+        }
+    }
 }
 
 /// plumpy's answer for an ended process: the outputs of a finished one (whatever its exit

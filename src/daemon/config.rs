@@ -20,12 +20,13 @@ use crate::messaging::shown_url::shown_url;
 ///    ones are refused, so that a typo does not go unnoticed): the one named, else
 ///    `$<APP>_CONFIG`, else `$XDG_CONFIG_HOME/<app>/daemon.json` (`~/.config/...`) if it
 ///    exists;
-/// 3. **the environment**: `<APP>_BROKER_URL`, `<APP>_PREFIX`, `<APP>_STORE`, `<APP>_QUEUE`,
+/// 3. **the environment**: `<APP>_BROKER_URL`, `<APP>_PREFIX`, `<APP>_STORE`,
+///    `<APP>_STORE_URL`, `<APP>_STORE_SCHEMA`, `<APP>_QUEUE`,
 ///    `<APP>_WORKERS`, `<APP>_SLOTS`, `<APP>_GRACE_PERIOD` (seconds), `<APP>_LOG_FILE`,
 ///    `<APP>_CONTROL_SOCKET`, `<APP>_PID_FILE`, where `<APP>` is the app's name in capitals
 ///    (`my-app` gives `MY_APP`).
 ///
-/// Its `Debug` hides the broker's password.
+/// Its `Debug` hides the broker's and the database's passwords.
 ///
 /// ```
 /// use runtime_thread::daemon::DaemonConfig;
@@ -49,8 +50,17 @@ pub struct DaemonConfig {
     /// The prefix of the exchanges' and task queues' names on the broker (AiiDA's
     /// `aiida-<profile uuid>`), so that daemons of several apps or profiles share a broker.
     pub prefix: String,
-    /// The SQLite checkpoint store the workers share.
+    /// The SQLite checkpoint store the workers share (on one machine), unless `store_url` is
+    /// set.
     pub store: PathBuf,
+    /// A PostgreSQL database the workers share instead (`postgres://user:password@host:port/
+    /// database`, feature `postgres`), so that workers on several machines continue each
+    /// other's processes; each process runs on one worker at a time (see
+    /// [`PostgresPersister`](crate::engine::PostgresPersister)).
+    pub store_url: Option<String>,
+    /// The schema of the store's tables in that database (default `runtime_thread`), so that
+    /// several apps or profiles can share one database.
+    pub store_schema: String,
     /// The task queue the workers take processes from (after the prefix).
     pub queue: String,
     /// How many workers the daemon starts.
@@ -92,6 +102,8 @@ impl DaemonConfig {
             broker_url: LOOPBACK_BROKER.to_owned(),
             prefix: app.to_owned(),
             store: data.join("checkpoints.sqlite"),
+            store_url: None,
+            store_schema: "runtime_thread".to_owned(),
             queue: "process.queue".to_owned(),
             workers: 1,
             slots: 200,
@@ -148,6 +160,15 @@ impl DaemonConfig {
         shown_url(&self.broker_url)
     }
 
+    /// Where the checkpoint store is, for messages: the database's URL without its password,
+    /// or the SQLite file.
+    pub fn store_shown(&self) -> String {
+        match &self.store_url {
+            Some(url) => format!("{} (schema {})", shown_url(url), self.store_schema),
+            None => self.store.display().to_string(),
+        }
+    }
+
     fn read(app: &str, path: &Path) -> Result<Self, DaemonError> {
         let invalid = |why: String| DaemonError::Config {
             what: path.display().to_string(),
@@ -193,6 +214,12 @@ impl DaemonConfig {
         }
         if let Some(queue) = text("QUEUE") {
             self.queue = queue;
+        }
+        if let Some(url) = text("STORE_URL") {
+            self.store_url = Some(url);
+        }
+        if let Some(schema) = text("STORE_SCHEMA") {
+            self.store_schema = schema;
         }
         for (name, path) in [
             ("STORE", &mut self.store),
@@ -247,6 +274,15 @@ impl DaemonConfig {
         if self.queue.is_empty() {
             return bad("queue", "must not be empty");
         }
+        if let Some(url) = &self.store_url
+            && !url.starts_with("postgres://")
+            && !url.starts_with("postgresql://")
+        {
+            return bad(
+                "store_url",
+                "must be a postgres:// URL (leave it out for the SQLite store)",
+            );
+        }
         // A Unix socket's path has room for 107 bytes.
         if self.control_socket.as_os_str().len() > 100 {
             return bad(
@@ -264,6 +300,8 @@ impl std::fmt::Debug for DaemonConfig {
             .field("broker_url", &self.broker_shown())
             .field("prefix", &self.prefix)
             .field("store", &self.store)
+            .field("store_url", &self.store_url.as_deref().map(shown_url))
+            .field("store_schema", &self.store_schema)
             .field("queue", &self.queue)
             .field("workers", &self.workers)
             .field("slots", &self.slots)

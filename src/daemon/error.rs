@@ -110,11 +110,12 @@ pub enum DaemonError {
     },
     /// The checkpoint store cannot be opened.
     #[error(
-        "cannot open the checkpoint store {path}: {source} (is its directory there and writable?)"
+        "cannot use the checkpoint store {at}: {source} (is its directory there and writable, \
+         or its database running and reachable?)"
     )]
     Store {
-        /// The store's file.
-        path: PathBuf,
+        /// The store: its file, or its database's URL without the password.
+        at: String,
         /// Why.
         #[source]
         source: crate::engine::PersistError,

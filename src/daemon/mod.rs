@@ -31,6 +31,8 @@ mod pid_file;
 mod request;
 mod socket;
 mod status;
+#[cfg(all(feature = "amqp", feature = "sqlite"))]
+mod store;
 mod supervisor;
 #[cfg(all(feature = "amqp", feature = "sqlite"))]
 mod worker;

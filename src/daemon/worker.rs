@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::broker;
 use super::config::DaemonConfig;
 use super::error::DaemonError;
+use super::{broker, store};
 use crate::RuntimeThread;
 use crate::control::{Launcher, LauncherBuilder, Listening};
-use crate::engine::{Runner, SqlitePersister};
+use crate::engine::Runner;
 use crate::messaging::Communicator;
 use crate::messaging::amqp::AmqpCommunicator;
 
@@ -17,7 +17,7 @@ use crate::messaging::amqp::AmqpCommunicator;
 const FLUSH: Duration = Duration::from_secs(5);
 
 /// One worker of a daemon, as AiiDA's `verdi daemon worker`: a [`Runner`] on the configured
-/// SQLite store, reachable over the configured broker ([`Listening`]), and a [`Launcher`] on
+/// store (the SQLite file, or PostgreSQL), reachable over the configured broker ([`Listening`]), and a [`Launcher`] on
 /// the configured task queue with the configured slots. A daemon's program runs it when the
 /// supervisor starts it in worker mode; the process types are the ones its launcher registers.
 ///
@@ -88,7 +88,7 @@ impl Worker {
             worker.config.prefix,
             worker.config.queue,
             worker.config.slots,
-            worker.config.store.display()
+            worker.config.store_shown()
         );
         let signal = signals.forever().next();
         println!("worker stopping (signal {signal:?}): no more tasks; running steps may end");
@@ -108,14 +108,11 @@ impl Worker {
         let config = self.config;
         let thread = Arc::new(RuntimeThread::builder().name("worker").start()?);
         let comm = broker::connect(&thread, &config, None)?;
-        let store = SqlitePersister::open(&config.store).map_err(|source| DaemonError::Store {
-            path: config.store.clone(),
-            source,
-        })?;
+        let store = store::open(&config, "worker")?;
         let watcher = Listening::new(comm.clone(), &thread).map_err(worker_failed)?;
         let runner = Runner::builder()
             .thread(thread.clone())
-            .persister(Arc::new(store))
+            .persister(store)
             .watcher(watcher)
             .start()
             .map_err(worker_failed)?;

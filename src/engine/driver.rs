@@ -339,6 +339,10 @@ impl<P> Drop for Driver<P> {
         // Also covers a driver that failed between ending and publishing (a panicking store).
         if self.shared.try_outcome().is_none() {
             self.shared.abandon();
+            // Stopped here: another program may continue it now.
+            if let Some(saver) = &self.saver {
+                saver.store.release(self.shared.identity.pid);
+            }
         }
         self.ctx.runner().driver_ended();
     }
@@ -591,12 +595,12 @@ impl<P: Process> Driver<P> {
         }
     }
 
-    /// What a failed save comes to: a store that cannot be reached for now
-    /// ([`PersistError::is_transient`]) stops the process where its last kept checkpoint is,
+    /// What a failed save comes to: a store that cannot be reached for now, or a lease lost
+    /// ([`PersistError::stops_process`]), stops the process where its last kept checkpoint is,
     /// for this worker or another to go on from there later; any other failure ends it
     /// excepted, as it cannot go on unsaved.
     fn halt_on(&self, error: PersistError) -> Halt {
-        if error.is_transient() {
+        if error.stops_process() {
             tracing::warn!(pid = %self.shared.identity.pid, %error, "a checkpoint could not be saved; the process stops at its last one");
             return Halt::Stopped;
         }
@@ -666,6 +670,8 @@ impl<P: Process> Driver<P> {
         if let Err(error) = saver.save(&checkpoint) {
             tracing::error!(pid = %self.shared.identity.pid, %error, "cannot save an ended process's final checkpoint");
         }
+        // Ended: nothing of it runs here any more (its final checkpoint waits to be handed over).
+        saver.store.release(self.shared.identity.pid);
         for child in self.shared.children() {
             if child.identity.persisted
                 && child.state().is_terminal()

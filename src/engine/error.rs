@@ -121,6 +121,30 @@ pub enum PersistError {
         #[source]
         source: Option<Arc<dyn std::error::Error + Send + Sync>>,
     },
+    /// Another program holds the process's lease: it runs there. Continue it there, or once that
+    /// program has stopped (a lease whose owner stops renewing it ends after the store's lease
+    /// time).
+    #[error(
+        "process {pid} runs on {owner} (its lease there ends in {ends_in:?} unless renewed); continue it once that worker has stopped"
+    )]
+    Held {
+        /// The process.
+        pid: Uuid,
+        /// The program holding it, as it named itself (host and process id by default).
+        owner: String,
+        /// When its lease ends if it is not renewed.
+        ends_in: std::time::Duration,
+    },
+    /// This program no longer holds the process's lease (it was not renewed in time, and
+    /// another program may have taken the process over), so nothing more of it may be saved
+    /// here: the process stops where it is, and goes on wherever it is continued.
+    #[error(
+        "this program no longer holds process {pid}: its lease ran out, and another worker may run it now; it stops here"
+    )]
+    LeaseLost {
+        /// The process.
+        pid: Uuid,
+    },
     /// The store itself failed (I/O, database, encoding); `source` keeps the cause.
     #[error("the checkpoint store failed: {what}")]
     Store {
@@ -159,6 +183,16 @@ impl PersistError {
     /// process stops where it is rather than ending excepted.
     pub fn is_transient(&self) -> bool {
         matches!(self, PersistError::Unavailable { .. })
+    }
+
+    /// Whether a process whose save fails so should stop where its last kept checkpoint is
+    /// (abandoned, to be continued later or elsewhere) rather than end excepted: the store is
+    /// unreachable for now, or the process's lease is lost.
+    pub fn stops_process(&self) -> bool {
+        matches!(
+            self,
+            PersistError::Unavailable { .. } | PersistError::LeaseLost { .. }
+        )
     }
 
     /// A store failure without an underlying error (a custom store's own condition).

@@ -349,6 +349,12 @@ impl Runner {
     pub fn is_closing(&self) -> bool {
         self.core.is_closing()
     }
+
+    /// Completes when [`close`](Self::close) is asked for (at once if it was).
+    pub fn closing(&self) -> impl Future<Output = ()> + Send + 'static {
+        let core = self.core.clone();
+        async move { core.closing().await }
+    }
 }
 
 impl Core {
@@ -388,40 +394,37 @@ impl Core {
         Ok(store.delete(pid)?)
     }
 
-    /// See [`Runner::load_all`].
+    /// See [`Runner::load_all`]. In a store with leases, the processes that other programs
+    /// hold are left to them.
     fn load_all(&self) -> Result<Vec<ProcessHandle>, EngineError> {
         let pids = self.store()?.list()?;
-        self.load_tree(pids)
+        self.load_tree_of(pids, true)
     }
 
     fn load_tree(&self, roots: Vec<Uuid>) -> Result<Vec<ProcessHandle>, EngineError> {
+        self.load_tree_of(roots, false)
+    }
+
+    fn load_tree_of(
+        &self,
+        roots: Vec<Uuid>,
+        skip_held: bool,
+    ) -> Result<Vec<ProcessHandle>, EngineError> {
         let store = self.store()?;
-        let root_set: HashSet<Uuid> = roots.iter().copied().collect();
-        let mut seen = HashSet::new();
-        let mut queue = roots;
-        let mut prepared = Vec::new();
-        while let Some(pid) = queue.pop() {
-            if !seen.insert(pid) || self.running(pid).is_some() {
-                continue;
-            }
-            let checkpoint = match store.load(pid) {
-                Ok(checkpoint) => checkpoint,
-                // A child that was never saved (or is gone) only matters if the parent waits
-                // for it; the parent then fails with an error naming the child.
-                Err(PersistError::NotFound { .. }) if !root_set.contains(&pid) => continue,
-                Err(error) => return Err(error.into()),
-            };
-            let loader = self.loader(&checkpoint.type_name).ok_or_else(|| {
-                EngineError::UnknownProcessType {
-                    type_name: checkpoint.type_name.clone(),
-                    pid,
+        // The leases taken by this load, given back if it fails.
+        let mut taken = Vec::new();
+        let prepared = self
+            .prepare_tree(store.as_ref(), roots, skip_held, &mut taken)
+            .and_then(|prepared| self.discard_orphans(prepared, store.as_ref()));
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                for pid in taken {
+                    store.release(pid);
                 }
-            })?;
-            let process = loader(checkpoint)?;
-            queue.extend(process.children.iter().copied());
-            prepared.push(process);
-        }
-        let prepared = self.discard_orphans(prepared, store.as_ref())?;
+                return Err(error);
+            }
+        };
         let loaded: HashMap<Uuid, Arc<ProcessShared>> = prepared
             .iter()
             .map(|p| (p.shared.identity.pid, p.shared.clone()))
@@ -438,6 +441,53 @@ impl Core {
             (process.start)(self, store.clone(), children);
         }
         Ok(handles)
+    }
+
+    /// Reads the checkpoints of `roots` and of their children, children first taken (the
+    /// leases it takes are added to `taken`), and prepares their processes.
+    fn prepare_tree(
+        &self,
+        store: &dyn Persister,
+        roots: Vec<Uuid>,
+        skip_held: bool,
+        taken: &mut Vec<Uuid>,
+    ) -> Result<Vec<Prepared>, EngineError> {
+        let root_set: HashSet<Uuid> = roots.iter().copied().collect();
+        let mut seen = HashSet::new();
+        let mut queue = roots;
+        let mut prepared = Vec::new();
+        while let Some(pid) = queue.pop() {
+            if !seen.insert(pid) || self.running(pid).is_some() {
+                continue;
+            }
+            // Taken before the checkpoint is read, so that it is the last one its previous
+            // holder could write.
+            match store.acquire(pid) {
+                Ok(()) => taken.push(pid),
+                Err(PersistError::Held { .. }) if skip_held && root_set.contains(&pid) => continue,
+                Err(error) => return Err(error.into()),
+            }
+            let checkpoint = match store.load(pid) {
+                Ok(checkpoint) => checkpoint,
+                // A child that was never saved (or is gone) only matters if the parent waits
+                // for it; the parent then fails with an error naming the child.
+                Err(PersistError::NotFound { .. }) if !root_set.contains(&pid) => {
+                    store.release(pid);
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let loader = self.loader(&checkpoint.type_name).ok_or_else(|| {
+                EngineError::UnknownProcessType {
+                    type_name: checkpoint.type_name.clone(),
+                    pid,
+                }
+            })?;
+            let process = loader(checkpoint)?;
+            queue.extend(process.children.iter().copied());
+            prepared.push(process);
+        }
+        Ok(prepared)
     }
 
     /// Drops (and deletes) children that their parent does not know: a child launched by a
@@ -467,6 +517,7 @@ impl Core {
             if orphan {
                 tracing::info!(%pid, "discarding a child launched by an interrupted step");
                 store.delete(pid)?;
+                store.release(pid);
             } else {
                 kept.push(process);
             }
@@ -563,8 +614,10 @@ impl Core {
         let pid = created.pid();
         let store = created.saver.store;
         store.save_bytes(pid, created.bytes)?;
-        // Kept before the pid is handed out: whoever gets it may continue the process from
-        // another program (a store that commits later is flushed).
+        // Not run here: whoever gets the pid may continue the process from another program,
+        // so it is not held, and it is kept before the pid is handed out (a store that
+        // commits later is flushed).
+        store.release(pid);
         store.flush()?;
         Ok(pid)
     }
@@ -705,7 +758,9 @@ fn prepare<P: Persistent>(checkpoint: Checkpoint) -> Result<Prepared, EngineErro
         start: Box::new(move |runner, store, children| {
             started.set_children(children);
             let Some(start) = start else {
-                // Ended before it was saved: its shared state already holds the outcome.
+                // Ended before it was saved: its shared state already holds the outcome, and
+                // nothing of it runs here (its checkpoint waits to be handed over).
+                store.release(started.identity.pid);
                 return;
             };
             let hold = runner.watch(&started);

@@ -13,9 +13,9 @@ use super::args::ProcessCommand;
 use super::exit::{Exit, Failure};
 use crate::RuntimeThread;
 use crate::control::{ControlError, SyncController};
-use crate::daemon::broker;
 use crate::daemon::{DaemonConfig, DaemonError};
-use crate::engine::{Checkpoint, Persister, SqlitePersister};
+use crate::daemon::{broker, store};
+use crate::engine::{Checkpoint, Persister};
 use crate::messaging::amqp::AmqpCommunicator;
 
 /// How long a request to a process may take.
@@ -95,17 +95,12 @@ fn steered(context: &Context<'_>, pid: Uuid, done: &str, happened: bool) -> Resu
 }
 
 fn list(context: &Context<'_>) -> Result<(), Failure> {
-    let path = &context.config.store;
-    let checkpoints = if path.exists() {
-        read_store(path)?
-    } else {
-        Vec::new()
-    };
+    let checkpoints = read_store(&context.config)?;
     let rows: Vec<Value> = checkpoints.iter().map(row).collect();
     context.out.show(
         || {
             if rows.is_empty() {
-                return format!("no processes in {}", path.display());
+                return format!("no processes in {}", context.config.store_shown());
             }
             let mut text = format!(
                 "{:<36}  {:<24} {:<10} {}\n",
@@ -136,22 +131,23 @@ fn list(context: &Context<'_>) -> Result<(), Failure> {
     Ok(())
 }
 
-fn open_store(path: &std::path::Path) -> Result<SqlitePersister, Failure> {
-    SqlitePersister::open(path).map_err(|source| {
-        DaemonError::Store {
-            path: path.to_owned(),
-            source,
-        }
-        .into()
-    })
+/// The configured store, if there is one to read: a database, or a SQLite file that exists
+/// (a daemon that never ran has none, and that is not an error).
+fn open_store(config: &DaemonConfig) -> Result<Option<Arc<dyn Persister>>, Failure> {
+    if config.store_url.is_none() && !config.store.exists() {
+        return Ok(None);
+    }
+    Ok(Some(store::open(config, "command line")?))
 }
 
-/// Every checkpoint in the store, oldest first; one that cannot be read is skipped with a
-/// note (a worker may delete it meanwhile).
-fn read_store(path: &std::path::Path) -> Result<Vec<Checkpoint>, Failure> {
-    let store = open_store(path)?;
+/// Every checkpoint in the store, oldest first; one that cannot be read is skipped (a worker
+/// may delete it meanwhile).
+fn read_store(config: &DaemonConfig) -> Result<Vec<Checkpoint>, Failure> {
+    let Some(store) = open_store(config)? else {
+        return Ok(Vec::new());
+    };
     let pids = store.list().map_err(|source| DaemonError::Store {
-        path: path.to_owned(),
+        at: config.store_shown(),
         source,
     })?;
     let mut checkpoints: Vec<Checkpoint> = pids
@@ -201,19 +197,14 @@ fn status(context: &Context<'_>, pid: Uuid) -> Result<(), Failure> {
 
 /// A process no worker runs: what the store says of it.
 fn saved_status(context: &Context<'_>, pid: Uuid) -> Result<(), Failure> {
-    let path = &context.config.store;
-    let saved = if path.exists() {
-        open_store(path)?.load(pid).ok()
-    } else {
-        None
-    };
+    let saved = open_store(&context.config)?.and_then(|store| store.load(pid).ok());
     let Some(saved) = saved else {
         return Err(Failure::new(
             Exit::NoSuchProcess,
             format!(
                 "no process {pid}: no worker runs it and the store {} does not hold it (it \
                  has ended and its outcome was handed over, or it never existed)",
-                path.display()
+                context.config.store_shown()
             ),
         ));
     };

@@ -95,6 +95,40 @@ pub trait Persister: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Ready when every save and delete made so far is kept, as [`flush`](Persister::flush)
+    /// but without blocking the caller on a store that commits on a thread of its own (the
+    /// PostgreSQL store): what hands an outcome to another program (a launcher answering a
+    /// `continue`) awaits this first, so that the store never says "still running" about a
+    /// process whose outcome went out. By default it flushes now.
+    fn until_flushed(&self) -> Committed {
+        match self.flush() {
+            Ok(()) => Committed::now(),
+            Err(error) => Committed::later(async move { Err(error) }),
+        }
+    }
+
+    /// Takes the lease of `pid` for this program, before the engine loads the process to run
+    /// it, in a store that several programs share and that keeps leases (the PostgreSQL store;
+    /// see its docs): while a program holds a process's lease, no other can take it, and every
+    /// save it makes of the process checks that it still holds it. By default there are no
+    /// leases: it succeeds at once.
+    ///
+    /// # Errors
+    ///
+    /// [`PersistError::Held`] when another program holds it; [`PersistError::LeaseLost`] when
+    /// this program's own leases have run out; [`PersistError::Unavailable`] or
+    /// [`PersistError::Store`] when the store fails.
+    fn acquire(&self, pid: Uuid) -> Result<(), PersistError> {
+        let _ = pid;
+        Ok(())
+    }
+
+    /// Gives the lease of `pid` up: its process ended or stopped here (after its last save,
+    /// in the order of the saves). By default there are no leases: it does nothing.
+    fn release(&self, pid: Uuid) {
+        let _ = pid;
+    }
+
     /// Waits until every save and delete made so far is durable, for a store that commits
     /// after it returns (SQLite with group commit); by default there is nothing to wait for.
     ///
@@ -104,6 +138,22 @@ pub trait Persister: Send + Sync + 'static {
     fn flush(&self) -> Result<(), PersistError> {
         Ok(())
     }
+}
+
+/// The pids of a table read after `pending` (the changes not yet committed when it was read,
+/// each a save or a delete) was taken: what is pending then is committed, or still pending,
+/// by the time the table is read, so the pending changes are applied over it.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn with_pending(table: Vec<Uuid>, pending: Vec<(Uuid, bool)>) -> Vec<Uuid> {
+    let mut pids: std::collections::HashSet<Uuid> = table.into_iter().collect();
+    for (pid, saved) in pending {
+        if saved {
+            pids.insert(pid);
+        } else {
+            pids.remove(&pid);
+        }
+    }
+    pids.into_iter().collect()
 }
 
 pub(crate) fn decode(pid: Uuid, bytes: &[u8]) -> Result<Checkpoint, PersistError> {

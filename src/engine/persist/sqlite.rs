@@ -1,7 +1,7 @@
 //! Checkpoints in an SQLite database (feature `sqlite`), in WAL mode, committed one save at a
 //! time or in groups by a writer thread.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -11,7 +11,7 @@ use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
-use super::{PersistError, Persister, decode, encode};
+use super::{PersistError, Persister, decode, encode, with_pending};
 use crate::engine::checkpoint::Checkpoint;
 
 /// One row per process in table `checkpoints(pid TEXT PRIMARY KEY, body BLOB)`, in WAL mode
@@ -141,18 +141,8 @@ impl Persister for SqlitePersister {
     }
 
     fn list(&self) -> Result<Vec<Uuid>, PersistError> {
-        // The queued operations first: what is queued now is committed, or still queued, when
-        // the table is read after.
-        let overlay = self.batcher.as_ref().map(Batcher::overlay);
-        let mut pids: HashSet<Uuid> = self.db.pids()?.into_iter().collect();
-        for (pid, saved) in overlay.into_iter().flatten() {
-            if saved {
-                pids.insert(pid);
-            } else {
-                pids.remove(&pid);
-            }
-        }
-        Ok(pids.into_iter().collect())
+        let pending = (self.batcher.as_ref()).map_or_else(Vec::new, Batcher::overlay);
+        Ok(with_pending(self.db.pids()?, pending))
     }
 
     fn delete(&self, pid: Uuid) -> Result<(), PersistError> {

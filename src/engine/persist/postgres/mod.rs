@@ -5,7 +5,6 @@ mod queue;
 mod schema;
 mod writer;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use tokio_postgres::config::Host;
 use uuid::Uuid;
 
 use self::queue::Queue;
-use super::{Committed, PersistError, Persister, decode, encode};
+use super::{Committed, PersistError, Persister, decode, encode, with_pending};
 use crate::engine::checkpoint::Checkpoint;
 
 /// One row per process in `<schema>.checkpoints(pid uuid PRIMARY KEY, body bytea)`, in a
@@ -83,6 +82,10 @@ pub(crate) struct Settings {
     timeout: Duration,
     /// How long queued changes wait for a database that went away.
     retry_for: Duration,
+    /// How long this program's leases last unless renewed.
+    lease_for: Duration,
+    /// How this program names itself to other programs that find its leases.
+    owner_name: String,
 }
 
 impl std::fmt::Debug for PostgresPersister {
@@ -103,6 +106,8 @@ pub struct PostgresBuilder {
     group_commit: bool,
     timeout: Duration,
     retry_for: Duration,
+    lease_for: Duration,
+    owner_name: Option<String>,
 }
 
 impl std::fmt::Debug for PostgresBuilder {
@@ -113,6 +118,8 @@ impl std::fmt::Debug for PostgresBuilder {
             .field("group_commit", &self.group_commit)
             .field("timeout", &self.timeout)
             .field("retry_for", &self.retry_for)
+            .field("lease_for", &self.lease_for)
+            .field("owner_name", &self.owner_name)
             .finish()
     }
 }
@@ -145,6 +152,22 @@ impl PostgresBuilder {
         self
     }
 
+    /// How long this program's leases last unless it renews them (default 10 s; renewed every
+    /// third of that). A worker that dies, or stalls, this long loses its processes to the
+    /// others; a shorter time hands them over sooner, and asks more of a busy program's
+    /// renewals.
+    pub fn lease_for(mut self, lease_for: Duration) -> Self {
+        self.lease_for = lease_for;
+        self
+    }
+
+    /// How this program names itself to a program that finds one of its processes held
+    /// (default `host:pid`).
+    pub fn owner_name(mut self, name: impl Into<String>) -> Self {
+        self.owner_name = Some(name.into());
+        self
+    }
+
     /// Connects, makes or migrates the tables, and starts the writer thread.
     ///
     /// # Errors
@@ -161,6 +184,10 @@ impl PostgresBuilder {
                  or key=value connection string"
             ))
         })?;
+        if config.get_options().is_none() {
+            // PostgreSQL's notices ("schema ... already exists, skipping") are not news.
+            config.options("-c client_min_messages=warning");
+        }
         config
             .application_name("runtime-thread")
             .connect_timeout(self.timeout)
@@ -173,9 +200,19 @@ impl PostgresBuilder {
             group_commit: self.group_commit,
             timeout: self.timeout,
             retry_for: self.retry_for,
+            lease_for: self.lease_for,
+            owner_name: self.owner_name.unwrap_or_else(default_owner_name),
         });
         PostgresPersister::start(settings)
     }
+}
+
+/// `host:pid`.
+fn default_owner_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
 }
 
 /// `postgres://user@host:port/database`: where the store is, never with the password.
@@ -210,6 +247,8 @@ impl PostgresPersister {
             group_commit: false,
             timeout: Duration::from_secs(10),
             retry_for: Duration::from_secs(10),
+            lease_for: Duration::from_secs(10),
+            owner_name: None,
         }
     }
 
@@ -224,7 +263,10 @@ impl PostgresPersister {
 
     /// Starts the writer thread, which connects first and says whether it could.
     fn start(settings: Arc<Settings>) -> Result<Self, PersistError> {
-        let queue = Arc::new(Queue::new());
+        let queue = Arc::new(Queue::new(
+            Uuid::new_v4(),
+            std::time::Instant::now() + settings.lease_for,
+        ));
         let (started, outcome) = std::sync::mpsc::sync_channel(1);
         let (writer_queue, writer_settings) = (queue.clone(), settings.clone());
         let writer = std::thread::Builder::new()
@@ -244,7 +286,22 @@ impl PostgresPersister {
                     }
                 };
                 runtime.block_on(async move {
-                    match writer::connect(&writer_settings).await {
+                    let connected = match writer::connect(&writer_settings).await {
+                        Ok(first) => {
+                            writer::register(&writer_settings, &first, writer_queue.owner())
+                                .await
+                                .map(|()| first)
+                                .map_err(|e| {
+                                    store_error(
+                                        &writer_settings.shown,
+                                        "cannot register this program's leases",
+                                        e,
+                                    )
+                                })
+                        }
+                        Err(error) => Err(error),
+                    };
+                    match connected {
                         Ok(first) => {
                             // Reads go through it from the moment `connect` returns.
                             writer_queue.up(first.client());
@@ -283,10 +340,6 @@ impl PostgresPersister {
         &self.settings.shown
     }
 
-    fn push(&self, changes: Vec<queue::Change>) -> Result<(), PersistError> {
-        self.queue.push(changes, None, &self.settings.shown)
-    }
-
     fn read_body(&self, pid: Uuid) -> Result<Option<Vec<u8>>, PersistError> {
         let client = self.queue.client(&self.settings.shown)?;
         let sql = format!(
@@ -323,7 +376,8 @@ impl Persister for PostgresPersister {
     }
 
     fn save_bytes(&self, pid: Uuid, bytes: Vec<u8>) -> Result<(), PersistError> {
-        self.push(vec![(pid, Some(Arc::new(bytes)))])
+        let shown = &self.settings.shown;
+        self.queue.save(vec![(pid, Arc::new(bytes))], None, shown)
     }
 
     /// With one commit per save, ready when this save is committed; with group commit, at once.
@@ -333,8 +387,8 @@ impl Persister for PostgresPersister {
             return Ok(Committed::now());
         }
         let (done, committed) = oneshot::channel();
-        let changes = vec![(pid, Some(Arc::new(bytes)))];
-        self.queue.push(changes, Some(done), &self.settings.shown)?;
+        let shown = &self.settings.shown;
+        (self.queue).save(vec![(pid, Arc::new(bytes))], Some(done), shown)?;
         let shown = self.settings.shown.clone();
         Ok(Committed::later(async move {
             committed.await.unwrap_or_else(|_| {
@@ -355,30 +409,55 @@ impl Persister for PostgresPersister {
     }
 
     fn list(&self) -> Result<Vec<Uuid>, PersistError> {
-        // The pending changes first: what is pending now is committed, or still pending, when
-        // the table is read after.
-        let overlay = self.queue.overlay();
-        let mut pids: HashSet<Uuid> = self.read_pids()?.into_iter().collect();
-        for (pid, saved) in overlay {
-            if saved {
-                pids.insert(pid);
-            } else {
-                pids.remove(&pid);
-            }
-        }
-        Ok(pids.into_iter().collect())
+        let pending = self.queue.overlay();
+        Ok(with_pending(self.read_pids()?, pending))
     }
 
     fn delete(&self, pid: Uuid) -> Result<(), PersistError> {
-        self.push(vec![(pid, None)])
+        self.queue.delete(pid, &self.settings.shown)
     }
 
     /// One transaction.
     fn save_all(&self, checkpoints: Vec<(Uuid, Vec<u8>)>) -> Result<(), PersistError> {
-        let changes = (checkpoints.into_iter())
-            .map(|(pid, bytes)| (pid, Some(Arc::new(bytes))))
+        let checkpoints = (checkpoints.into_iter())
+            .map(|(pid, bytes)| (pid, Arc::new(bytes)))
             .collect();
-        self.push(changes)
+        self.queue.save(checkpoints, None, &self.settings.shown)
+    }
+
+    /// Ready once everything queued before it is committed; the caller's thread does not wait.
+    fn until_flushed(&self) -> Committed {
+        let (done, committed) = oneshot::channel();
+        if let Err(error) = self.queue.mark(done, &self.settings.shown) {
+            return Committed::later(async move { Err(error) });
+        }
+        let shown = self.settings.shown.clone();
+        Committed::later(async move {
+            committed.await.unwrap_or_else(|_| {
+                Err(PersistError::unavailable(
+                    format!("the store of {shown} closed before it was flushed"),
+                    None,
+                ))
+            })
+        })
+    }
+
+    /// Takes the lease of `pid` in the database (one round trip): see the type's docs.
+    fn acquire(&self, pid: Uuid) -> Result<(), PersistError> {
+        let client = self.queue.client(&self.settings.shown)?;
+        let (schema, owner) = (self.settings.schema.clone(), self.queue.owner());
+        let token = writer::read(
+            &self.runtime,
+            &self.settings,
+            Box::pin(async move { writer::acquire(&client, &schema, owner, pid).await }),
+        )??;
+        self.queue.holding(pid, token);
+        Ok(())
+    }
+
+    /// Queued after the changes made before it.
+    fn release(&self, pid: Uuid) {
+        self.queue.release(pid);
     }
 
     /// Waits until every save and delete made so far is committed; an error if one of them

@@ -1,7 +1,8 @@
 //! What the callers hand the writer: writes in the order they were made, what reads must see
-//! of them until they are committed, and whether the database can be reached.
+//! of them until they are committed, whether the database can be reached, and the leases this
+//! program holds.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,8 +16,36 @@ use super::super::PersistError;
 /// A checkpoint's bytes, shared by the queue and the overlay until they are committed.
 pub(crate) type Body = Arc<Vec<u8>>;
 
-/// One save (`Some`) or delete (`None`) of a pid.
-pub(crate) type Change = (Uuid, Option<Body>);
+/// One change, fenced by the lease it was made under.
+pub(crate) enum Change {
+    /// Saves a checkpoint, if lease `token` of it is still this program's (0: a process made
+    /// here, whose lease the save takes).
+    Save { pid: Uuid, body: Body, token: i64 },
+    /// Deletes a checkpoint: fenced by the lease when this program holds the process, not
+    /// otherwise (handing over the outcome of a process that ended).
+    Delete { pid: Uuid, token: Option<i64> },
+    /// Gives a lease up.
+    Release { pid: Uuid, token: i64 },
+}
+
+impl Change {
+    pub(crate) fn pid(&self) -> Uuid {
+        match self {
+            Change::Save { pid, .. } | Change::Delete { pid, .. } | Change::Release { pid, .. } => {
+                *pid
+            }
+        }
+    }
+
+    /// What reads see of it: `Some(Some(body))` a save, `Some(None)` a delete.
+    fn seen(&self) -> Option<Option<Body>> {
+        match self {
+            Change::Save { body, .. } => Some(Some(body.clone())),
+            Change::Delete { .. } => Some(None),
+            Change::Release { .. } => None,
+        }
+    }
+}
 
 /// Changes made together (one save, or a whole `save_all`), committed together.
 pub(crate) struct Entry {
@@ -44,7 +73,6 @@ pub(crate) struct Queue {
     settled: Condvar,
 }
 
-#[derive(Default)]
 struct State {
     entries: VecDeque<Entry>,
     /// The latest change of each pid not yet committed, with its entry's number: what reads
@@ -56,6 +84,8 @@ struct State {
     settled: u64,
     /// The number of the latest entry given up (not committed), 0 if none.
     lost: u64,
+    /// The latest entry with a save that a lease refused, and its process.
+    refused: (u64, Option<Uuid>),
     /// The connection, while the database can be reached.
     client: Option<Arc<Client>>,
     /// Since when, and why, the database cannot be reached.
@@ -63,36 +93,182 @@ struct State {
     /// A failure that no reconnection mends: every later call fails with it.
     failure: Option<PersistError>,
     closing: bool,
+    leases: Leases,
+}
+
+/// The leases this program holds, as an owner that renews them all at once.
+struct Leases {
+    /// This program's identity in the `owners` table; a new one after it expired.
+    owner: Uuid,
+    /// The processes it holds, with their fencing tokens (0: made here).
+    held: HashMap<Uuid, i64>,
+    /// The processes whose lease it lost, until the engine gives them up.
+    lost: HashSet<Uuid>,
+    /// Until when its leases are surely its own: the start of its last renewal plus the lease
+    /// time (the database's clock gives them at least that long).
+    deadline: Instant,
+}
+
+impl Leases {
+    /// The token a save or delete of `pid` is fenced with; `LeaseLost` if the lease is lost,
+    /// or may be (the deadline passed: the program stalled, or could not renew).
+    fn token(&mut self, pid: Uuid) -> Result<Option<i64>, PersistError> {
+        if Instant::now() >= self.deadline {
+            self.lose_all();
+        }
+        if self.lost.contains(&pid) || Instant::now() >= self.deadline {
+            return Err(PersistError::LeaseLost { pid });
+        }
+        Ok(self.held.get(&pid).copied())
+    }
+
+    fn lose_all(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        self.lost.extend(held.into_keys());
+    }
 }
 
 impl Queue {
-    pub(crate) fn new() -> Self {
+    /// A queue for `owner`, whose leases are its own until `deadline`.
+    pub(crate) fn new(owner: Uuid, deadline: Instant) -> Self {
+        let state = State {
+            entries: VecDeque::new(),
+            overlay: HashMap::new(),
+            queued: 0,
+            settled: 0,
+            lost: 0,
+            refused: (0, None),
+            client: None,
+            down: None,
+            failure: None,
+            closing: false,
+            leases: Leases {
+                owner,
+                held: HashMap::new(),
+                lost: HashSet::new(),
+                deadline,
+            },
+        };
         Queue {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             work: Notify::new(),
             settled: Condvar::new(),
         }
     }
 
-    /// Queues `changes` as one entry; refused while the database cannot be reached, so that a
-    /// process stops rather than runs on unsaved.
-    pub(crate) fn push(
+    /// Queues the saves of `checkpoints` as one entry, each fenced by this program's lease of
+    /// its process (a process not held is one made here: its save takes the lease). Refused
+    /// while the database cannot be reached, so that a process stops rather than runs on
+    /// unsaved, and for a process whose lease is lost.
+    pub(crate) fn save(
         &self,
-        changes: Vec<Change>,
+        checkpoints: Vec<(Uuid, Body)>,
         done: Option<oneshot::Sender<Result<(), PersistError>>>,
         shown: &str,
     ) -> Result<(), PersistError> {
         let mut state = self.state.lock();
         state.check(shown)?;
+        let mut changes = Vec::with_capacity(checkpoints.len());
+        for (pid, body) in checkpoints {
+            let token = match state.leases.token(pid)? {
+                Some(token) => token,
+                None => *state.leases.held.entry(pid).or_insert(0),
+            };
+            changes.push(Change::Save { pid, body, token });
+        }
+        self.queue(state, changes, done);
+        Ok(())
+    }
+
+    /// Queues an entry without changes, `done` when everything queued before it is committed
+    /// (entries are committed in order).
+    pub(crate) fn mark(
+        &self,
+        done: oneshot::Sender<Result<(), PersistError>>,
+        shown: &str,
+    ) -> Result<(), PersistError> {
+        let state = self.state.lock();
+        state.check(shown)?;
+        self.queue(state, Vec::new(), Some(done));
+        Ok(())
+    }
+
+    /// Queues a delete, fenced by the lease if this program holds the process.
+    pub(crate) fn delete(&self, pid: Uuid, shown: &str) -> Result<(), PersistError> {
+        let mut state = self.state.lock();
+        state.check(shown)?;
+        let token = state.leases.token(pid)?;
+        self.queue(state, vec![Change::Delete { pid, token }], None);
+        Ok(())
+    }
+
+    /// Gives up the lease of `pid`, after the changes queued before (queued even while the
+    /// database is away: it is harmless, and frees the process for others sooner).
+    pub(crate) fn release(&self, pid: Uuid) {
+        let mut state = self.state.lock();
+        state.leases.lost.remove(&pid);
+        let Some(token) = state.leases.held.remove(&pid) else {
+            return;
+        };
+        let release = Change::Release { pid, token };
+        // Most often right after the process's final save, still queued: released in the same
+        // transaction, rather than a commit of its own.
+        if let Some(last) = state.entries.back_mut()
+            && last
+                .changes
+                .iter()
+                .any(|c| matches!(c, Change::Save { pid: p, .. } if *p == pid))
+        {
+            last.changes.push(release);
+            return;
+        }
+        self.queue(state, vec![release], None);
+    }
+
+    fn queue(
+        &self,
+        mut state: parking_lot::MutexGuard<'_, State>,
+        changes: Vec<Change>,
+        done: Option<oneshot::Sender<Result<(), PersistError>>>,
+    ) {
         state.queued += 1;
         let seq = state.queued;
-        for (pid, body) in &changes {
-            state.overlay.insert(*pid, (seq, body.clone()));
+        for change in &changes {
+            if let Some(seen) = change.seen() {
+                state.overlay.insert(change.pid(), (seq, seen));
+            }
         }
         state.entries.push_back(Entry { seq, changes, done });
         drop(state);
         self.work.notify_one();
-        Ok(())
+    }
+
+    /// This program's identity as an owner of leases.
+    pub(crate) fn owner(&self) -> Uuid {
+        self.state.lock().leases.owner
+    }
+
+    /// This program now holds `pid`, with `token`.
+    pub(crate) fn holding(&self, pid: Uuid, token: i64) {
+        let mut state = self.state.lock();
+        state.leases.lost.remove(&pid);
+        state.leases.held.insert(pid, token);
+    }
+
+    /// The leases were renewed: they are this program's until `deadline`.
+    pub(crate) fn renewed(&self, deadline: Instant) {
+        self.state.lock().leases.deadline = deadline;
+    }
+
+    /// The leases ran out before they were renewed: every process held is lost, and the
+    /// program goes on as `owner`, until `deadline`. Returns how many were lost.
+    pub(crate) fn expired(&self, owner: Uuid, deadline: Instant) -> usize {
+        let mut state = self.state.lock();
+        let lost = state.leases.held.len();
+        state.leases.lose_all();
+        state.leases.owner = owner;
+        state.leases.deadline = deadline;
+        lost
     }
 
     /// A change of `pid` not yet committed: `Some(None)` if it is being deleted.
@@ -120,7 +296,7 @@ impl Queue {
     }
 
     /// Waits until every entry queued so far is settled; an error if one of them was given
-    /// up, or the store has failed.
+    /// up or refused by a lease, or the store has failed.
     pub(crate) fn flush(&self, shown: &str) -> Result<(), PersistError> {
         let mut state = self.state.lock();
         let (target, before) = (state.queued, state.settled);
@@ -129,6 +305,11 @@ impl Queue {
         }
         if let Some(failure) = &state.failure {
             return Err(failure.clone());
+        }
+        if let (seq, Some(pid)) = state.refused
+            && seq > before
+        {
+            return Err(PersistError::LeaseLost { pid });
         }
         if state.lost > before {
             let why = state.down.as_ref().map_or("", |(_, why)| why.as_str());
@@ -173,17 +354,34 @@ impl Queue {
         }
     }
 
-    /// Marks `entries` committed: reads find their changes in the table from now on.
-    pub(crate) fn committed(&self, entries: Vec<Entry>) {
+    /// Marks `entries` committed: reads find their changes in the table from now on. The saves
+    /// of the pids in `refused` did not land (their lease is another program's): their entries
+    /// fail with `LeaseLost`, and the leases are lost.
+    pub(crate) fn committed(&self, entries: Vec<Entry>, refused: &HashSet<Uuid>) {
         let mut state = self.state.lock();
+        let mut results = Vec::with_capacity(entries.len());
         for entry in &entries {
             state.forget(entry);
             state.settled = state.settled.max(entry.seq);
+            let mut result = Ok(());
+            for change in &entry.changes {
+                if let Change::Save { pid, token, .. } = change
+                    && refused.contains(pid)
+                {
+                    if state.leases.held.get(pid) == Some(token) {
+                        state.leases.held.remove(pid);
+                        state.leases.lost.insert(*pid);
+                    }
+                    result = Err(PersistError::LeaseLost { pid: *pid });
+                    state.refused = (entry.seq, Some(*pid));
+                }
+            }
+            results.push(result);
         }
         drop(state);
         self.settled.notify_all();
-        for entry in entries {
-            entry.settle(Ok(()));
+        for (entry, result) in entries.into_iter().zip(results) {
+            entry.settle(result);
         }
     }
 
@@ -265,13 +463,14 @@ impl State {
 
     /// Drops the overlay's changes of `entry`, unless a later entry changed the same pid.
     fn forget(&mut self, entry: &Entry) {
-        for (pid, _) in &entry.changes {
+        for change in &entry.changes {
+            let pid = change.pid();
             if self
                 .overlay
-                .get(pid)
+                .get(&pid)
                 .is_some_and(|(seq, _)| *seq <= entry.seq)
             {
-                self.overlay.remove(pid);
+                self.overlay.remove(&pid);
             }
         }
     }

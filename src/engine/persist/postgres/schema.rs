@@ -12,6 +12,14 @@ use super::super::PersistError;
 const MIGRATIONS: &[&str] = &[
     // 1: one row per process, its latest checkpoint.
     "CREATE TABLE {schema}.checkpoints (pid uuid PRIMARY KEY, body bytea NOT NULL)",
+    // 2: leases. A program holding leases (an owner) renews them all at once by moving its
+    // expiry; a process's lease names its owner and a fencing token, new at every take.
+    "CREATE TABLE {schema}.owners (owner uuid PRIMARY KEY, name text NOT NULL, \
+         expires timestamptz NOT NULL); \
+     CREATE TABLE {schema}.leases (pid uuid PRIMARY KEY, owner uuid NOT NULL, \
+         token bigint NOT NULL); \
+     CREATE INDEX ON {schema}.leases (owner); \
+     CREATE SEQUENCE {schema}.lease_tokens START 1;",
 ];
 
 /// The version this build brings a database to.
