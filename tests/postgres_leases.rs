@@ -349,6 +349,9 @@ fn start_worker(schema: &str, lease_for: Duration, pids: &[Uuid]) -> (Child, Rec
     (child, lines)
 }
 
+/// Waits for a line that `wanted` accepts. A line may start with the test harness's own
+/// `test child_process_lease_worker ... ` (printed before the test's output when the harness
+/// runs one test at a time, as on one CPU): the tests match the ends of lines.
 fn until_line(lines: &Receiver<String>, wanted: impl Fn(&str) -> bool) {
     loop {
         let line = lines
@@ -387,7 +390,7 @@ fn a_killed_workers_processes_are_continued_by_another_once_its_leases_run_out()
             .map(|x| survivor.launch(Held { x }).create().unwrap())
             .collect();
         let (mut worker, lines) = start_worker(&schema, lease_for, &pids);
-        until_line(&lines, |line| line == "ready");
+        until_line(&lines, |line| line.ends_with("ready"));
         worker.kill().unwrap();
         let killed = Instant::now();
         worker.wait().unwrap();
@@ -425,7 +428,7 @@ fn a_worker_stalled_past_its_lease_cannot_save_afterwards() {
         let taker = runner_on(store_as(&schema, "taker", lease_for));
         let pid = taker.launch(Ticker { ticks: 0, host: 0 }).create().unwrap();
         let (mut worker, lines) = start_worker(&schema, lease_for, &[pid]);
-        until_line(&lines, |line| line == "tick 3");
+        until_line(&lines, |line| line.ends_with("tick 3"));
         let stalled = worker.id().cast_signed();
         // SAFETY: signalling a child process of this test.
         assert_eq!(unsafe { libc::kill(stalled, libc::SIGSTOP) }, 0);
@@ -442,7 +445,7 @@ fn a_worker_stalled_past_its_lease_cannot_save_afterwards() {
 
         // SAFETY: as above.
         assert_eq!(unsafe { libc::kill(stalled, libc::SIGCONT) }, 0);
-        until_line(&lines, |line| line == "stopped");
+        until_line(&lines, |line| line.ends_with("stopped"));
         // Whatever it did after it woke, none of it reached the store.
         let ticks_before = reader.load(pid).unwrap().process["ticks"].as_u64().unwrap();
         until(|| reader.load(pid).unwrap().process["ticks"].as_u64().unwrap() > ticks_before + 2);

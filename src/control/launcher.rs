@@ -50,7 +50,7 @@ use crate::messaging::{
 ///   died, and its lease ran out), then continues it, so that it never runs in two places.
 /// - **Rejections** (the task goes to another worker), as plumpy's: an unknown task type, and
 ///   `persist` or `continue` on a runner without a checkpoint store. A task that cannot finish
-///   because the runner stopped is given back too.
+///   because the runner stopped, or whose store is out of reach for now, is given back too.
 ///
 /// The runner's processes are reachable over messaging only if the runner also has a
 /// [`Listening`](super::Listening) watcher; a launcher alone only starts them. A runner's
@@ -389,6 +389,8 @@ impl<C: Communicator> Serving<C> {
                 Response::later(continue_when_free(runner, pid, nowait, ends_in))
             }
             Err(EngineError::Persist(PersistError::NotFound { .. })) => Response::Failed(gone(pid)),
+            // The store is out of reach for now: another worker, or this one later, continues it.
+            Err(EngineError::Persist(error)) if error.is_transient() => Response::Rejected,
             Err(error) => Response::Failed(error.to_string()),
         }
     }
@@ -438,6 +440,7 @@ async fn continue_when_free(
             Err(EngineError::Persist(PersistError::NotFound { .. })) => {
                 return Response::Failed(gone(pid));
             }
+            Err(EngineError::Persist(error)) if error.is_transient() => return Response::Rejected,
             Err(error) => return Response::Failed(error.to_string()),
         }
     }

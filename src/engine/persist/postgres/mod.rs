@@ -48,6 +48,21 @@ use crate::engine::checkpoint::Checkpoint;
 /// on them fail likewise. A failure that reconnecting does not mend (a refused login, a
 /// statement the database rejects) makes every later call fail with it.
 ///
+/// **Leases: one worker per process.** Several programs may share the database; a process
+/// runs in at most one of them at a time. Each program is an *owner* whose leases last
+/// [`lease_for`](PostgresBuilder::lease_for) (10 s) unless renewed, which its writer does for
+/// all of them at once every third of that. [`acquire`](Persister::acquire) (the engine's
+/// `load`) takes a process's lease with a new *fencing token* if it is free, already this
+/// program's, or its owner's leases have run out; otherwise it fails with
+/// [`PersistError::Held`], naming the holder. A process made here takes its lease with its
+/// first save, in the same statement, and every save or delete of a held process checks, in
+/// its statement, that the lease is still this program's with that token: a save that finds
+/// it taken over lands nowhere and later saves of that process fail with
+/// [`PersistError::LeaseLost`], as do all saves once the program may have outlived its lease
+/// (it stalled, or could not renew), so the engine stops those processes where they are.
+/// Leases are released when a process ends or stops here, and all at once when the store is
+/// dropped; a program that dies holds its processes until its leases run out.
+///
 /// **The tables** are made on first use in their own schema (`runtime_thread` unless
 /// [`schema`](PostgresBuilder::schema) says otherwise), with a version number, and migrated
 /// in order, under a lock, by the first worker of a newer build; a build refuses a database
