@@ -4,8 +4,9 @@
 //!
 //! - one parent after another (each waits for the last: a latency), and 50 parents at once
 //!   (a throughput), each sample 0.4 s of whole parents;
-//! - in SQLite (a file in the temp directory) and in PostgreSQL (the project's cluster on
-//!   127.0.0.1, `scripts/postgres start`), each committing every save or in groups;
+//! - in SQLite (a file in the temp directory; without leases, and with them, as a daemon's
+//!   workers share it) and in PostgreSQL (the project's cluster on 127.0.0.1,
+//!   `scripts/postgres start`), each committing every save or in groups;
 //! - against plumpy 0.26's `parent-10-pkl-all` (pickle files, its checkpointed figure) and
 //!   `parent-10-mem-all` (in memory), run by `../shared/baselines/plumpy_bench.py` from here in
 //!   each condition when `RUNTIME_THREAD_PYTHON` names a python with plumpy
@@ -146,6 +147,15 @@ fn stores(url: &str, dir: &std::path::Path, condition: Condition) -> Vec<(&'stat
         )
     };
     let file = |name: &str| dir.join(format!("{}-{name}.sqlite", condition.name()));
+    let leased = |group_commit: bool, name: &str| -> Arc<dyn Persister> {
+        Arc::new(
+            SqlitePersister::builder(file(name))
+                .group_commit(group_commit)
+                .leases(true)
+                .open()
+                .unwrap(),
+        )
+    };
     vec![
         (
             "sqlite_each",
@@ -156,6 +166,14 @@ fn stores(url: &str, dir: &std::path::Path, condition: Condition) -> Vec<(&'stat
             runner_on(Arc::new(
                 SqlitePersister::open_batched(file("group")).unwrap(),
             )),
+        ),
+        (
+            "sqlite_each_leases",
+            runner_on(leased(false, "each-leases")),
+        ),
+        (
+            "sqlite_group_leases",
+            runner_on(leased(true, "group-leases")),
         ),
         ("postgres_each", runner_on(postgres(false, "each"))),
         ("postgres_group", runner_on(postgres(true, "group"))),
@@ -239,6 +257,14 @@ fn main() {
             "  postgres group / sqlite group, one after another: {:.2}x; at once: {:.2}x",
             group / rate("sqlite_group", "sequential"),
             rate("postgres_group", "burst") / rate("sqlite_group", "burst")
+        );
+        println!(
+            "  sqlite with leases / without, one after another: each {:.2}x, group {:.2}x; at \
+             once: each {:.2}x, group {:.2}x",
+            rate("sqlite_each_leases", "sequential") / rate("sqlite_each", "sequential"),
+            rate("sqlite_group_leases", "sequential") / rate("sqlite_group", "sequential"),
+            rate("sqlite_each_leases", "burst") / rate("sqlite_each", "burst"),
+            rate("sqlite_group_leases", "burst") / rate("sqlite_group", "burst"),
         );
         match plumpy {
             Some((pickle, memory)) => println!(

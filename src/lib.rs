@@ -38,7 +38,7 @@
 //! | feature | adds |
 //! |---|---|
 //! | (none) | the three layers, with the in-process broker and the in-memory and JSON-directory checkpoint stores |
-//! | `sqlite` | `engine::SqlitePersister`: checkpoints in SQLite (bundled), one commit per save or group commit |
+//! | `sqlite` | `engine::SqlitePersister`: checkpoints in SQLite (bundled), one commit per save or group commit, leases for a file several programs share |
 //! | `amqp` | `messaging::amqp`: the RabbitMQ transport, wire-compatible with kiwipy 0.9 (lapin) |
 //!
 //! # Examples

@@ -1,5 +1,6 @@
 //! The contract every checkpoint store keeps, checked the same way for each: memory, a JSON
-//! directory, SQLite and PostgreSQL (each committing every save, or in groups).
+//! directory, SQLite (each committing every save, or in groups; with leases or without) and
+//! PostgreSQL (each committing every save, or in groups).
 //!
 //! - saves, loads, lists and deletes, with typed errors for what is missing or corrupt;
 //! - what one store instance wrote (and flushed) is what the next one opened on the same place
@@ -39,6 +40,7 @@ enum Kind {
     #[cfg(feature = "sqlite")]
     Sqlite {
         group_commit: bool,
+        leases: bool,
     },
     #[cfg(feature = "postgres")]
     Postgres {
@@ -89,14 +91,16 @@ impl Kind {
             Kind::Memory => place.memory.get_or_init(Default::default).clone(),
             Kind::JsonDir => Arc::new(JsonDirPersister::new(&place.name).unwrap()),
             #[cfg(feature = "sqlite")]
-            Kind::Sqlite { group_commit } => {
-                use runtime_thread::engine::SqlitePersister;
-                Arc::new(if group_commit {
-                    SqlitePersister::open_batched(&place.name).unwrap()
-                } else {
-                    SqlitePersister::open(&place.name).unwrap()
-                })
-            }
+            Kind::Sqlite {
+                group_commit,
+                leases,
+            } => Arc::new(
+                runtime_thread::engine::SqlitePersister::builder(&place.name)
+                    .group_commit(group_commit)
+                    .leases(leases)
+                    .open()
+                    .unwrap(),
+            ),
             #[cfg(feature = "postgres")]
             Kind::Postgres { group_commit } => {
                 Arc::new(common::postgres::store(&place.name, group_commit))
@@ -111,10 +115,14 @@ impl Kind {
             Kind::JsonDir => "json",
             #[cfg(feature = "sqlite")]
             Kind::Sqlite {
-                group_commit: false,
-            } => "sqlite",
-            #[cfg(feature = "sqlite")]
-            Kind::Sqlite { group_commit: true } => "sqlite-group",
+                group_commit,
+                leases,
+            } => match (group_commit, leases) {
+                (false, false) => "sqlite",
+                (true, false) => "sqlite-group",
+                (false, true) => "sqlite-leases",
+                (true, true) => "sqlite-group-leases",
+            },
             #[cfg(feature = "postgres")]
             Kind::Postgres {
                 group_commit: false,
@@ -131,9 +139,23 @@ impl Kind {
             #[cfg(feature = "sqlite")]
             Kind::Sqlite {
                 group_commit: false,
+                leases: false,
             },
             #[cfg(feature = "sqlite")]
-            Kind::Sqlite { group_commit: true },
+            Kind::Sqlite {
+                group_commit: true,
+                leases: false,
+            },
+            #[cfg(feature = "sqlite")]
+            Kind::Sqlite {
+                group_commit: false,
+                leases: true,
+            },
+            #[cfg(feature = "sqlite")]
+            Kind::Sqlite {
+                group_commit: true,
+                leases: true,
+            },
             #[cfg(feature = "postgres")]
             Kind::Postgres {
                 group_commit: false,
@@ -255,7 +277,7 @@ fn a_committed_save_is_kept_when_answered(kind: Kind) {
     futures::executor::block_on(committed).unwrap();
     let group_commit = match kind {
         #[cfg(feature = "sqlite")]
-        Kind::Sqlite { group_commit } => group_commit,
+        Kind::Sqlite { group_commit, .. } => group_commit,
         #[cfg(feature = "postgres")]
         Kind::Postgres { group_commit } => group_commit,
         _ => false,
@@ -603,12 +625,28 @@ mod sqlite {
 
     const EACH: Kind = Kind::Sqlite {
         group_commit: false,
+        leases: false,
     };
-    const GROUP: Kind = Kind::Sqlite { group_commit: true };
+    const GROUP: Kind = Kind::Sqlite {
+        group_commit: true,
+        leases: false,
+    };
+    const EACH_LEASED: Kind = Kind::Sqlite {
+        group_commit: false,
+        leases: true,
+    };
+    const GROUP_LEASED: Kind = Kind::Sqlite {
+        group_commit: true,
+        leases: true,
+    };
     conformance!(each, EACH);
     killed_writer!(each_killed, EACH);
     conformance!(group, GROUP);
     killed_writer!(group_killed, GROUP);
+    conformance!(each_leased, EACH_LEASED);
+    killed_writer!(each_leased_killed, EACH_LEASED);
+    conformance!(group_leased, GROUP_LEASED);
+    killed_writer!(group_leased_killed, GROUP_LEASED);
 }
 
 #[cfg(feature = "postgres")]

@@ -46,8 +46,9 @@ use crate::messaging::{
 ///   worker, which continues from the last checkpoint, or answers with the stored outputs of a
 ///   process that had ended. A `continue` of a process this runner runs already waits for it
 ///   rather than running it twice; one of a process that another worker holds (a store with
-///   leases, such as PostgreSQL's) waits until that worker has let it go (it ended, stopped or
-///   died, and its lease ran out), then continues it, so that it never runs in two places.
+///   leases: SQLite with leases, PostgreSQL) waits until that worker has let it go (it ended,
+///   stopped or died, and its lease ran out), then continues it, so that it never runs in two
+///   places.
 /// - **Rejections** (the task goes to another worker), as plumpy's: an unknown task type, and
 ///   `persist` or `continue` on a runner without a checkpoint store. A task that cannot finish
 ///   because the runner stopped, or whose store is out of reach for now, is given back too.

@@ -50,8 +50,8 @@ pub struct DaemonConfig {
     /// The prefix of the exchanges' and task queues' names on the broker (AiiDA's
     /// `aiida-<profile uuid>`), so that daemons of several apps or profiles share a broker.
     pub prefix: String,
-    /// The SQLite checkpoint store the workers share (on one machine), unless `store_url` is
-    /// set.
+    /// The SQLite checkpoint store the workers share (on one machine, with leases: a process
+    /// runs in one worker at a time), unless `store_url` is set.
     pub store: PathBuf,
     /// A PostgreSQL database the workers share instead (`postgres://user:password@host:port/
     /// database`, feature `postgres`), so that workers on several machines continue each

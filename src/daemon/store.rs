@@ -15,10 +15,24 @@ pub(crate) fn open(config: &DaemonConfig, role: &str) -> Result<Arc<dyn Persiste
     };
     match &config.store_url {
         None => Ok(Arc::new(
-            SqlitePersister::open(&config.store).map_err(failed)?,
+            SqlitePersister::builder(&config.store)
+                .leases(true)
+                .owner_name(owner_name(config, role))
+                .open()
+                .map_err(failed)?,
         )),
         Some(url) => open_postgres(config, url, role).map_err(failed),
     }
+}
+
+/// How a program names itself to others that find its processes held.
+fn owner_name(config: &DaemonConfig, role: &str) -> String {
+    format!(
+        "{} {role} on {}, pid {}",
+        config.prefix,
+        crate::engine::persist::lease::host_name(),
+        std::process::id()
+    )
 }
 
 #[cfg(feature = "postgres")]
@@ -27,16 +41,9 @@ fn open_postgres(
     url: &str,
     role: &str,
 ) -> Result<Arc<dyn Persister>, PersistError> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned());
     let store = crate::engine::PostgresPersister::builder(url)
         .schema(config.store_schema.clone())
-        .owner_name(format!(
-            "{} {role} on {host}, pid {}",
-            config.prefix,
-            std::process::id()
-        ))
+        .owner_name(owner_name(config, role))
         .connect()?;
     Ok(Arc::new(store))
 }

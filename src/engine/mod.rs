@@ -154,12 +154,13 @@
 //! - `submit_persisted_all` saves a batch's first checkpoints as one (all or none in SQLite, in
 //!   PostgreSQL and in memory); `Persister::flush` waits until a store that commits in groups has
 //!   committed;
-//! - in a store shared by several programs that keeps **leases** (the PostgreSQL store), a process
-//!   runs in one runner at a time: `load` takes the lease of each process it continues before it
-//!   reads its checkpoint (`PersistError::Held` if another program holds it), a process made here
-//!   takes its lease with its first save, and the lease goes when the process ends or stops here.
-//!   Every save carries the lease's fencing token, so a runner that lost its lease (it stalled, or
-//!   could not renew it) saves nothing more of the process, which stops there
+//! - in a store shared by several programs that keeps **leases** (SQLite opened with
+//!   `SqliteBuilder::leases`, PostgreSQL), a process runs in one runner at a time: `load` takes
+//!   the lease of each process it continues before it reads its checkpoint (`PersistError::Held`
+//!   if another program holds it), a process made here takes its lease with its first save, and
+//!   the lease goes when the process ends or stops here. Every save carries the lease's fencing
+//!   token, so a runner that lost its lease (it stalled, or could not renew it) saves nothing
+//!   more of the process, which stops there
 //!   (`PersistError::LeaseLost`); `load_all` leaves the processes others hold to them.
 //!
 //! Example 15 runs a chain that waits for an approval, ends the program abruptly, and finishes the
@@ -209,7 +210,7 @@ mod listener;
 mod outcome;
 mod outline;
 mod park;
-mod persist;
+pub(crate) mod persist;
 mod process;
 mod runner;
 mod runner_core;
@@ -224,12 +225,12 @@ pub use outline::{
     Branch, ChainCtx, Instruction, Outline, Predicate, Stepper, if_, return_, return_code, step,
     while_,
 };
-#[cfg(feature = "sqlite")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use persist::SqlitePersister;
 pub use persist::{Committed, InMemoryPersister, JsonDirPersister, Persister};
 #[cfg(feature = "postgres")]
 pub use persist::{PostgresBuilder, PostgresPersister};
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use persist::{SqliteBuilder, SqlitePersister};
 pub use workchain::{Chain, ChainContext, Flow, WorkChain, store_child_result};
 
 /// The type of a process id (a UUID, as plumpy's pids are), re-exported so that a program can

@@ -2,6 +2,8 @@
 
 mod committed;
 mod json_dir;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod lease;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -14,7 +16,7 @@ pub use memory::InMemoryPersister;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresBuilder, PostgresPersister};
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqlitePersister;
+pub use sqlite::{SqliteBuilder, SqlitePersister};
 
 use uuid::Uuid;
 
@@ -108,10 +110,10 @@ pub trait Persister: Send + Sync + 'static {
     }
 
     /// Takes the lease of `pid` for this program, before the engine loads the process to run
-    /// it, in a store that several programs share and that keeps leases (the PostgreSQL store;
-    /// see its docs): while a program holds a process's lease, no other can take it, and every
-    /// save it makes of the process checks that it still holds it. By default there are no
-    /// leases: it succeeds at once.
+    /// it, in a store that several programs share and that keeps leases (SQLite with leases,
+    /// PostgreSQL; see their docs): while a program holds a process's lease, no other can take
+    /// it, and every save it makes of the process checks that it still holds it. By default
+    /// there are no leases: it succeeds at once.
     ///
     /// # Errors
     ///

@@ -216,18 +216,12 @@ impl PostgresBuilder {
             timeout: self.timeout,
             retry_for: self.retry_for,
             lease_for: self.lease_for,
-            owner_name: self.owner_name.unwrap_or_else(default_owner_name),
+            owner_name: self
+                .owner_name
+                .unwrap_or_else(super::lease::default_owner_name),
         });
         PostgresPersister::start(settings)
     }
-}
-
-/// `host:pid`.
-fn default_owner_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned());
-    format!("{host}:{}", std::process::id())
 }
 
 /// `postgres://user@host:port/database`: where the store is, never with the password.

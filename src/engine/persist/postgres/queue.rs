@@ -12,6 +12,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use super::super::PersistError;
+use super::super::lease::Leases;
 
 /// A checkpoint's bytes, shared by the queue and the overlay until they are committed.
 pub(crate) type Body = Arc<Vec<u8>>;
@@ -96,40 +97,6 @@ struct State {
     leases: Leases,
 }
 
-/// The leases this program holds, as an owner that renews them all at once.
-struct Leases {
-    /// This program's identity in the `owners` table; a new one after it expired.
-    owner: Uuid,
-    /// The processes it holds, with their fencing tokens (0: made here).
-    held: HashMap<Uuid, i64>,
-    /// The processes whose lease it lost, until the engine gives them up.
-    lost: HashSet<Uuid>,
-    /// Until when its leases are surely its own: the start of its last renewal plus the lease
-    /// time (the database's clock gives them at least that long).
-    deadline: Instant,
-}
-
-impl Leases {
-    /// The token a save or delete of `pid` is fenced with; `LeaseLost` if the lease is lost,
-    /// or may be (the deadline passed: the program stalled, or could not renew).
-    fn token(&mut self, pid: Uuid) -> Result<Option<i64>, PersistError> {
-        // One clock read per save: this is on every save's path.
-        if Instant::now() >= self.deadline {
-            self.lose_all();
-            return Err(PersistError::LeaseLost { pid });
-        }
-        if self.lost.contains(&pid) {
-            return Err(PersistError::LeaseLost { pid });
-        }
-        Ok(self.held.get(&pid).copied())
-    }
-
-    fn lose_all(&mut self) {
-        let held = std::mem::take(&mut self.held);
-        self.lost.extend(held.into_keys());
-    }
-}
-
 impl Queue {
     /// A queue for `owner`, whose leases are its own until `deadline`.
     pub(crate) fn new(owner: Uuid, deadline: Instant) -> Self {
@@ -144,12 +111,7 @@ impl Queue {
             down: None,
             failure: None,
             closing: false,
-            leases: Leases {
-                owner,
-                held: HashMap::new(),
-                lost: HashSet::new(),
-                deadline,
-            },
+            leases: Leases::new(owner, deadline),
         };
         Queue {
             state: Mutex::new(state),
@@ -172,10 +134,7 @@ impl Queue {
         state.check(shown)?;
         let mut changes = Vec::with_capacity(checkpoints.len());
         for (pid, body) in checkpoints {
-            let token = match state.leases.token(pid)? {
-                Some(token) => token,
-                None => *state.leases.held.entry(pid).or_insert(0),
-            };
+            let token = state.leases.save_token(pid)?;
             changes.push(Change::Save { pid, body, token });
         }
         self.queue(state, changes, done);
@@ -208,8 +167,7 @@ impl Queue {
     /// database is away: it is harmless, and frees the process for others sooner).
     pub(crate) fn release(&self, pid: Uuid) {
         let mut state = self.state.lock();
-        state.leases.lost.remove(&pid);
-        let Some(token) = state.leases.held.remove(&pid) else {
+        let Some(token) = state.leases.release(pid) else {
             return;
         };
         let release = Change::Release { pid, token };
@@ -247,30 +205,23 @@ impl Queue {
 
     /// This program's identity as an owner of leases.
     pub(crate) fn owner(&self) -> Uuid {
-        self.state.lock().leases.owner
+        self.state.lock().leases.owner()
     }
 
     /// This program now holds `pid`, with `token`.
     pub(crate) fn holding(&self, pid: Uuid, token: i64) {
-        let mut state = self.state.lock();
-        state.leases.lost.remove(&pid);
-        state.leases.held.insert(pid, token);
+        self.state.lock().leases.holding(pid, token);
     }
 
     /// The leases were renewed: they are this program's until `deadline`.
     pub(crate) fn renewed(&self, deadline: Instant) {
-        self.state.lock().leases.deadline = deadline;
+        self.state.lock().leases.renewed(deadline);
     }
 
     /// The leases ran out before they were renewed: every process held is lost, and the
     /// program goes on as `owner`, until `deadline`. Returns how many were lost.
     pub(crate) fn expired(&self, owner: Uuid, deadline: Instant) -> usize {
-        let mut state = self.state.lock();
-        let lost = state.leases.held.len();
-        state.leases.lose_all();
-        state.leases.owner = owner;
-        state.leases.deadline = deadline;
-        lost
+        self.state.lock().leases.expired(owner, deadline)
     }
 
     /// A change of `pid` not yet committed: `Some(None)` if it is being deleted.
@@ -370,10 +321,7 @@ impl Queue {
                 if let Change::Save { pid, token, .. } = change
                     && refused.contains(pid)
                 {
-                    if state.leases.held.get(pid) == Some(token) {
-                        state.leases.held.remove(pid);
-                        state.leases.lost.insert(*pid);
-                    }
+                    state.leases.refused(*pid, *token);
                     result = Err(PersistError::LeaseLost { pid: *pid });
                     state.refused = (entry.seq, Some(*pid));
                 }
