@@ -30,8 +30,8 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use runtime_thread::messaging::amqp::{self, AmqpCommunicator, AmqpConfig};
 use runtime_thread::messaging::{
-    Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Handler, SyncCommunicator,
-    TaskSendOptions, TaskSubscriberOptions, Value,
+    Broadcast, BroadcastFilter, BroadcastHandler, Communicator, Handler, TaskSendOptions,
+    TaskSubscriberOptions, Value,
 };
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -89,40 +89,21 @@ fn main() {
     .unwrap();
     assert_eq!(ready.trim(), "READY");
 
+    let mut report = sequential(&prefix);
+    let only_sequential = std::env::var("AMQP_BENCH_ONLY").is_ok_and(|only| only == "sequential");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let mut report = Vec::new();
     runtime.block_on(async {
+        if only_sequential {
+            return;
+        }
         let comm = AmqpCommunicator::connect(config(&prefix)).await.unwrap();
-        let raw = RawClient::connect(&format!("{prefix}.raw")).await;
         for i in 0..50 {
             comm.rpc_send("echo", payload(i)).await.unwrap();
-            raw.call(payload(i)).await;
         }
-        report.push(
-            measure(
-                "baseline: bare lapin round trip (confirm + reply)",
-                RPC_N,
-                || async {
-                    for i in 0..RPC_N {
-                        raw.call(payload(i)).await;
-                    }
-                },
-            )
-            .await,
-        );
-        report.push(
-            measure("RPC sequential, async", RPC_N, || async {
-                for i in 0..RPC_N {
-                    let answer = comm.rpc_send("echo", payload(i)).await.unwrap();
-                    assert_eq!(answer["i"], i);
-                }
-            })
-            .await,
-        );
         report.push(
             measure("RPC, 100 in flight", RPC_N * 5, || {
                 in_flight(RPC_N * 5, |i| {
@@ -176,85 +157,8 @@ fn main() {
             )
             .await,
         );
-        report.push(
-            measure(
-                "broadcasts, sent one after another until all heard",
-                BROADCAST_N,
-                || async {
-                    comm.rpc_send("reset", Value::Null).await.unwrap();
-                    for i in 0..BROADCAST_N {
-                        let message = Broadcast::new(payload(i))
-                            .sender("bench")
-                            .subject("bench.msg");
-                        comm.broadcast_send(message).await.unwrap();
-                    }
-                    while comm.rpc_send("count", Value::Null).await.unwrap() != BROADCAST_N {
-                        tokio::time::sleep(Duration::from_micros(500)).await;
-                    }
-                },
-            )
-            .await,
-        );
         comm.close().await;
     });
-
-    // The synchronous communicator, from this plain thread, as kiwipy's thread API is used.
-    let sync = amqp::connect_with(config(&prefix)).unwrap();
-    for i in 0..50 {
-        sync.rpc_send("echo", payload(i)).wait().unwrap();
-    }
-    let mut rates = Vec::new();
-    let mut cpu = Vec::new();
-    for _ in 0..ROUNDS {
-        let (start, cpu_start) = (Instant::now(), cpu_time());
-        for i in 0..RPC_N {
-            let answer = sync.rpc_send("echo", payload(i)).wait().unwrap();
-            assert_eq!(answer["i"], i);
-        }
-        rates.push(RPC_N as f64 / start.elapsed().as_secs_f64());
-        cpu.push((cpu_time() - cpu_start).as_secs_f64() * 1e6 / RPC_N as f64);
-    }
-    report.insert(
-        1,
-        Row::new("RPC sequential, synchronous communicator", rates, cpu),
-    );
-    report.insert(1, lean_broadcasts(&prefix, &sync));
-    sync.close();
-
-    for (name, server) in [
-        (
-            "lean client (no I/O thread) with the bare-lapin echo",
-            format!("{prefix}.raw"),
-        ),
-        ("lean client with a lean echo", format!("{prefix}.lean")),
-    ] {
-        let mut client = lean::Lean::connect("");
-        let (mut rates, mut cpu, mut confirms, mut sent) = (Vec::new(), Vec::new(), 0, 0);
-        let mut call = |client: &mut lean::Lean, i: usize| {
-            let properties = lapin::BasicProperties::default()
-                .with_correlation_id("lean".into())
-                .with_reply_to(client.queue.as_str().into());
-            let body = serde_json::to_vec(&payload(i)).unwrap();
-            client.publish(&server, &body, properties);
-            sent += 1;
-            let reply = client.next_delivery(&mut confirms);
-            client.await_confirms(&mut confirms, sent);
-            let value: Value = serde_json::from_slice(&reply.body).unwrap();
-            assert_eq!(value["i"], i);
-        };
-        for i in 0..50 {
-            call(&mut client, i);
-        }
-        for _ in 0..ROUNDS {
-            let (start, cpu_start) = (Instant::now(), cpu_time());
-            for i in 0..RPC_N {
-                call(&mut client, i);
-            }
-            rates.push(RPC_N as f64 / start.elapsed().as_secs_f64());
-            cpu.push((cpu_time() - cpu_start).as_secs_f64() * 1e6 / RPC_N as f64);
-        }
-        report.insert(1, Row::new(name, rates, cpu));
-    }
 
     drop(server.stdin.take());
     let _ = server.wait();
@@ -274,39 +178,183 @@ fn main() {
     println!("(medians of {ROUNDS} rounds; the server in a second process)");
 }
 
-/// The broker's floor for broadcasts sent one after another: the lean client publishes
-/// kiwipy broadcast envelopes to the message exchange and waits for each confirm, until the
-/// server's communicator has heard them all (`sync` asks it).
-fn lean_broadcasts(prefix: &str, sync: &SyncCommunicator<AmqpCommunicator>) -> Row {
-    let exchange = format!("{prefix}.messages");
-    let mut client = lean::Lean::connect("");
-    let (mut rates, mut cpu, mut confirms) = (Vec::new(), Vec::new(), 0);
-    for _ in 0..ROUNDS {
-        sync.rpc_send("reset", Value::Null).wait().unwrap();
-        let (start, cpu_start) = (Instant::now(), cpu_time());
-        for i in 0..BROADCAST_N {
-            let envelope = json!({
-                "body": payload(i), "sender": "bench", "subject": "bench.msg",
-                "correlation_id": null,
-            });
-            let body = serde_json::to_vec(&envelope).unwrap();
-            let properties = lapin::BasicProperties::default();
-            client.publish_to(&exchange, "[broadcast]", &body, properties);
-            let wanted = confirms + 1;
-            client.await_confirms(&mut confirms, wanted);
+/// The sequential rows, each against its floors, rounds interleaved so that the VM's drift
+/// hits ours and the floors alike; ratios are paired per round, then their median taken. The
+/// async client runs on a current-thread runtime on this thread, the synchronous one from this
+/// thread to a runtime thread of its own, as a program uses each.
+fn sequential(prefix: &str) -> Vec<Row> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (comm, raw) = runtime.block_on(async {
+        let comm = AmqpCommunicator::connect(config(prefix)).await.unwrap();
+        let raw = RawClient::connect(&format!("{prefix}.raw")).await;
+        for i in 0..50 {
+            comm.rpc_send("echo", payload(i)).await.unwrap();
+            raw.call(payload(i)).await;
         }
-        let heard = || sync.rpc_send("count", Value::Null).wait().unwrap();
-        while heard() != BROADCAST_N {
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        rates.push(BROADCAST_N as f64 / start.elapsed().as_secs_f64());
-        cpu.push((cpu_time() - cpu_start).as_secs_f64() * 1e6 / BROADCAST_N as f64);
+        (comm, raw)
+    });
+    let sync = amqp::connect_with(config(prefix)).unwrap();
+    for i in 0..50 {
+        sync.rpc_send("echo", payload(i)).wait().unwrap();
     }
-    Row::new(
-        "lean client: broadcasts one after another until all heard",
-        rates,
-        cpu,
-    )
+    let mut lean_bare = Lean::new(&format!("{prefix}.raw"));
+    let mut lean_lean = Lean::new(&format!("{prefix}.lean"));
+    let mut broadcaster = lean::Lean::connect("");
+    let mut confirms = 0;
+    let exchange = format!("{prefix}.messages");
+
+    let mut rows: Vec<Row> = [
+        "baseline: bare lapin round trip (confirm + reply)",
+        "baseline: lean client, bare-lapin echo",
+        "baseline: lean client, lean echo",
+        "RPC sequential, async",
+        "RPC sequential, synchronous communicator",
+        "baseline: lean client, broadcasts one after another until all heard",
+        "broadcasts, sent one after another until all heard",
+        "baseline: bare lapin, broadcasts one after another until all heard",
+    ]
+    .into_iter()
+    .map(|name| Row::new(name, Vec::new(), Vec::new()))
+    .collect();
+    for _ in 0..ROUNDS {
+        rows[0].sample(RPC_N, || {
+            runtime.block_on(async {
+                for i in 0..RPC_N {
+                    raw.call(payload(i)).await;
+                }
+            });
+        });
+        rows[1].sample(RPC_N, || (0..RPC_N).for_each(|i| lean_bare.call(i)));
+        rows[2].sample(RPC_N, || (0..RPC_N).for_each(|i| lean_lean.call(i)));
+        rows[3].sample(RPC_N, || {
+            runtime.block_on(async {
+                for i in 0..RPC_N {
+                    let answer = comm.rpc_send("echo", payload(i)).await.unwrap();
+                    assert_eq!(answer["i"], i);
+                }
+            });
+        });
+        rows[4].sample(RPC_N, || {
+            for i in 0..RPC_N {
+                let answer = sync.rpc_send("echo", payload(i)).wait().unwrap();
+                assert_eq!(answer["i"], i);
+            }
+        });
+        let heard = || sync.rpc_send("count", Value::Null).wait().unwrap();
+        let until_all_heard = || {
+            while heard() != BROADCAST_N {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        };
+        sync.rpc_send("reset", Value::Null).wait().unwrap();
+        rows[5].sample(BROADCAST_N, || {
+            for i in 0..BROADCAST_N {
+                let envelope = json!({
+                    "body": payload(i), "sender": "bench", "subject": "bench.msg",
+                    "correlation_id": null,
+                });
+                let body = serde_json::to_vec(&envelope).unwrap();
+                let properties = lapin::BasicProperties::default();
+                broadcaster.publish_to(&exchange, "[broadcast]", &body, properties);
+                let wanted = confirms + 1;
+                broadcaster.await_confirms(&mut confirms, wanted);
+            }
+            until_all_heard();
+        });
+        sync.rpc_send("reset", Value::Null).wait().unwrap();
+        rows[6].sample(BROADCAST_N, || {
+            runtime.block_on(async {
+                for i in 0..BROADCAST_N {
+                    let message = Broadcast::new(payload(i))
+                        .sender("bench")
+                        .subject("bench.msg");
+                    comm.broadcast_send(message).await.unwrap();
+                }
+            });
+            until_all_heard();
+        });
+        sync.rpc_send("reset", Value::Null).wait().unwrap();
+        rows[7].sample(BROADCAST_N, || {
+            runtime.block_on(async {
+                for i in 0..BROADCAST_N {
+                    raw.broadcast(&exchange, i).await;
+                }
+            });
+            until_all_heard();
+        });
+    }
+    sync.close();
+    runtime.block_on(comm.close());
+
+    let ratio = |ours: usize, floor: usize, what: fn(&Row) -> &Vec<f64>| {
+        let paired: Vec<f64> = (what(&rows[ours]).iter())
+            .zip(what(&rows[floor]))
+            .map(|(ours, floor)| ours / floor)
+            .collect();
+        median(&paired)
+    };
+    fn rates(row: &Row) -> &Vec<f64> {
+        &row.rates
+    }
+    fn cpu(row: &Row) -> &Vec<f64> {
+        &row.cpu_us
+    }
+    println!("paired per round, medians over {ROUNDS} rounds:");
+    println!(
+        "  RPC async / bare lapin: rate {:.2}x (target >= 0.9x), client CPU {:.2}x (target <= 1.2x)",
+        ratio(3, 0, rates),
+        ratio(3, 0, cpu)
+    );
+    println!(
+        "  RPC synchronous / bare lapin: rate {:.2}x, client CPU {:.2}x (target <= 1.3x)",
+        ratio(4, 0, rates),
+        ratio(4, 0, cpu)
+    );
+    println!(
+        "  broadcasts one after another / lean floor: rate {:.2}x (target >= 0.8x); bare lapin / \
+         lean floor: {:.2}x; ours / bare lapin: {:.2}x",
+        ratio(6, 5, rates),
+        ratio(7, 5, rates),
+        ratio(6, 7, rates)
+    );
+    rows
+}
+
+/// The lean client (no I/O thread) calling an echo queue, one call at a time.
+struct Lean {
+    client: lean::Lean,
+    server: String,
+    confirms: u64,
+    sent: u64,
+}
+
+impl Lean {
+    fn new(server: &str) -> Lean {
+        let mut lean = Lean {
+            client: lean::Lean::connect(""),
+            server: server.to_owned(),
+            confirms: 0,
+            sent: 0,
+        };
+        (0..50).for_each(|i| lean.call(i));
+        lean
+    }
+
+    fn call(&mut self, i: usize) {
+        let properties = lapin::BasicProperties::default()
+            .with_correlation_id("lean".into())
+            .with_reply_to(self.client.queue.as_str().into());
+        let body = serde_json::to_vec(&payload(i)).unwrap();
+        self.client.publish(&self.server, &body, properties);
+        self.sent += 1;
+        let reply = self.client.next_delivery(&mut self.confirms);
+        self.client.await_confirms(&mut self.confirms, self.sent);
+        let value: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(value["i"], i);
+    }
 }
 
 struct Row {
@@ -322,6 +370,15 @@ impl Row {
             rates,
             cpu_us,
         }
+    }
+
+    /// Runs `units` units once, noting their rate and the process's CPU time per unit.
+    fn sample(&mut self, units: usize, run: impl FnOnce()) {
+        let (start, cpu_start) = (Instant::now(), cpu_time());
+        run();
+        self.rates
+            .push(units as f64 / start.elapsed().as_secs_f64());
+        (self.cpu_us).push((cpu_time() - cpu_start).as_secs_f64() * 1e6 / units as f64);
     }
 }
 
@@ -484,6 +541,29 @@ async fn raw_echo(queue: String) {
                 properties,
             )
             .await;
+    }
+}
+
+impl RawClient {
+    /// Publishes a kiwipy broadcast envelope to `exchange` and waits for its confirm.
+    async fn broadcast(&self, exchange: &str, i: usize) {
+        let envelope = json!({
+            "body": payload(i), "sender": "bench", "subject": "bench.msg",
+            "correlation_id": null,
+        });
+        let body = serde_json::to_vec(&envelope).unwrap();
+        self.channel
+            .basic_publish(
+                exchange.into(),
+                "[broadcast]".into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -40,7 +41,14 @@ use crate::thread::watched;
 /// A [`Communicator`] over RabbitMQ, wire-compatible with kiwipy: a kiwipy program can call its
 /// RPC subscribers, send its workers tasks and hear its broadcasts, and the other way round.
 ///
-/// Every send waits for the broker's publisher confirm. RPCs are published `mandatory`, so an
+/// Every request, task, broadcast and task reply waits for the broker's publisher confirm
+/// (the confirm is what the sender learns from: a broadcast is kept by the broker, a task
+/// reply went out before its task is acknowledged). An answer to an RPC does not: it goes on a
+/// channel of its own without confirms, handed to the connection without waiting, since only
+/// the answering side would hear of a refusal, and its caller's timeout covers an answer lost
+/// with the broker or the connection. Requests and broadcasts are consumed without
+/// acknowledgements: their queues are the connection's own, so an acknowledgement would keep
+/// nothing that the queue's end would not lose anyway. RPCs are published `mandatory`, so an
 /// RPC to an identifier nobody serves is [`Error::Unroutable`] at once. A task is not: its
 /// sender declares its queue first (as kiwipy does), so the task waits there for a worker, for
 /// up to the queue's message TTL (a week), and a sender waiting for the result gets
@@ -356,7 +364,7 @@ impl AmqpCommunicator {
             properties,
             mandatory,
         };
-        let confirm = self.send_frames(link, message).await?;
+        let confirm = self.send_frames(link, &link.publisher, message).await?;
         let confirm = confirm
             .await
             .map_err(|e| publish_failed(link, exchange, routing_key, e))?;
@@ -413,7 +421,7 @@ impl AmqpCommunicator {
             properties,
             mandatory: false,
         };
-        let confirm = self.send_frames(link, message).await?;
+        let confirm = self.send_frames(link, &link.publisher, message).await?;
         let comm = self.clone();
         self.inner.runtime.spawn(async move {
             // Never returned itself (not mandatory), but it may carry another message's return.
@@ -424,10 +432,11 @@ impl AmqpCommunicator {
         Ok(())
     }
 
-    /// Encodes a message and hands its frames to the publishing channel.
+    /// Encodes a message and hands its frames to `channel`, one of `link`'s.
     async fn send_frames(
         &self,
         link: &Link,
+        channel: &lapin::Channel,
         message: Outgoing<'_>,
     ) -> Result<lapin::PublisherConfirm, Error> {
         let bytes = codec::encode(message.body);
@@ -443,7 +452,7 @@ impl AmqpCommunicator {
             ..BasicPublishOptions::default()
         };
         let (exchange, routing_key) = (message.exchange, message.routing_key);
-        link.publisher
+        channel
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
@@ -560,6 +569,36 @@ impl AmqpCommunicator {
         }
     }
 
+    /// Sends an answer to an RPC (a `pending` one or the final one) on the channel without
+    /// publisher confirms: the broker's confirm of an answer would tell only this side, which
+    /// could do nothing with it but log, and costs a frame, a promise and a wake-up per call;
+    /// a caller whose answer is lost gets its timeout, as it would if this program died.
+    pub(super) async fn answer_rpc(
+        &self,
+        exchange: &str,
+        reply_to: &str,
+        correlation_id: &str,
+        body: Value,
+    ) {
+        let Ok(link) = self.link().await else {
+            return;
+        };
+        let message = Outgoing {
+            exchange,
+            routing_key: reply_to,
+            body: &body,
+            properties: properties(Some(correlation_id), None, false),
+            mandatory: false,
+        };
+        // Handed to the connection, not waited for: lapin's `basic_publish` resolves once its
+        // I/O thread has written the frames, which only this side would learn, at the price of
+        // a wake-up each way. A channel found closed fails at once, on the first poll.
+        let sent = (self.send_frames(&link, &link.replier, message)).now_or_never();
+        if let Some(Err(error)) = sent {
+            tracing::warn!(%error, "an answer to an RPC could not be sent");
+        }
+    }
+
     /// Sends a task's final reply, then acknowledges the task as soon as the reply is on its
     /// way, before the broker confirms it: a worker that dies before the acknowledgement
     /// leaves the task to be delivered again, never acknowledged without its reply; and whoever
@@ -584,7 +623,7 @@ impl AmqpCommunicator {
             properties: properties(Some(correlation_id), None, false),
             mandatory: false,
         };
-        match self.send_frames(&link, message).await {
+        match self.send_frames(&link, &link.publisher, message).await {
             Ok(confirm) => {
                 let _ = ack().await;
                 if let Err(error) = confirm.await {

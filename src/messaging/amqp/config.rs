@@ -103,7 +103,8 @@ impl AmqpConfig {
     }
 
     /// The largest body sent or accepted, in bytes (default 16 MiB). A larger incoming one is
-    /// rejected without requeue; a larger outgoing one is an error before anything is sent.
+    /// dropped (a task: rejected without requeue); a larger outgoing one is an error before
+    /// anything is sent.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self

@@ -28,6 +28,9 @@ pub(crate) fn broker_error(what: &str, error: lapin::Error) -> Error {
 pub(crate) struct Link {
     pub(crate) connection: Connection,
     pub(crate) publisher: Channel,
+    /// Answers to RPCs, without publisher confirms (see `AmqpCommunicator`'s docs): in order
+    /// among themselves, which keeps a `pending` before its final answer.
+    pub(crate) replier: Channel,
     pub(crate) consumer: Channel,
     /// Where `next_task` takes tasks: each waiting pull is a consumer here with room for one.
     pub(crate) puller: Channel,
@@ -57,9 +60,10 @@ impl Link {
                 broker_error(&format!("cannot connect to {}", config.redacted_url()), e)
             })?;
         match Self::set_up(&connection, config).await {
-            Ok((publisher, consumer, puller, reply_queue)) => Ok(Link {
+            Ok((publisher, replier, consumer, puller, reply_queue)) => Ok(Link {
                 connection,
                 publisher,
+                replier,
                 consumer,
                 puller,
                 reply_queue,
@@ -76,7 +80,7 @@ impl Link {
     async fn set_up(
         connection: &Connection,
         config: &AmqpConfig,
-    ) -> Result<(Channel, Channel, Channel, String), Error> {
+    ) -> Result<(Channel, Channel, Channel, Channel, String), Error> {
         let publisher = connection
             .create_channel()
             .await
@@ -85,6 +89,10 @@ impl Link {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| broker_error("cannot enable publisher confirms", e))?;
+        let replier = connection
+            .create_channel()
+            .await
+            .map_err(|e| broker_error("cannot open a channel", e))?;
         let consumer = connection
             .create_channel()
             .await
@@ -101,7 +109,7 @@ impl Link {
         for exchange in [&config.message_exchange, &config.task_exchange] {
             bind(&consumer, &reply_queue, exchange, &reply_queue).await?;
         }
-        Ok((publisher, consumer, puller, reply_queue))
+        Ok((publisher, replier, consumer, puller, reply_queue))
     }
 
     /// A consumer of this connection's reply queue (no acknowledgements, as kiwipy).

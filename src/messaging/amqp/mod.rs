@@ -31,9 +31,12 @@
 //!   the characters YAML refuses or folds escaped); read as JSON or as the YAML kiwipy writes, with its
 //!   tags: `!!python/tuple` is a list, `!!set` a list, `!!binary` its base64 text; any other Python tag
 //!   (an object, a call) is refused, not read as data, and aliases have an expansion budget. A body
-//!   that does not decode is rejected without requeue, with an exception reply to its sender when it
-//!   has a `reply_to`; bodies over `max_message_size` (16 MiB) are refused both ways.
-//! - Every send waits for the publisher confirm. RPCs are `mandatory`, so an RPC to an identifier
+//!   that does not decode is dropped (a task: rejected without requeue), with an exception reply to
+//!   its sender when it has a `reply_to`; bodies over `max_message_size` (16 MiB) are refused both
+//!   ways.
+//! - Every request, task, broadcast and task reply waits for the publisher confirm; answers to
+//!   RPCs go without one, and requests and broadcasts are consumed without acknowledgements
+//!   (see [`AmqpCommunicator`] for why). RPCs are `mandatory`, so an RPC to an identifier
 //!   nobody serves is `Unroutable` at once; a task's queue is declared before it is sent (as kiwipy
 //!   does), so a task nobody consumes yet waits in its queue for a worker, and a sender waiting for
 //!   its result gets `Timeout`. Answers have a timeout (kiwipy's have none). lapin's own log events
@@ -108,7 +111,14 @@ pub fn connect(url: &str) -> Result<SyncCommunicator<AmqpCommunicator>, Error> {
 /// [`Error::Broker`] when the broker cannot be reached; [`Error::Thread`] when the runtime thread
 /// cannot start.
 pub fn connect_with(config: AmqpConfig) -> Result<SyncCommunicator<AmqpCommunicator>, Error> {
-    let thread = RuntimeThread::builder().name("amqp").start()?;
+    // Its work waits on the network (a round trip to the broker takes hundreds of
+    // microseconds): a spin for the next job, or for a result, would only burn the CPU that the
+    // broker and the other side need.
+    let thread = RuntimeThread::builder()
+        .name("amqp")
+        .idle_spin(std::time::Duration::ZERO)
+        .wait_spin(std::time::Duration::ZERO)
+        .start()?;
     let connected = thread
         .run_threadsafe(AmqpCommunicator::connect(config))
         .wait();

@@ -69,9 +69,16 @@ impl AmqpCommunicator {
                     Response::Failed(format!("the RPC subscriber `{identifier}` has gone"))
                 })
             });
-            self.inner
-                .runtime
-                .spawn(async move { comm.answer_request(delivery, handler).await });
+            // Answered here when it can be at once (a synchronous handler: the answer is handed
+            // to the connection without waiting), otherwise by a task of its own, so that a
+            // slow handler holds up no other request. A task per request would cost a
+            // scheduling, on a multi-threaded runtime often a wake-up of another thread.
+            let mut answer = Box::pin(async move { comm.answer_request(delivery, handler).await });
+            let mut polled = std::task::Context::from_waker(std::task::Waker::noop());
+            if answer.as_mut().poll(&mut polled).is_pending() {
+                // Its first poll as a task registers the task's waker.
+                self.inner.runtime.spawn(answer);
+            }
         }
     }
 
@@ -95,11 +102,10 @@ impl AmqpCommunicator {
             }
         };
         let mut send = |reply: Reply| {
-            let confirmed = !matches!(reply, Reply::Pending);
             let body = reply.to_body(None);
             let (reply_to, correlation_id) = (&reply_to, &correlation_id);
             async move {
-                (self.reply(exchange, reply_to, correlation_id, body, confirmed)).await;
+                (self.answer_rpc(exchange, reply_to, correlation_id, body)).await;
             }
         };
         let reply = follow(response, true, &mut send)
@@ -127,7 +133,11 @@ impl AmqpCommunicator {
             BROADCAST_TOPIC,
         )
         .await?;
-        let consumer = link::consume(&link.consumer, &queue, "", Acks::Manual).await?;
+        // The queue is this connection's own (exclusive): were the connection to drop, the
+        // queue would go with whatever it holds, acknowledged or not, and the channel sets no
+        // prefetch. An acknowledgement would protect nothing, at a frame and a wait per
+        // broadcast: none is sent, as for requests.
+        let consumer = link::consume(&link.consumer, &queue, "", Acks::None).await?;
         let tag = consumer.tag().to_string();
         self.inner
             .runtime
@@ -142,14 +152,8 @@ impl AmqpCommunicator {
                 .map_err(|e| e.to_string())
                 .and_then(wire::parse_broadcast);
             match message {
-                Ok(message) => {
-                    self.deliver_broadcast(&message);
-                    let _ = delivery.ack(BasicAckOptions::default()).await;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "a broadcast could not be decoded; rejected");
-                    let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
-                }
+                Ok(message) => self.deliver_broadcast(&message),
+                Err(error) => tracing::warn!(%error, "a broadcast could not be decoded; dropped"),
             }
         }
     }
