@@ -72,8 +72,13 @@ fn tasks_held_by_a_worker_killed_with_sigkill_go_to_another_worker() {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut next_line = move || loop {
             let line = lines.next().expect("the worker's output ended").unwrap();
+            // libtest prints `test <name> ... ` before the first line of a test run alone (as
+            // on one CPU).
+            let line = line
+                .rsplit_once(" ... ")
+                .map_or(&line[..], |(_, rest)| rest);
             if line.starts_with("took") || line == "ready" {
-                return line;
+                return line.to_owned();
             }
         };
         assert_eq!(next_line(), "ready");

@@ -201,6 +201,12 @@ fn run_worker(path: &Path, batched: bool, round: u64, delay: Duration) -> Killed
         let mut lines = Vec::new();
         for line in BufReader::new(output).lines() {
             let Ok(line) = line else { break };
+            // libtest prints `test <name> ... ` before the first line of a test run alone (as
+            // on one CPU).
+            let line = match line.rsplit_once(" ... ") {
+                Some((_, rest)) => rest.to_owned(),
+                None => line,
+            };
             if line == "ready" {
                 let _ = ready_tx.send(());
             }
