@@ -196,16 +196,18 @@ fn sequential(prefix: &str) -> Vec<Row> {
         .enable_all()
         .build()
         .unwrap();
-    let (comm, raw, routed) = runtime.block_on(async {
+    let (comm, raw, routed, to_ours) = runtime.block_on(async {
         let comm = AmqpCommunicator::connect(config(prefix)).await.unwrap();
         let raw = RawClient::connect(&format!("{prefix}.raw")).await;
         let routed = RawClient::connect_to(&format!("{prefix}.messages"), RAW_TOPIC_KEY).await;
+        let to_ours = RawClient::connect_to(&format!("{prefix}.messages"), "[rpc].echo").await;
         for i in 0..50 {
             comm.rpc_send("echo", payload(i)).await.unwrap();
             raw.call(payload(i)).await;
             routed.call(payload(i)).await;
+            to_ours.call(payload(i)).await;
         }
-        (comm, raw, routed)
+        (comm, raw, routed, to_ours)
     });
     let sync = amqp::connect_with(config(prefix)).unwrap();
     // The synchronous floor: bare lapin driven from this thread through a runtime thread, as
@@ -250,6 +252,7 @@ fn sequential(prefix: &str) -> Vec<Row> {
         "baseline: bare lapin, broadcasts one after another until all heard",
         "baseline: bare lapin from a plain thread through a runtime thread",
         "baseline: bare lapin routed as kiwipy (topic exchange both ways)",
+        "bare lapin client, our server (the server's share)",
     ]
     .into_iter()
     .map(|name| Row::new(name, Vec::new(), Vec::new()))
@@ -277,6 +280,13 @@ fn sequential(prefix: &str) -> Vec<Row> {
             runtime.block_on(async {
                 for i in 0..RPC_N {
                     routed.call(payload(i)).await;
+                }
+            });
+        });
+        rows[10].sample(RPC_N, || {
+            runtime.block_on(async {
+                for i in 0..RPC_N {
+                    to_ours.call(payload(i)).await;
                 }
             });
         });
@@ -356,6 +366,13 @@ fn sequential(prefix: &str) -> Vec<Row> {
         ratio(9, 0, rates),
         ratio(3, 9, rates),
         ratio(3, 9, cpu)
+    );
+    println!(
+        "  bare lapin client: our server / the bare echo routed as kiwipy: rate {:.2}x; our \
+         client / bare lapin client, both to our server: rate {:.2}x, CPU {:.2}x",
+        ratio(10, 9, rates),
+        ratio(3, 10, rates),
+        ratio(3, 10, cpu)
     );
     println!(
         "  RPC synchronous / bare lapin: rate {:.2}x, client CPU {:.2}x (target <= 1.3x); bare \
@@ -741,6 +758,8 @@ impl RawClient {
             .unwrap();
         let reply = self.replies.lock().await.next().await.unwrap().unwrap();
         let value: Value = serde_json::from_slice(&reply.data).unwrap();
-        assert_eq!(value["i"], body["i"]);
+        // Our server answers in kiwipy's envelope, the bare echo with the body itself.
+        let answer = value.get("result").unwrap_or(&value);
+        assert_eq!(answer["i"], body["i"]);
     }
 }
