@@ -21,9 +21,9 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Barrier, LazyLock};
 use std::time::{Duration, Instant};
 
+use common::processes::Doubles;
 use common::{QUICK, bounded, until};
 use parking_lot::Mutex;
-use runtime_thread::RuntimeThread;
 use runtime_thread::control::{Controller, Launcher};
 use runtime_thread::engine::{
     Command, EngineError, PersistError, Persistent, Persister, Process, ProcessState, Runner,
@@ -37,6 +37,9 @@ const KIND: &str = "RUNTIME_THREAD_LEASE_STORE";
 const PLACE: &str = "RUNTIME_THREAD_LEASE_PLACE";
 const MODE: &str = "RUNTIME_THREAD_LEASE_MODE";
 const PIDS: &str = "RUNTIME_THREAD_LEASE_PIDS";
+
+/// The lease of the programs that must not lose theirs during a test.
+const STEADY: Duration = Duration::from_secs(10);
 
 /// A store that several programs can share, with leases.
 #[derive(Clone, Copy, Debug)]
@@ -151,36 +154,11 @@ impl Shared {
 }
 
 fn runner_on(store: Arc<dyn Persister>) -> Runner {
-    let thread = RuntimeThread::builder().name("leases").start().unwrap();
-    let runner = Runner::builder()
-        .thread(Arc::new(thread))
-        .persister(store)
-        .start()
-        .unwrap();
-    runner.register::<Held>();
+    let runner = common::runner_on(store, "leases");
+    runner.register::<Doubles>();
     runner.register::<Once>();
     runner.register::<Ticker>();
     runner
-}
-
-/// `run` waits for a resume, then `emit` outputs `y = 2x`.
-#[derive(Serialize, Deserialize)]
-struct Held {
-    x: i64,
-}
-
-impl Process for Held {
-    async fn step(&mut self, step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
-        if step == "run" {
-            return Ok(Command::wait_for_resume("emit"));
-        }
-        ctx.out("y", (self.x * 2).into());
-        Ok(Command::finish())
-    }
-}
-
-impl Persistent for Held {
-    const TYPE_NAME: &'static str = "leases.Held";
 }
 
 /// Counts its runs by `index` in test `test` (tests run at once, each over its store), waits for a resume (so that it is still running when the
@@ -262,8 +240,8 @@ fn checkpoint(pid: Uuid, mark: &str) -> Vec<u8> {
 fn a_held_process_is_refused_to_others_and_their_saves_of_it_do_not_land(kind: Shared) {
     bounded(QUICK, move || {
         let place = kind.place();
-        let a = kind.open(&place.0, "worker-a", Duration::from_secs(10));
-        let b = kind.open(&place.0, "worker-b", Duration::from_secs(10));
+        let a = kind.open(&place.0, "worker-a", STEADY);
+        let b = kind.open(&place.0, "worker-b", STEADY);
         let pid = Uuid::new_v4();
         // Made by a: its first save takes the lease.
         a.save_bytes(pid, checkpoint(pid, "a1")).unwrap();
@@ -274,7 +252,7 @@ fn a_held_process_is_refused_to_others_and_their_saves_of_it_do_not_land(kind: S
             panic!("{held:?}");
         };
         assert_eq!(owner, "worker-a");
-        assert!(*ends_in <= Duration::from_secs(10), "{ends_in:?}");
+        assert!(*ends_in <= STEADY, "{ends_in:?}");
         assert!(held.to_string().contains("runs on worker-a"), "{held}");
 
         // b writes it anyway (as if it thought it had made it): the save does not land, and
@@ -287,7 +265,7 @@ fn a_held_process_is_refused_to_others_and_their_saves_of_it_do_not_land(kind: S
             b.save_bytes(pid, checkpoint(pid, "b2")),
             Err(PersistError::LeaseLost { .. })
         ));
-        let fresh = kind.open(&place.0, "reader", Duration::from_secs(10));
+        let fresh = kind.open(&place.0, "reader", STEADY);
         assert_eq!(bytes_of(&*fresh, pid), "a1");
 
         // a lets it go; b takes it, and then it is a's saves that do not land.
@@ -308,7 +286,7 @@ fn the_same_continue_on_two_workers_at_once_runs_the_process_on_one_100_times(ki
         let place = kind.place();
         let workers: Vec<Runner> = ["worker-a", "worker-b"]
             .into_iter()
-            .map(|name| runner_on(kind.open(&place.0, name, Duration::from_secs(10))))
+            .map(|name| runner_on(kind.open(&place.0, name, STEADY)))
             .collect();
         let barrier = Arc::new(Barrier::new(2));
         let mut ran_on = [0; 2];
@@ -358,9 +336,13 @@ fn the_same_continue_on_two_workers_at_once_runs_the_process_on_one_100_times(ki
 fn a_continue_waits_while_another_worker_holds_the_process_and_goes_on_when_it_stops(kind: Shared) {
     bounded(QUICK, move || {
         let place = kind.place();
-        let holder = runner_on(kind.open(&place.0, "holder", Duration::from_secs(10)));
-        let waiter = runner_on(kind.open(&place.0, "waiter", Duration::from_secs(10)));
-        let handle = holder.launch(Held { x: 21 }).persisted().start().unwrap();
+        let holder = runner_on(kind.open(&place.0, "holder", STEADY));
+        let waiter = runner_on(kind.open(&place.0, "waiter", STEADY));
+        let handle = holder
+            .launch(Doubles { x: 21 })
+            .persisted()
+            .start()
+            .unwrap();
         let process = handle.controller();
         until(|| process.status().awaiting_resume);
         // Its first checkpoint, and with it its lease, are committed.
@@ -370,7 +352,7 @@ fn a_continue_waits_while_another_worker_holds_the_process_and_goes_on_when_it_s
         let comm = LocalCommunicator::new();
         let runtime = waiter.thread();
         let launcher = Launcher::builder()
-            .process::<Held>()
+            .process::<Doubles>()
             .queue("leases")
             .start(&waiter, comm.clone())
             .unwrap();
@@ -498,9 +480,11 @@ fn a_killed_workers_processes_are_continued_by_another_once_its_leases_run_out(k
     bounded(Duration::from_secs(60), move || {
         let place = kind.place();
         let lease_for = Duration::from_millis(1500);
-        let survivor = runner_on(kind.open(&place.0, "survivor", lease_for));
+        // Only the worker's lease is short: a taker with a lease as short could lose its own
+        // under the load of the whole suite (a renewal held up two thirds of a second).
+        let survivor = runner_on(kind.open(&place.0, "survivor", STEADY));
         let pids: Vec<Uuid> = (0..5)
-            .map(|x| survivor.launch(Held { x }).create().unwrap())
+            .map(|x| survivor.launch(Doubles { x }).create().unwrap())
             .collect();
         let (mut worker, lines) = start_worker(kind, &place.0, lease_for, &pids);
         until_line(&lines, |line| line.ends_with("ready"));
@@ -540,7 +524,8 @@ fn a_worker_stalled_past_its_lease_cannot_save_afterwards(kind: Shared) {
     bounded(Duration::from_secs(60), move || {
         let place = kind.place();
         let lease_for = Duration::from_millis(1000);
-        let taker = runner_on(kind.open(&place.0, "taker", lease_for));
+        // Only the stalled worker's lease is short (see the test above).
+        let taker = runner_on(kind.open(&place.0, "taker", STEADY));
         let pid = taker.launch(Ticker { ticks: 0, host: 0 }).create().unwrap();
         let (mut worker, lines) = start_worker(kind, &place.0, lease_for, &[pid]);
         until_line(&lines, |line| line.ends_with("tick 3"));
@@ -561,7 +546,7 @@ fn a_worker_stalled_past_its_lease_cannot_save_afterwards(kind: Shared) {
             held > 0,
             "the stalled worker's lease was not held until it ran out"
         );
-        let reader = kind.open(&place.0, "reader", lease_for);
+        let reader = kind.open(&place.0, "reader", STEADY);
         let host_of = || reader.load(pid).unwrap().process["host"].as_u64().unwrap();
         until(|| host_of() == u64::from(std::process::id()));
 

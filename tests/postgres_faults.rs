@@ -14,9 +14,9 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use common::postgres::{self, builder, password, unique_schema};
+use common::processes::Doubles;
 use common::{bounded, until};
 use parking_lot::Mutex;
-use runtime_thread::RuntimeThread;
 use runtime_thread::engine::{
     Command, EngineError, PersistError, Persistent, Persister, PostgresPersister, Process, Runner,
     StepContext, StepError,
@@ -28,13 +28,8 @@ use uuid::Uuid;
 static SERVER: Mutex<()> = Mutex::new(());
 
 fn runner_on(store: Arc<dyn Persister>) -> Runner {
-    let thread = RuntimeThread::builder().name("pg-faults").start().unwrap();
-    let runner = Runner::builder()
-        .thread(Arc::new(thread))
-        .persister(store)
-        .start()
-        .unwrap();
-    runner.register::<Held>();
+    let runner = common::runner_on(store, "pg-faults");
+    runner.register::<Doubles>();
     runner.register::<Count>();
     runner
 }
@@ -93,26 +88,6 @@ fn saves_are_refused_while_the_database_is_down_and_queued_ones_are_kept_after()
     });
 }
 
-/// `run` waits for a resume, then `emit` outputs `y = 2x`.
-#[derive(Serialize, Deserialize)]
-struct Held {
-    x: i64,
-}
-
-impl Process for Held {
-    async fn step(&mut self, step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
-        if step == "run" {
-            return Ok(Command::wait_for_resume("emit"));
-        }
-        ctx.out("y", (self.x * 2).into());
-        Ok(Command::finish())
-    }
-}
-
-impl Persistent for Held {
-    const TYPE_NAME: &'static str = "pgfaults.Held";
-}
-
 #[test]
 #[ignore = "needs the project's PostgreSQL cluster: scripts/test runs it"]
 fn a_process_stops_at_its_last_checkpoint_while_the_database_is_down_and_goes_on_after() {
@@ -121,7 +96,11 @@ fn a_process_stops_at_its_last_checkpoint_while_the_database_is_down_and_goes_on
         let schema = unique_schema();
         let store = Arc::new(postgres::store(&schema, false));
         let runner = runner_on(store.clone());
-        let handle = runner.launch(Held { x: 21 }).persisted().start().unwrap();
+        let handle = runner
+            .launch(Doubles { x: 21 })
+            .persisted()
+            .start()
+            .unwrap();
         let process = handle.controller();
         until(|| process.status().awaiting_resume);
         store.flush().unwrap();

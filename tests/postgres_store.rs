@@ -136,3 +136,14 @@ fn a_database_of_an_older_build_is_migrated_and_keeps_its_checkpoints() {
         assert_eq!(psql(&format!("SELECT count(*) FROM {schema}.leases")), "1");
     });
 }
+
+/// Refused before any connection is tried: a lease renewed every third of nothing would renew
+/// in a loop.
+#[test]
+fn a_lease_too_short_to_renew_is_refused() {
+    let refused = PostgresPersister::builder("postgres://nobody@127.0.0.1:1/none")
+        .lease_for(Duration::from_millis(10))
+        .connect()
+        .unwrap_err();
+    assert!(refused.to_string().contains("too short"), "{refused}");
+}

@@ -342,13 +342,25 @@ impl<C: Communicator> Serving<C> {
                  send persist: true"
             ));
         }
-        let created = self.kind(process_class).and_then(|kind| {
-            let inputs = inputs_of(init_args, init_kwargs)?;
-            (kind.create)(&self.runner, inputs).map_err(|e| e.to_string())
-        });
-        let pid = match created {
-            Ok(pid) => pid,
+        let (kind, inputs) = match self
+            .kind(process_class)
+            .and_then(|kind| Ok((kind, inputs_of(init_args, init_kwargs)?)))
+        {
+            Ok(made) => made,
             Err(message) => return Response::Failed(message),
+        };
+        // Created off the runtime thread: the store keeps the first checkpoint before the pid
+        // is answered, and a store that commits on a thread of its own (or in groups) is waited
+        // for, which this thread must not do.
+        let runner = self.runner.clone();
+        let created = (self.runner.thread())
+            .submit_blocking(move || (kind.create)(&runner, inputs))
+            .await;
+        let pid = match created {
+            Ok(Ok(pid)) => pid,
+            Ok(Err(error)) => return Response::Failed(error.to_string()),
+            // The runner's thread is stopping: another worker takes the task.
+            Err(_) => return Response::Rejected,
         };
         // Its first state, announced here since it does not run here.
         let created = Broadcast::new(Value::Null)
@@ -389,10 +401,7 @@ impl<C: Communicator> Serving<C> {
                 let runner = self.runner.clone();
                 Response::later(continue_when_free(runner, pid, nowait, ends_in))
             }
-            Err(EngineError::Persist(PersistError::NotFound { .. })) => Response::Failed(gone(pid)),
-            // The store is out of reach for now: another worker, or this one later, continues it.
-            Err(EngineError::Persist(error)) if error.is_transient() => Response::Rejected,
-            Err(error) => Response::Failed(error.to_string()),
+            Err(error) => not_loaded(pid, error),
         }
     }
 
@@ -438,22 +447,24 @@ async fn continue_when_free(
                     "process {pid} was continued here by another task meanwhile"
                 ));
             }
-            Err(EngineError::Persist(PersistError::NotFound { .. })) => {
-                return Response::Failed(gone(pid));
-            }
-            Err(EngineError::Persist(error)) if error.is_transient() => return Response::Rejected,
-            Err(error) => return Response::Failed(error.to_string()),
+            Err(error) => return not_loaded(pid, error),
         }
     }
 }
 
-/// The answer to a `continue` of a process the store does not hold.
-fn gone(pid: Uuid) -> String {
-    format!(
-        "no checkpoint for process {pid}: it never existed, or it ended and its outcome went to \
-         an earlier continue of it (if the worker that ran it died just after handing it over, \
-         that answer was lost with it)"
-    )
+/// The answer to a `continue` whose process could not be loaded (for a reason other than its
+/// running here or elsewhere already).
+fn not_loaded(pid: Uuid, error: EngineError) -> Response {
+    match error {
+        EngineError::Persist(PersistError::NotFound { .. }) => Response::Failed(format!(
+            "no checkpoint for process {pid}: it never existed, or it ended and its outcome went \
+             to an earlier continue of it (if the worker that ran it died just after handing it \
+             over, that answer was lost with it)"
+        )),
+        // The store is out of reach for now: another worker, or this one later, continues it.
+        EngineError::Persist(error) if error.is_transient() => Response::Rejected,
+        error => Response::Failed(error.to_string()),
+    }
 }
 
 /// How long an answered outcome stays in the store before it is handed over (its checkpoint

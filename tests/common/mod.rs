@@ -36,6 +36,23 @@ pub fn bounded<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Se
     }
 }
 
+/// A runner on a runtime thread of its own named `name`, keeping its checkpoints in `store`;
+/// the test registers its process types.
+pub fn runner_on(
+    store: std::sync::Arc<dyn runtime_thread::engine::Persister>,
+    name: &str,
+) -> runtime_thread::engine::Runner {
+    let thread = runtime_thread::RuntimeThread::builder()
+        .name(name)
+        .start()
+        .unwrap();
+    runtime_thread::engine::Runner::builder()
+        .thread(std::sync::Arc::new(thread))
+        .persister(store)
+        .start()
+        .unwrap()
+}
+
 /// The default bound for tests that should take well under a second.
 pub const QUICK: Duration = Duration::from_secs(20);
 

@@ -55,3 +55,24 @@ impl Process for Waits {
 impl Persistent for Waits {
     const TYPE_NAME: &'static str = "test.Waits";
 }
+
+/// Waits for a resume in `run`, then outputs `y = 2x` in `emit`: a process that stays running
+/// until told, with an output that tells which one it was.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Doubles {
+    pub x: i64,
+}
+
+impl Process for Doubles {
+    async fn step(&mut self, step: &str, ctx: &mut StepContext) -> Result<Command, StepError> {
+        if step == "run" {
+            return Ok(Command::wait_for_resume("emit"));
+        }
+        ctx.out("y", (self.x * 2).into());
+        Ok(Command::finish())
+    }
+}
+
+impl Persistent for Doubles {
+    const TYPE_NAME: &'static str = "test.Doubles";
+}

@@ -6,11 +6,28 @@
 //! lease is lost, or may be, is refused before the database is asked.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use super::PersistError;
+
+/// How long a program's leases last unless it renews them, by default.
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// The shortest lease a store accepts: it is renewed every third of its time, and a renewal
+/// must fit between a busy program's other work (a lease of nothing would renew in a loop).
+pub(crate) const SHORTEST_LEASE: Duration = Duration::from_millis(300);
+
+/// Refuses a lease too short to be renewed reliably.
+pub(crate) fn check_lease(lease_for: Duration) -> Result<(), PersistError> {
+    if lease_for < SHORTEST_LEASE {
+        return Err(PersistError::store_failed(format!(
+            "a lease of {lease_for:?} is too short to renew reliably; give at least {SHORTEST_LEASE:?}"
+        )));
+    }
+    Ok(())
+}
 
 /// This machine's name, as owners name themselves by default.
 pub(crate) fn host_name() -> String {
@@ -121,8 +138,6 @@ impl Leases {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
@@ -142,6 +157,13 @@ mod tests {
         // Given up here, it can be made or taken afresh.
         assert_eq!(leases.release(pid), None);
         assert_eq!(leases.token(pid).unwrap(), None);
+    }
+
+    #[test]
+    fn a_lease_too_short_to_renew_is_refused() {
+        assert!(check_lease(SHORTEST_LEASE).is_ok());
+        let refused = check_lease(Duration::ZERO).unwrap_err();
+        assert!(refused.to_string().contains("too short"), "{refused}");
     }
 
     #[test]

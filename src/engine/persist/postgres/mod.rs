@@ -167,10 +167,10 @@ impl PostgresBuilder {
         self
     }
 
-    /// How long this program's leases last unless it renews them (default 10 s; renewed every
-    /// third of that). A worker that dies, or stalls, this long loses its processes to the
-    /// others; a shorter time hands them over sooner, and asks more of a busy program's
-    /// renewals.
+    /// How long this program's leases last unless it renews them (default 10 s, at least
+    /// 300 ms; renewed every third of that). A worker that dies, or stalls, this long loses its
+    /// processes to the others; a shorter time hands them over sooner, and asks more of a busy
+    /// program's renewals.
     pub fn lease_for(mut self, lease_for: Duration) -> Self {
         self.lease_for = lease_for;
         self
@@ -187,11 +187,13 @@ impl PostgresBuilder {
     ///
     /// # Errors
     ///
-    /// - `PersistError::Store` for a URL that does not parse, a bad schema name, a refused
-    ///   login, a database migrated by a newer build, or a writer thread that cannot start;
+    /// - `PersistError::Store` for a URL that does not parse, a bad schema name, a lease shorter
+    ///   than 300 ms, a refused login, a database migrated by a newer build, or a writer thread
+    ///   that cannot start;
     /// - `PersistError::Unavailable` when the database cannot be reached.
     pub fn connect(self) -> Result<PostgresPersister, PersistError> {
         schema::check_name(&self.schema)?;
+        super::lease::check_lease(self.lease_for)?;
         let shown_url = crate::messaging::shown_url::shown_url(&self.url);
         let mut config: tokio_postgres::Config = self.url.parse().map_err(|_| {
             PersistError::store_failed(format!(
@@ -256,7 +258,7 @@ impl PostgresPersister {
             group_commit: false,
             timeout: Duration::from_secs(10),
             retry_for: Duration::from_secs(10),
-            lease_for: Duration::from_secs(10),
+            lease_for: super::lease::DEFAULT_LEASE,
             owner_name: None,
         }
     }

@@ -85,8 +85,8 @@ struct State {
     settled: u64,
     /// The number of the latest entry given up (not committed), 0 if none.
     lost: u64,
-    /// The latest entry with a save that a lease refused, and its process.
-    refused: (u64, Option<Uuid>),
+    /// A process whose save a lease refused, until a flush reports it.
+    refused: Option<Uuid>,
     /// The connection, while the database can be reached.
     client: Option<Arc<Client>>,
     /// Since when, and why, the database cannot be reached.
@@ -106,7 +106,7 @@ impl Queue {
             queued: 0,
             settled: 0,
             lost: 0,
-            refused: (0, None),
+            refused: None,
             client: None,
             down: None,
             failure: None,
@@ -249,7 +249,8 @@ impl Queue {
     }
 
     /// Waits until every entry queued so far is settled; an error if one of them was given
-    /// up or refused by a lease, or the store has failed.
+    /// up, if a lease refused a save that no flush has reported yet (it may have been settled
+    /// before this call), or if the store has failed.
     pub(crate) fn flush(&self, shown: &str) -> Result<(), PersistError> {
         let mut state = self.state.lock();
         let (target, before) = (state.queued, state.settled);
@@ -259,9 +260,7 @@ impl Queue {
         if let Some(failure) = &state.failure {
             return Err(failure.clone());
         }
-        if let (seq, Some(pid)) = state.refused
-            && seq > before
-        {
+        if let Some(pid) = state.refused.take() {
             return Err(PersistError::LeaseLost { pid });
         }
         if state.lost > before {
@@ -323,7 +322,7 @@ impl Queue {
                 {
                     state.leases.refused(*pid, *token);
                     result = Err(PersistError::LeaseLost { pid: *pid });
-                    state.refused = (entry.seq, Some(*pid));
+                    state.refused = Some(*pid);
                 }
             }
             results.push(result);

@@ -50,8 +50,8 @@ struct QueueState {
     /// Changes queued since the start, and how many of them are committed.
     queued_count: u64,
     committed_count: u64,
-    /// Up to which count a group had a change its lease refused, and the process.
-    refused: (u64, Option<Uuid>),
+    /// A process whose change a lease refused, until a flush reports it.
+    refused: Option<Uuid>,
     /// Told when everything queued up to their count is committed.
     waiters: Vec<(u64, oneshot::Sender<Result<(), PersistError>>)>,
     failure: Option<PersistError>,
@@ -126,20 +126,21 @@ impl Batcher {
             .collect()
     }
 
-    /// Waits until everything queued so far is committed; `LeaseLost` if a lease refused one
-    /// of those changes.
+    /// Waits until everything queued so far is committed; `LeaseLost` if a lease refused a
+    /// change that no flush has reported yet (it may have been committed, and refused, before
+    /// this call).
     pub(super) fn flush(&self) -> Result<(), PersistError> {
         let mut state = self.shared.state.lock();
-        let (target, before) = (state.queued_count, state.committed_count);
+        let target = state.queued_count;
         while state.committed_count < target && state.failure.is_none() {
             self.shared.committed.wait(&mut state);
         }
         if let Some(failure) = &state.failure {
             return Err(failure.clone());
         }
-        match state.refused {
-            (upto, Some(pid)) if upto > before => Err(PersistError::LeaseLost { pid }),
-            _ => Ok(()),
+        match state.refused.take() {
+            Some(pid) => Err(PersistError::LeaseLost { pid }),
+            None => Ok(()),
         }
     }
 
@@ -218,7 +219,7 @@ fn commit_groups(db: &Db, ownership: Option<&Ownership>, queue: &Queue) {
             Ok(refused) => {
                 state.committed_count = upto;
                 if let Some((pid, _)) = refused.first() {
-                    state.refused = (upto, Some(*pid));
+                    state.refused = Some(*pid);
                 }
             }
             Err(error) => {

@@ -104,8 +104,10 @@ impl Db {
         let mut connection = self.connection.lock();
         let transaction = immediate(&mut connection)?;
         let mut refused = Vec::new();
+        // As the tables hold it: compared with each lease read, not parsed from it.
+        let owner = owner.map(|owner| owner.to_string());
         {
-            let alive = match owner {
+            let alive = match &owner {
                 Some(owner) => owner_alive(&transaction, owner, now_ms())?,
                 None => false,
             };
@@ -117,7 +119,7 @@ impl Db {
                 .map_err(store_error)?;
             for write in writes {
                 let pid = write.pid.to_string();
-                if let (Some(owner), Some(token)) = (owner, write.token) {
+                if let (Some(owner), Some(token)) = (&owner, write.token) {
                     let lease = lease_of(&transaction, &pid)?;
                     if !alive || !may_change(lease.as_ref(), owner, token) {
                         refused.push((write.pid, token));
@@ -133,14 +135,14 @@ impl Db {
                 }
                 .map_err(store_error)?;
             }
-            if let Some(owner) = owner {
+            if let Some(owner) = &owner {
                 let mut free = transaction
                     .prepare_cached(
                         "DELETE FROM leases WHERE pid = ?1 AND owner = ?2 AND token = ?3",
                     )
                     .map_err(store_error)?;
                 for (pid, token) in releases {
-                    free.execute(params![pid.to_string(), owner.to_string(), token])
+                    free.execute(params![pid.to_string(), owner, token])
                         .map_err(store_error)?;
                 }
             }
@@ -210,7 +212,7 @@ impl Db {
         if !exists {
             return Err(PersistError::NotFound { pid });
         }
-        if !owner_alive(&transaction, owner, now)? {
+        if !owner_alive(&transaction, &owner.to_string(), now)? {
             return Err(PersistError::LeaseLost { pid });
         }
         let token: i64 = transaction
@@ -353,44 +355,41 @@ fn immediate(connection: &mut Connection) -> Result<Transaction<'_>, PersistErro
         .map_err(store_error)
 }
 
-fn owner_alive(transaction: &Transaction<'_>, owner: Uuid, now: i64) -> Result<bool, PersistError> {
+fn owner_alive(transaction: &Transaction<'_>, owner: &str, now: i64) -> Result<bool, PersistError> {
     let alive = transaction
         .prepare_cached("SELECT 1 FROM owners WHERE owner = ?1 AND expires > ?2")
-        .and_then(|mut s| {
-            s.query_row(params![owner.to_string(), now], |_| Ok(()))
-                .optional()
-        })
+        .and_then(|mut s| s.query_row(params![owner, now], |_| Ok(())).optional())
         .map_err(store_error)?;
     Ok(alive.is_some())
 }
 
 /// The lease of `pid`: its owner and token.
-fn lease_of(transaction: &Transaction<'_>, pid: &str) -> Result<Option<(Uuid, i64)>, PersistError> {
-    let lease: Option<(String, i64)> = transaction
+fn lease_of(
+    transaction: &Transaction<'_>,
+    pid: &str,
+) -> Result<Option<(String, i64)>, PersistError> {
+    transaction
         .prepare_cached("SELECT owner, token FROM leases WHERE pid = ?1")
         .and_then(|mut s| {
             s.query_row([pid], |row| Ok((row.get(0)?, row.get(1)?)))
                 .optional()
         })
-        .map_err(store_error)?;
-    lease
-        .map(|(owner, token)| Ok((parse_uuid(&owner)?, token)))
-        .transpose()
+        .map_err(store_error)
 }
 
 /// Whether a change made under `token` by `owner` may land on a process with `lease`.
-fn may_change(lease: Option<&(Uuid, i64)>, owner: Uuid, token: i64) -> bool {
+fn may_change(lease: Option<&(String, i64)>, owner: &str, token: i64) -> bool {
     match lease {
         None => token == 0,
-        Some((holder, held)) => *holder == owner && *held == token,
+        Some((holder, held)) => holder == owner && *held == token,
     }
 }
 
 /// The first save of a process made here takes its lease, with token 0.
-fn take_fresh(transaction: &Transaction<'_>, pid: &str, owner: Uuid) -> Result<(), PersistError> {
+fn take_fresh(transaction: &Transaction<'_>, pid: &str, owner: &str) -> Result<(), PersistError> {
     transaction
         .prepare_cached("INSERT INTO leases (pid, owner, token) VALUES (?1, ?2, 0)")
-        .and_then(|mut s| s.execute(params![pid, owner.to_string()]))
+        .and_then(|mut s| s.execute(params![pid, owner]))
         .map_err(store_error)?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use uuid::Uuid;
 
-use super::lease::default_owner_name;
+use super::lease::{DEFAULT_LEASE, check_lease, default_owner_name};
 use super::{Committed, PersistError, Persister, decode, encode, with_pending};
 use crate::engine::checkpoint::Checkpoint;
 use batcher::{Batcher, Pending};
@@ -112,9 +112,6 @@ pub struct SqliteBuilder {
     owner_name: Option<String>,
 }
 
-/// The shortest lease: renewals every third of it must fit between a busy program's other work.
-const SHORTEST_LEASE: Duration = Duration::from_millis(300);
-
 impl SqliteBuilder {
     /// Commits in groups rather than each save on its own (see [`SqlitePersister`]).
     pub fn group_commit(mut self, group_commit: bool) -> Self {
@@ -153,11 +150,8 @@ impl SqliteBuilder {
     /// the tables, a version made by a newer build), for a lease shorter than 300 ms, or when a
     /// thread cannot start.
     pub fn open(self) -> Result<SqlitePersister, PersistError> {
-        if self.leases && self.lease_for < SHORTEST_LEASE {
-            return Err(PersistError::store_failed(format!(
-                "a lease of {:?} is too short to renew reliably; give at least {SHORTEST_LEASE:?}",
-                self.lease_for
-            )));
+        if self.leases {
+            check_lease(self.lease_for)?;
         }
         let db = Arc::new(Db::open(&self.path)?);
         let ownership = if self.leases {
@@ -203,7 +197,7 @@ impl SqlitePersister {
             path: path.as_ref().to_owned(),
             group_commit: false,
             leases: false,
-            lease_for: Duration::from_secs(10),
+            lease_for: DEFAULT_LEASE,
             owner_name: None,
         }
     }
@@ -250,12 +244,15 @@ impl SqlitePersister {
     ///
     /// The database's failure to write.
     pub fn put_raw(&self, pid: Uuid, bytes: &[u8]) -> Result<(), PersistError> {
-        self.write(vec![(pid, Some(bytes.to_vec()))])
+        self.write([(pid, Some(bytes.to_vec()))])
     }
 
     /// Saves (`Some`) or deletes (`None`) as one, each fenced by this program's lease of its
     /// process when the store keeps leases.
-    fn write(&self, changes: Vec<(Uuid, Option<Vec<u8>>)>) -> Result<(), PersistError> {
+    fn write(
+        &self,
+        changes: impl IntoIterator<Item = (Uuid, Option<Vec<u8>>)>,
+    ) -> Result<(), PersistError> {
         let fenced = self.fence(changes)?;
         match &self.batcher {
             Some(batcher) => batcher.queue_all(fenced),
@@ -276,7 +273,7 @@ impl SqlitePersister {
     /// made here, whose save takes the lease; a delete of one not held is not fenced.
     fn fence(
         &self,
-        changes: Vec<(Uuid, Option<Vec<u8>>)>,
+        changes: impl IntoIterator<Item = (Uuid, Option<Vec<u8>>)>,
     ) -> Result<Vec<(Uuid, Pending)>, PersistError> {
         let Some(ownership) = &self.ownership else {
             return Ok((changes.into_iter())
@@ -310,11 +307,11 @@ impl SqlitePersister {
 
 impl Persister for SqlitePersister {
     fn save(&self, checkpoint: &Checkpoint) -> Result<(), PersistError> {
-        self.write(vec![(checkpoint.pid, Some(encode(checkpoint)?))])
+        self.write([(checkpoint.pid, Some(encode(checkpoint)?))])
     }
 
     fn save_bytes(&self, pid: Uuid, bytes: Vec<u8>) -> Result<(), PersistError> {
-        self.write(vec![(pid, Some(bytes))])
+        self.write([(pid, Some(bytes))])
     }
 
     fn load(&self, pid: Uuid) -> Result<Checkpoint, PersistError> {
@@ -331,16 +328,12 @@ impl Persister for SqlitePersister {
     }
 
     fn delete(&self, pid: Uuid) -> Result<(), PersistError> {
-        self.write(vec![(pid, None)])
+        self.write([(pid, None)])
     }
 
     /// One transaction (with group commit: queued at once, so one group commits them all).
     fn save_all(&self, checkpoints: Vec<(Uuid, Vec<u8>)>) -> Result<(), PersistError> {
-        self.write(
-            (checkpoints.into_iter())
-                .map(|(pid, body)| (pid, Some(body)))
-                .collect(),
-        )
+        self.write((checkpoints.into_iter()).map(|(pid, body)| (pid, Some(body))))
     }
 
     /// With group commit, ready once everything queued so far is committed, without blocking
