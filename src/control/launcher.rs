@@ -342,25 +342,13 @@ impl<C: Communicator> Serving<C> {
                  send persist: true"
             ));
         }
-        let (kind, inputs) = match self
-            .kind(process_class)
-            .and_then(|kind| Ok((kind, inputs_of(init_args, init_kwargs)?)))
-        {
-            Ok(made) => made,
-            Err(message) => return Response::Failed(message),
-        };
-        // Created off the runtime thread: the store keeps the first checkpoint before the pid
-        // is answered, and a store that commits on a thread of its own (or in groups) is waited
-        // for, which this thread must not do.
-        let runner = self.runner.clone();
-        let created = (self.runner.thread())
-            .submit_blocking(move || (kind.create)(&runner, inputs))
-            .await;
+        let created = self.kind(process_class).and_then(|kind| {
+            let inputs = inputs_of(init_args, init_kwargs)?;
+            (kind.create)(&self.runner, inputs).map_err(|e| e.to_string())
+        });
         let pid = match created {
-            Ok(Ok(pid)) => pid,
-            Ok(Err(error)) => return Response::Failed(error.to_string()),
-            // The runner's thread is stopping: another worker takes the task.
-            Err(_) => return Response::Rejected,
+            Ok(pid) => pid,
+            Err(message) => return Response::Failed(message),
         };
         // Its first state, announced here since it does not run here.
         let created = Broadcast::new(Value::Null)
